@@ -1,0 +1,140 @@
+//! The crate's one error type: every way reading data or running the cleartext
+//! learning maths can fail, with the row and column for bad CSV input.
+
+use std::path::PathBuf;
+
+use crate::data::Schema;
+
+/// Everything that can go wrong in `learning`.
+///
+/// CSV rows are numbered from 1 for the first *data* row (the header is not
+/// counted); `line` is the 1-based line of the file, header included, so a user
+/// can jump straight to it in an editor.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be opened, read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CSV reader itself failed (invalid UTF-8, I/O while reading, writer failure).
+    #[error("CSV error{}: {source}", row.map(|r| format!(" at data row {r}")).unwrap_or_default())]
+    Csv {
+        /// The 1-based data row being read, when known.
+        row: Option<usize>,
+        /// The underlying CSV error.
+        #[source]
+        source: csv::Error,
+    },
+    /// The input has no header row at all.
+    #[error("the CSV is empty: expected a header row naming the columns")]
+    EmptyFile,
+    /// The header has a blank column name.
+    #[error("header column {column_number} has an empty name")]
+    EmptyColumnName {
+        /// 1-based position of the column in the header.
+        column_number: usize,
+    },
+    /// Two header columns share a name.
+    #[error("header names column {column:?} more than once")]
+    DuplicateColumn {
+        /// The repeated name.
+        column: String,
+    },
+    /// The named target column is not in the header.
+    #[error("target column {target:?} not found; the header has columns {columns:?}")]
+    MissingTarget {
+        /// The target column asked for.
+        target: String,
+        /// The columns the header does have.
+        columns: Vec<String>,
+    },
+    /// The header has only the target column: nothing to learn from.
+    #[error("no feature columns: the CSV has only the target column {target:?}")]
+    NoFeatures {
+        /// The target column.
+        target: String,
+    },
+    /// The header is there but no data row follows.
+    #[error("the CSV has a header but no data rows")]
+    NoRows,
+    /// A data row has a different number of cells than the header.
+    #[error("row {row} (line {line}): expected {expected} cells like the header, found {found}")]
+    RaggedRow {
+        /// 1-based data row.
+        row: usize,
+        /// 1-based line in the file.
+        line: u64,
+        /// Number of header columns.
+        expected: usize,
+        /// Number of cells in this row.
+        found: usize,
+    },
+    /// A cell is empty.
+    #[error("row {row} (line {line}), column {column:?}: missing value (empty cell)")]
+    MissingCell {
+        /// 1-based data row.
+        row: usize,
+        /// 1-based line in the file.
+        line: u64,
+        /// Name of the column.
+        column: String,
+    },
+    /// A cell is not a finite number.
+    #[error("row {row} (line {line}), column {column:?}: {value:?} is not a finite number")]
+    NonNumeric {
+        /// 1-based data row.
+        row: usize,
+        /// 1-based line in the file.
+        line: u64,
+        /// Name of the column.
+        column: String,
+        /// The offending cell text.
+        value: String,
+    },
+    /// A value given to [`crate::Dataset::new`] is NaN or infinite.
+    #[error("row {row}, column {column:?}: value {value} is not finite")]
+    NonFinite {
+        /// 1-based data row.
+        row: usize,
+        /// Name of the column.
+        column: String,
+        /// The value.
+        value: f64,
+    },
+    /// Array or name dimensions do not fit together.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A federation (or reference run) was asked to run with no hospitals.
+    #[error("no hospitals given")]
+    NoHospitals,
+    /// A hospital's data set has a different schema than the first hospital's.
+    #[error("hospital {hospital} has schema {found:?}, expected {expected:?} (hospitals must agree on features and target)")]
+    SchemaMismatch {
+        /// 1-based hospital number.
+        hospital: usize,
+        /// The first hospital's schema.
+        expected: Schema,
+        /// This hospital's schema.
+        found: Schema,
+    },
+    /// A hyper-parameter is out of range.
+    #[error("invalid {name}: {reason}")]
+    InvalidParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The normal equations of a least-squares fit are singular (collinear features).
+    #[error("least squares: the normal equations are singular (collinear or constant features)")]
+    Singular,
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
