@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ndarray::Array1;
+use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
@@ -80,6 +80,33 @@ pub fn apply_aggregate(
     w.scaled_add(-eta, &averaged);
 }
 
+/// Local-only training with the update rule of `mode`, from zeros:
+/// [`Mode::Seed`] steps with the summed gradient (`w -= eta * gradient`, as
+/// python-paillier's example does, see [`train_local`]); [`Mode::Global`] steps
+/// with the mean gradient over the hospital's own rows (`w -= eta * gradient /
+/// rows`), the same rule the federated model follows on the pooled rows, so the
+/// local-only baseline is trained with the same `eta` on a comparable scale.
+pub fn train_local_for(
+    mode: Mode,
+    x: &Array2<f64>,
+    y: &Array1<f64>,
+    iterations: usize,
+    eta: f64,
+) -> Array1<f64> {
+    match mode {
+        Mode::Seed => train_local(x, y, iterations, eta),
+        Mode::Global => {
+            let rows = x.nrows().max(1) as f64;
+            let mut w = Array1::zeros(x.ncols());
+            for _ in 0..iterations {
+                let g = gradient(x, y, &w) / rows;
+                w.scaled_add(-eta, &g);
+            }
+            w
+        }
+    }
+}
+
 /// The cleartext twin of the federated protocol.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReferenceRun {
@@ -94,7 +121,7 @@ pub struct ReferenceRun {
 /// Weights produced by a [`ReferenceRun`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReferenceResult {
-    /// Each hospital's local-only model (`train_local` with `rounds`, `eta`).
+    /// Each hospital's local-only model ([`train_local_for`] with `mode`, `rounds`, `eta`).
     pub local_weights: Vec<Array1<f64>>,
     /// `weights_per_round[r][h]`: hospital `h`'s model after round `r + 1`.
     pub weights_per_round: Vec<Vec<Array1<f64>>>,
@@ -128,7 +155,7 @@ impl ReferenceRun {
         let n_total: usize = hospitals.iter().map(Dataset::n_rows).sum();
         let local_weights: Vec<Array1<f64>> = hospitals
             .iter()
-            .map(|h| train_local(h.x(), h.y(), self.rounds, self.eta))
+            .map(|h| train_local_for(self.mode, h.x(), h.y(), self.rounds, self.eta))
             .collect();
         let mut weights: Vec<Array1<f64>> = match self.mode {
             Mode::Seed => local_weights.clone(),

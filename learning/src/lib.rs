@@ -19,7 +19,7 @@ mod model;
 
 pub use data::{Dataset, Schema};
 pub use error::{Error, Result};
-pub use federated::{apply_aggregate, Mode, ReferenceResult, ReferenceRun};
+pub use federated::{apply_aggregate, train_local_for, Mode, ReferenceResult, ReferenceRun};
 pub use model::{gradient, least_squares, mse, predict, train_local};
 
 /// Re-export of the array crate the API is expressed in, so dependants use the same version.

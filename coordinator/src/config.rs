@@ -1,0 +1,442 @@
+//! The coordinator's configuration file (`coordinator.json`) and its CLI
+//! overrides, parsed and checked before any I/O.
+//!
+//! Relative paths in the file are resolved against the file's directory, so a
+//! provisioned work directory can be moved as a whole; paths given on the
+//! command line are relative to the current directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use learning::Mode;
+use protocol::{FixedPoint, Member};
+use serde::{Deserialize, Serialize};
+
+/// PKI file paths of one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkiFiles {
+    /// Consortium CA certificate (PEM). Default `pki/ca.pem`.
+    pub ca: PathBuf,
+    /// This node's certificate (PEM). Default `pki/<name>.pem`.
+    pub cert: PathBuf,
+    /// This node's private key (PEM, mode 0600). Default `pki/<name>.key`.
+    pub key: PathBuf,
+}
+
+impl PkiFiles {
+    /// The conventional `pki/` paths of node `name`.
+    pub fn for_node(name: &str) -> PkiFiles {
+        PkiFiles {
+            ca: PathBuf::from("pki/ca.pem"),
+            cert: PathBuf::from(format!("pki/{name}.pem")),
+            key: PathBuf::from(format!("pki/{name}.key")),
+        }
+    }
+}
+
+/// `coordinator.json`. Every field is optional and has the default given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Node name; must be the name in the coordinator's certificate. Default "coordinator".
+    pub name: String,
+    /// UDP address to listen on. Default "0.0.0.0:7000".
+    pub listen: String,
+    /// PKI files. Default `pki/ca.pem`, `pki/<name>.pem`, `pki/<name>.key`.
+    pub pki: Option<PkiFiles>,
+    /// The hospitals, in ring order: `[{"name": "hospital-1", "address": "10.0.0.5:7001"}, ...]`.
+    /// Names must match the hospitals' certificates. Default: empty (an error: at least 3 needed).
+    pub roster: Vec<Member>,
+    /// Paillier modulus size in bits (2048 minimum). Default 3072.
+    pub key_bits: usize,
+    /// Paillier key file (JSON holding the primes, mode 0600): loaded if it exists, else a new key
+    /// is generated and saved there (needed by `--resume`). Default "paillier-key.json".
+    pub key_path: PathBuf,
+    /// Training mode, "seed" or "global". Default "seed".
+    pub mode: Mode,
+    /// Training rounds. Default 50.
+    pub rounds: u32,
+    /// Learning rate. Default 0.01.
+    pub eta: f64,
+    /// Pairwise masks that cancel in the sum (collusion resistance). Default true.
+    pub masks: bool,
+    /// Pack a whole gradient into as few ciphertexts as possible. Default true.
+    pub pack: bool,
+    /// Fixed-point encoding of gradient values. Default frac_bits 40, int_bits 24, max_addends 64.
+    pub fixed_point: FixedPoint,
+    /// Deadline (seconds) of each round phase before the silent node is dropped. Default 60.
+    pub round_timeout_secs: f64,
+    /// How long (seconds) to wait for the whole roster before starting with those present
+    /// (at least `min_hospitals`). Default 120.
+    pub join_timeout_secs: f64,
+    /// Attempts per round before the run fails. Default 5.
+    pub max_attempts: u32,
+    /// Fewest hospitals to run with (never below 3). Default 3.
+    pub min_hospitals: usize,
+    /// Checkpoint written atomically after every round. Default "checkpoint.json".
+    pub checkpoint_path: PathBuf,
+    /// Results JSON written at the end. Default "results.json".
+    pub results_path: PathBuf,
+    /// Run id (1-64 of A-Z a-z 0-9 _ . -). Default: random.
+    pub run_id: Option<String>,
+    /// Size cap of one message in bytes. Default 16 MiB.
+    pub max_message_bytes: usize,
+    /// How long (seconds) a silent connection stays open. Default 30.
+    pub idle_timeout_secs: f64,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            name: protocol::coordinator::DEFAULT_COORDINATOR_NAME.to_owned(),
+            listen: "0.0.0.0:7000".to_owned(),
+            pki: None,
+            roster: Vec::new(),
+            key_bits: paillier::DEFAULT_KEY_BITS,
+            key_path: PathBuf::from("paillier-key.json"),
+            mode: Mode::Seed,
+            rounds: 50,
+            eta: 0.01,
+            masks: true,
+            pack: true,
+            fixed_point: FixedPoint::DEFAULT,
+            round_timeout_secs: 60.0,
+            join_timeout_secs: 120.0,
+            max_attempts: 5,
+            min_hospitals: protocol::coordinator::MIN_HOSPITALS,
+            checkpoint_path: PathBuf::from("checkpoint.json"),
+            results_path: PathBuf::from("results.json"),
+            run_id: None,
+            max_message_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
+            idle_timeout_secs: 30.0,
+        }
+    }
+}
+
+/// Command-line overrides of [`FileConfig`] fields.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// Override `listen`.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Override `rounds`.
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// Override `eta`.
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Override `mode` (seed|global).
+    #[arg(long)]
+    pub mode: Option<Mode>,
+    /// Override `key_bits`.
+    #[arg(long)]
+    pub key_bits: Option<usize>,
+    /// Override `key_path`.
+    #[arg(long)]
+    pub key_path: Option<PathBuf>,
+    /// Set `masks` to false.
+    #[arg(long)]
+    pub no_masks: bool,
+    /// Set `pack` to false.
+    #[arg(long)]
+    pub no_pack: bool,
+    /// Override `round_timeout_secs`.
+    #[arg(long)]
+    pub round_timeout_secs: Option<f64>,
+    /// Override `join_timeout_secs`.
+    #[arg(long)]
+    pub join_timeout_secs: Option<f64>,
+    /// Override `min_hospitals`.
+    #[arg(long)]
+    pub min_hospitals: Option<usize>,
+    /// Override `checkpoint_path`.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Override `results_path`.
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Override `run_id`.
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+/// The checked configuration the driver runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub pki: protocol::pki::PkiPaths,
+    pub roster: Vec<Member>,
+    pub key_bits: usize,
+    pub key_path: PathBuf,
+    pub params: protocol::RunParams,
+    pub round_timeout: Duration,
+    pub join_timeout: Duration,
+    pub max_attempts: u32,
+    pub min_hospitals: usize,
+    pub checkpoint_path: PathBuf,
+    pub results_path: PathBuf,
+    pub run_id: protocol::RunId,
+    pub max_message_bytes: usize,
+    pub idle_timeout: Duration,
+}
+
+fn secs(what: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        bail!("{what} must be a positive number of seconds, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given), applies `ov` and checks everything.
+    pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config> {
+        let (mut fc, base) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                let fc: FileConfig = serde_json::from_str(&text)
+                    .with_context(|| format!("parsing config {}", p.display()))?;
+                let base = p.parent().map(Path::to_owned).unwrap_or_default();
+                (fc, base)
+            }
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+        let pki = fc
+            .pki
+            .clone()
+            .unwrap_or_else(|| PkiFiles::for_node(&fc.name));
+        fc.key_path = resolve(&base, &fc.key_path);
+        fc.checkpoint_path = resolve(&base, &fc.checkpoint_path);
+        fc.results_path = resolve(&base, &fc.results_path);
+        let pki = protocol::pki::PkiPaths {
+            ca: resolve(&base, &pki.ca),
+            cert: resolve(&base, &pki.cert),
+            key: resolve(&base, &pki.key),
+        };
+        if let Some(v) = &ov.listen {
+            fc.listen = v.clone();
+        }
+        if let Some(v) = ov.rounds {
+            fc.rounds = v;
+        }
+        if let Some(v) = ov.eta {
+            fc.eta = v;
+        }
+        if let Some(v) = ov.mode {
+            fc.mode = v;
+        }
+        if let Some(v) = ov.key_bits {
+            fc.key_bits = v;
+        }
+        if let Some(v) = &ov.key_path {
+            fc.key_path = v.clone();
+        }
+        if ov.no_masks {
+            fc.masks = false;
+        }
+        if ov.no_pack {
+            fc.pack = false;
+        }
+        if let Some(v) = ov.round_timeout_secs {
+            fc.round_timeout_secs = v;
+        }
+        if let Some(v) = ov.join_timeout_secs {
+            fc.join_timeout_secs = v;
+        }
+        if let Some(v) = ov.min_hospitals {
+            fc.min_hospitals = v;
+        }
+        if let Some(v) = &ov.checkpoint {
+            fc.checkpoint_path = v.clone();
+        }
+        if let Some(v) = &ov.results {
+            fc.results_path = v.clone();
+        }
+        if let Some(v) = &ov.run_id {
+            fc.run_id = Some(v.clone());
+        }
+        Self::check(fc, pki)
+    }
+
+    fn check(fc: FileConfig, pki: protocol::pki::PkiPaths) -> Result<Config> {
+        protocol::pki::validate_node_name(&fc.name).context("config field `name`")?;
+        let listen: SocketAddr = fc
+            .listen
+            .parse()
+            .with_context(|| format!("config field `listen`: {:?} is not an IP:port", fc.listen))?;
+        if fc.min_hospitals < protocol::coordinator::MIN_HOSPITALS {
+            bail!(
+                "min_hospitals is {} but must be at least {}: with two hospitals each learns the \
+                 other's gradient by subtracting its own from the aggregate",
+                fc.min_hospitals,
+                protocol::coordinator::MIN_HOSPITALS
+            );
+        }
+        if fc.roster.len() < fc.min_hospitals {
+            bail!(
+                "the roster lists {} hospitals but at least {} are required (min_hospitals; with \
+                 fewer than 3 a hospital could learn another's gradient from the aggregate)",
+                fc.roster.len(),
+                fc.min_hospitals
+            );
+        }
+        for (i, m) in fc.roster.iter().enumerate() {
+            protocol::pki::validate_node_name(&m.name)
+                .with_context(|| format!("roster entry {}", i + 1))?;
+            if m.name == fc.name {
+                bail!(
+                    "roster entry {} uses the coordinator's name {:?}",
+                    i + 1,
+                    m.name
+                );
+            }
+            if fc.roster[..i].iter().any(|o| o.name == m.name) {
+                bail!("roster lists {:?} twice", m.name);
+            }
+            m.address.parse::<SocketAddr>().with_context(|| {
+                format!(
+                    "roster entry {:?}: address {:?} is not an IP:port",
+                    m.name, m.address
+                )
+            })?;
+        }
+        if fc.key_bits < paillier::MIN_KEY_BITS {
+            bail!(
+                "key_bits {} is below the {}-bit minimum",
+                fc.key_bits,
+                paillier::MIN_KEY_BITS
+            );
+        }
+        if fc.rounds == 0 {
+            bail!("rounds must be at least 1");
+        }
+        if !(fc.eta.is_finite() && fc.eta > 0.0) {
+            bail!("eta must be a positive number, got {}", fc.eta);
+        }
+        if fc.max_attempts == 0 {
+            bail!("max_attempts must be at least 1");
+        }
+        if fc.max_message_bytes < 1024 {
+            bail!("max_message_bytes {} is too small", fc.max_message_bytes);
+        }
+        let run_id = match &fc.run_id {
+            Some(s) => protocol::RunId::new(s.clone())
+                .with_context(|| format!("config field `run_id` {s:?}"))?,
+            None => protocol::RunId::from_random(rand::random()),
+        };
+        Ok(Config {
+            name: fc.name,
+            listen,
+            pki,
+            roster: fc.roster,
+            key_bits: fc.key_bits,
+            key_path: fc.key_path,
+            params: protocol::RunParams {
+                mode: fc.mode,
+                rounds: fc.rounds,
+                eta: fc.eta,
+                fixed_point: fc.fixed_point,
+                pack: fc.pack,
+                masks: fc.masks,
+            },
+            round_timeout: secs("round_timeout_secs", fc.round_timeout_secs)?,
+            join_timeout: secs("join_timeout_secs", fc.join_timeout_secs)?,
+            max_attempts: fc.max_attempts,
+            min_hospitals: fc.min_hospitals,
+            checkpoint_path: fc.checkpoint_path,
+            results_path: fc.results_path,
+            run_id,
+            max_message_bytes: fc.max_message_bytes,
+            idle_timeout: secs("idle_timeout_secs", fc.idle_timeout_secs)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roster(n: usize) -> Vec<Member> {
+        (1..=n)
+            .map(|i| Member {
+                name: format!("hospital-{i}"),
+                address: format!("127.0.0.1:{}", 7000 + i),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        let fc = FileConfig {
+            roster: roster(3),
+            ..FileConfig::default()
+        };
+        std::fs::write(&p, serde_json::to_string(&fc).unwrap()).unwrap();
+        let ov = Overrides {
+            rounds: Some(7),
+            no_masks: true,
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&p), &ov).unwrap();
+        assert_eq!(c.params.rounds, 7);
+        assert!(!c.params.masks && c.params.pack);
+        assert_eq!(c.key_bits, 3072);
+        assert_eq!(c.pki.ca, dir.path().join("pki/ca.pem"));
+        assert_eq!(c.checkpoint_path, dir.path().join("checkpoint.json"));
+    }
+
+    #[test]
+    fn refuses_fewer_than_three_hospitals() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::fs::write(&p, r#"{"roster":[{"name":"a","address":"127.0.0.1:1"},{"name":"b","address":"127.0.0.1:2"}]}"#).unwrap();
+        let e = format!(
+            "{:#}",
+            Config::load(Some(&p), &Overrides::default()).unwrap_err()
+        );
+        assert!(e.contains("at least 3"), "{e}");
+        std::fs::write(&p, r#"{"roster":[], "min_hospitals": 2}"#).unwrap();
+        let e = format!(
+            "{:#}",
+            Config::load(Some(&p), &Overrides::default()).unwrap_err()
+        );
+        assert!(e.contains("subtracting"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::fs::write(&p, r#"{"roundz": 3}"#).unwrap();
+        let e = format!(
+            "{:#}",
+            Config::load(Some(&p), &Overrides::default()).unwrap_err()
+        );
+        assert!(e.contains("roundz"), "{e}");
+        let mut fc = FileConfig {
+            roster: roster(3),
+            ..FileConfig::default()
+        };
+        fc.roster[1].address = "nowhere".into();
+        std::fs::write(&p, serde_json::to_string(&fc).unwrap()).unwrap();
+        let e = format!(
+            "{:#}",
+            Config::load(Some(&p), &Overrides::default()).unwrap_err()
+        );
+        assert!(e.contains("hospital-2") && e.contains("nowhere"), "{e}");
+    }
+}

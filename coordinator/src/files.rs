@@ -1,0 +1,140 @@
+//! Files the coordinator owns: atomic writes (checkpoint, results), the
+//! Paillier key file, and the process's peak RSS.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use num_bigint::BigUint;
+use paillier::PrivateKey;
+use serde::{Deserialize, Serialize};
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory
+/// (created with `mode`), fsync, rename over `path`, fsync the directory. A
+/// crash leaves either the old or the new content, never a torn file.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    };
+    write().with_context(|| format!("writing {}", path.display()))
+}
+
+/// On-disk form of the Paillier private key: its two primes, hex.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    /// Modulus size in bits.
+    bits: usize,
+    /// First prime, lower-case hex.
+    p: String,
+    /// Second prime, lower-case hex.
+    q: String,
+}
+
+/// Loads the key at `path` if it exists (checking its size is `bits`), else
+/// generates one and saves it with mode 0600. Returns the key and whether it
+/// was generated.
+pub fn load_or_generate_key(path: &Path, bits: usize) -> Result<(PrivateKey, bool)> {
+    if path.exists() {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+        let kf: KeyFile = serde_json::from_str(&text)
+            .with_context(|| format!("parsing key file {}", path.display()))?;
+        let parse = |s: &str, what: &str| {
+            BigUint::parse_bytes(s.as_bytes(), 16)
+                .with_context(|| format!("key file {}: {what} is not hex", path.display()))
+        };
+        let sk = PrivateKey::from_primes(parse(&kf.p, "p")?, parse(&kf.q, "q")?)
+            .with_context(|| format!("key file {} holds an invalid key", path.display()))?;
+        let have = sk.public_key().bits();
+        if have != bits {
+            bail!(
+                "key file {} holds a {have}-bit key but key_bits is {bits} (delete it or change key_bits)",
+                path.display()
+            );
+        }
+        return Ok((sk, false));
+    }
+    let (_, sk) = paillier::generate_keypair(bits)
+        .with_context(|| format!("generating a {bits}-bit Paillier key"))?;
+    let kf = KeyFile {
+        bits,
+        p: sk.p().to_str_radix(16),
+        q: sk.q().to_str_radix(16),
+    };
+    let json = serde_json::to_vec_pretty(&kf).context("serializing the key")?;
+    write_atomic(path, &json, 0o600)?;
+    Ok((sk, true))
+}
+
+/// Peak resident set size of this process in bytes (VmHWM), if readable.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn atomic_write_replaces_and_keeps_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/x.json");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn key_file_round_trip_and_size_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.json");
+        let (sk, generated) = load_or_generate_key(&p, 2048).unwrap();
+        assert!(generated);
+        let (sk2, generated) = load_or_generate_key(&p, 2048).unwrap();
+        assert!(!generated);
+        assert_eq!(sk.public_key(), sk2.public_key());
+        let e = format!("{:#}", load_or_generate_key(&p, 3072).unwrap_err());
+        assert!(e.contains("2048-bit") && e.contains("3072"), "{e}");
+        fs::write(&p, "{}").unwrap();
+        assert!(load_or_generate_key(&p, 2048).is_err());
+    }
+
+    #[test]
+    fn reads_peak_rss() {
+        assert!(peak_rss_bytes().unwrap() > 0);
+    }
+}

@@ -1,0 +1,117 @@
+//! `coordinator`: the federation's coordinator process.
+//!
+//! `coordinator run --config coordinator.json [--resume] [overrides]` drives a
+//! training run; `coordinator pki init --out DIR --nodes a,b,c` provisions the
+//! consortium's CA, certificates and keys. Progress goes to stdout as JSON
+//! lines, logs to stderr (`RUST_LOG` filters them). The formats are documented
+//! in the README's federation section.
+
+mod config;
+mod files;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Federation coordinator (encrypted ring aggregation over QUIC + mTLS)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run (or resume) a training run.
+    Run {
+        /// The configuration file (JSON); all fields have defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Continue the run saved in the checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        overrides: config::Overrides,
+    },
+    /// Consortium PKI management.
+    Pki {
+        #[command(subcommand)]
+        cmd: PkiCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCmd {
+    /// Create a CA and one certificate + key per node (the coordinator included).
+    Init {
+        /// Output directory (created; existing files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Hospital names, comma separated (they become the certificates' DNS names).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// The coordinator's name.
+        #[arg(long, default_value = protocol::pki::DEFAULT_COORDINATOR_NAME)]
+        coordinator_name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coordinator: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Run {
+            config,
+            resume,
+            overrides,
+        } => {
+            let cfg = config::Config::load(config.as_deref(), &overrides)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(run::run(cfg, resume))
+        }
+        Cmd::Pki {
+            cmd:
+                PkiCmd::Init {
+                    out,
+                    nodes,
+                    coordinator_name,
+                },
+        } => {
+            let mut all = vec![coordinator_name];
+            all.extend(nodes.into_iter().map(|n| n.trim().to_owned()));
+            let written = protocol::pki::provision(&out, &all)
+                .with_context(|| format!("provisioning PKI in {}", out.display()))?;
+            for (name, paths) in written {
+                println!(
+                    "{name}: cert {} key {}",
+                    paths.cert.display(),
+                    paths.key.display()
+                );
+            }
+            println!("ca: {}", out.join(protocol::pki::CA_FILE).display());
+            Ok(())
+        }
+    }
+}

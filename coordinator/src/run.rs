@@ -1,0 +1,452 @@
+//! The coordinator's driver: binds the QUIC endpoint, feeds the protocol's
+//! `CoordinatorMachine` with authenticated messages, connection changes and
+//! timeouts, sends what it polls, persists checkpoints and results, and
+//! prints one JSON progress line per event on stdout.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use protocol::pki::NodeIdentity;
+use protocol::transport::{Endpoint, Hub, NetEvent, TransportOptions};
+use protocol::{
+    decode_payload, encode_frame, Checkpoint, CoordinatorConfig, CoordinatorEvent,
+    CoordinatorMachine, RunResults,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::files::{load_or_generate_key, peak_rss_bytes, write_atomic};
+
+/// Prints one progress line (a JSON object with an `event` field) on stdout.
+fn progress(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not stop the run.
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// Per-hospital entry of the results file.
+#[derive(Serialize)]
+struct HospitalOut {
+    name: String,
+    rows: u64,
+    local_test_mse: Option<f64>,
+    federated_test_mse: Option<f64>,
+    /// Test MSE after each round (null where it took no part or has no test set).
+    test_mse_history: Vec<Option<f64>>,
+    local_weights: Option<Vec<f64>>,
+    final_weights: Option<Vec<f64>>,
+    peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct RoundOut {
+    round: u32,
+    participants: Vec<String>,
+    attempts: u32,
+    latency_s: Option<f64>,
+    test_mse: BTreeMap<String, Option<f64>>,
+}
+
+#[derive(Serialize)]
+struct Timings {
+    training_s: Option<f64>,
+    round_latency_s: Vec<Option<f64>>,
+    median_round_latency_s: Option<f64>,
+    key_setup_s: f64,
+}
+
+#[derive(Serialize)]
+struct ResultsOut<'a> {
+    format: &'static str,
+    run_id: String,
+    mode: String,
+    rounds: u32,
+    eta: f64,
+    masks: bool,
+    pack: bool,
+    key_bits: usize,
+    resumed: bool,
+    feature_names: &'a [String],
+    target_name: &'a str,
+    hospitals: Vec<HospitalOut>,
+    rounds_detail: Vec<RoundOut>,
+    timings: Timings,
+    coordinator_peak_rss_bytes: Option<u64>,
+    protocol: &'a RunResults,
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    Some(if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    })
+}
+
+struct Timer {
+    key_setup_s: f64,
+    started: BTreeMap<u32, Instant>,
+    latency: BTreeMap<u32, f64>,
+    first_start: Option<Instant>,
+    last_done: Option<Instant>,
+}
+
+fn build_results<'a>(
+    cfg: &Config,
+    res: &'a RunResults,
+    t: &Timer,
+    resumed: bool,
+) -> ResultsOut<'a> {
+    let hospitals = res
+        .hospitals
+        .iter()
+        .map(|h| HospitalOut {
+            name: h.name.clone(),
+            rows: h.rows,
+            local_test_mse: h.report.as_ref().and_then(|r| r.local_test_mse),
+            federated_test_mse: h.report.as_ref().and_then(|r| r.federated_test_mse),
+            test_mse_history: res
+                .rounds
+                .iter()
+                .map(|r| r.test_mse.get(&h.name).copied().flatten())
+                .collect(),
+            local_weights: h.report.as_ref().map(|r| r.local_weights.clone()),
+            final_weights: h.report.as_ref().map(|r| r.weights.clone()),
+            peak_rss_bytes: None,
+        })
+        .collect();
+    let rounds_detail: Vec<RoundOut> = res
+        .rounds
+        .iter()
+        .map(|r| RoundOut {
+            round: r.round + 1,
+            participants: r.participants.clone(),
+            attempts: r.attempts,
+            latency_s: t.latency.get(&r.round).copied(),
+            test_mse: r.test_mse.clone(),
+        })
+        .collect();
+    let lat: Vec<f64> = t.latency.values().copied().collect();
+    ResultsOut {
+        format: "federation-results/1",
+        run_id: res.run_id.to_string(),
+        mode: res.params.mode.to_string(),
+        rounds: res.params.rounds,
+        eta: res.params.eta,
+        masks: res.params.masks,
+        pack: res.params.pack,
+        key_bits: cfg.key_bits,
+        resumed,
+        feature_names: &res.schema.feature_names,
+        target_name: &res.schema.target_name,
+        hospitals,
+        timings: Timings {
+            training_s: match (t.first_start, t.last_done) {
+                (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
+                _ => None,
+            },
+            round_latency_s: rounds_detail.iter().map(|r| r.latency_s).collect(),
+            median_round_latency_s: median(&lat),
+            key_setup_s: t.key_setup_s,
+        },
+        rounds_detail,
+        coordinator_peak_rss_bytes: peak_rss_bytes(),
+        protocol: res,
+    }
+}
+
+/// Runs the coordinator until the run finishes (Ok) or fails (Err).
+pub async fn run(cfg: Config, resume: bool) -> Result<()> {
+    let identity = NodeIdentity::load(&cfg.pki).context("loading the coordinator's certificate")?;
+    if identity.name() != cfg.name {
+        bail!(
+            "certificate {} is issued to {:?} but this node is configured as {:?}",
+            cfg.pki.cert.display(),
+            identity.name(),
+            cfg.name
+        );
+    }
+    let checkpoint = if resume {
+        let text = std::fs::read_to_string(&cfg.checkpoint_path).with_context(|| {
+            format!(
+                "--resume: reading checkpoint {}",
+                cfg.checkpoint_path.display()
+            )
+        })?;
+        let cp: Checkpoint = serde_json::from_str(&text)
+            .with_context(|| format!("parsing checkpoint {}", cfg.checkpoint_path.display()))?;
+        Some(cp)
+    } else {
+        if cfg.checkpoint_path.exists() {
+            bail!(
+                "a checkpoint exists at {}: continue that run with --resume, or delete it to start over",
+                cfg.checkpoint_path.display()
+            );
+        }
+        None
+    };
+    if resume && !cfg.key_path.exists() {
+        bail!(
+            "--resume needs the run's Paillier key, but {} does not exist",
+            cfg.key_path.display()
+        );
+    }
+
+    let t0 = Instant::now();
+    let (sk, generated) = load_or_generate_key(&cfg.key_path, cfg.key_bits)?;
+    let key_setup_s = t0.elapsed().as_secs_f64();
+    tracing::info!(
+        fingerprint = %sk.public_key().fingerprint(),
+        generated,
+        "Paillier key ready in {key_setup_s:.2} s"
+    );
+
+    let mut mcfg =
+        CoordinatorConfig::new(cfg.run_id.clone(), cfg.roster.clone(), cfg.params.clone());
+    mcfg.name = cfg.name.clone();
+    mcfg.min_hospitals = cfg.min_hospitals;
+    mcfg.join_timeout = cfg.join_timeout;
+    mcfg.round_timeout = cfg.round_timeout;
+    mcfg.max_attempts = cfg.max_attempts;
+    let now = Instant::now();
+    let mut machine = match checkpoint {
+        Some(cp) => CoordinatorMachine::resume(mcfg, sk, cp, now)
+            .context("the checkpoint does not fit this configuration")?,
+        None => CoordinatorMachine::new(mcfg, sk, now).context("invalid run configuration")?,
+    };
+
+    let options = TransportOptions {
+        max_frame: cfg.max_message_bytes,
+        idle_timeout: cfg.idle_timeout,
+        ..TransportOptions::default()
+    };
+    let endpoint = Endpoint::bind(
+        cfg.listen,
+        &identity,
+        cfg.roster.iter().map(|m| m.name.clone()),
+        options,
+    )?;
+    let local = endpoint.local_addr()?;
+    tracing::info!(%local, run_id = %machine.run_id(), "coordinator listening");
+    progress(json!({
+        "event": "listening",
+        "addr": local.to_string(),
+        "run_id": machine.run_id().to_string(),
+        "resumed": resume,
+        "next_round": machine.next_round() + 1,
+        "rounds": cfg.params.rounds,
+    }));
+    let (mut hub, mut net) = Hub::start(endpoint);
+
+    let mut timer = Timer {
+        key_setup_s,
+        started: BTreeMap::new(),
+        latency: BTreeMap::new(),
+        first_start: None,
+        last_done: None,
+    };
+    let mut failure: Option<anyhow::Error> = None;
+    let (output, batches) = std::sync::mpsc::channel::<Vec<Job>>();
+    let output_thread = std::thread::spawn(move || write_outputs(batches));
+
+    loop {
+        // Drain what the machine wants sent and told.
+        while let Some((to, env)) = machine.poll_transmit() {
+            tracing::trace!(peer = %to, kind = env.body.kind(), round = env.round, "sending");
+            match encode_frame(&env, cfg.max_message_bytes) {
+                Ok(frame) => {
+                    if !hub.send(&to, frame) {
+                        tracing::debug!(peer = %to, kind = env.body.kind(), "not connected; message dropped");
+                    }
+                }
+                Err(e) => tracing::error!(peer = %to, "cannot encode message: {e:#}"),
+            }
+        }
+        let mut jobs = Vec::new();
+        while let Some(ev) = machine.poll_event() {
+            handle_event(&cfg, ev, &mut timer, resume, &mut failure, &mut jobs)?;
+        }
+        // One batch per drain: a send error means the writer stopped on an
+        // error, which joining it below reports.
+        if !jobs.is_empty() && output.send(jobs).is_err() {
+            break;
+        }
+        if output_thread.is_finished() {
+            break;
+        }
+        if machine.is_done() {
+            break;
+        }
+        let deadline = machine.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = net.recv() => {
+                let Some(ev) = ev else { bail!("transport stopped unexpectedly") };
+                let now = Instant::now();
+                match ev {
+                    NetEvent::Up { peer, id, out, handle } => {
+                        tracing::info!(%peer, "hospital connected");
+                        if hub.link_up(&peer, id, out, handle) {
+                            machine.peer_connected(now, &peer);
+                        }
+                    }
+                    NetEvent::Frame { peer, payload, .. } => {
+                        match decode_payload(&payload, cfg.max_message_bytes) {
+                            Ok(env) => {
+                                tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
+                                // Decryption is CPU-bound: let the runtime move the link
+                                // tasks to other workers meanwhile.
+                                let r = tokio::task::block_in_place(|| machine.handle_message(now, &peer, env));
+                                if let Err(e) = r {
+                                    tracing::warn!(%peer, "rejected message: {e:#}");
+                                }
+                            }
+                            Err(e) => tracing::warn!(%peer, "rejected message: {e:#}"),
+                        }
+                    }
+                    NetEvent::Down { peer, id, reason } => {
+                        if hub.link_down(&peer, id) {
+                            tracing::warn!(%peer, "connection lost: {reason}");
+                            machine.peer_lost(now, &peer);
+                        }
+                    }
+                }
+            }
+            () = sleep => machine.handle_timeout(Instant::now()),
+        }
+    }
+    drop(output);
+    let written = output_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output writer panicked"))?;
+    // Deliver the final Done / Stop messages before closing.
+    hub.shutdown(Duration::from_secs(5)).await;
+    written?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Output produced by the round loop, handled in order off the loop.
+enum Job {
+    /// Write this file atomically (checkpoint, results).
+    File(std::path::PathBuf, Vec<u8>),
+    /// Print this progress line.
+    Line(serde_json::Value),
+}
+
+/// Handles the batches of outputs of the loop (one batch per drain of the
+/// machine's events) off the loop, so fsyncs never stall the rounds. Within a
+/// batch the files are written first, so a round's line appears only once its
+/// checkpoint (emitted in the same drain) is durable, and "finished" only once
+/// the results file is.
+fn write_outputs(batches: std::sync::mpsc::Receiver<Vec<Job>>) -> Result<()> {
+    for batch in batches {
+        let mut lines = Vec::new();
+        for job in batch {
+            match job {
+                Job::File(path, bytes) => write_atomic(&path, &bytes, 0o644)?,
+                Job::Line(v) => lines.push(v),
+            }
+        }
+        lines.into_iter().for_each(progress);
+    }
+    Ok(())
+}
+
+fn handle_event(
+    cfg: &Config,
+    ev: CoordinatorEvent,
+    t: &mut Timer,
+    resumed: bool,
+    failure: &mut Option<anyhow::Error>,
+    jobs: &mut Vec<Job>,
+) -> Result<()> {
+    match ev {
+        CoordinatorEvent::HospitalJoined { name, rows } => {
+            tracing::info!(hospital = %name, rows, "hospital joined");
+            jobs.push(Job::Line(
+                json!({"event": "joined", "hospital": name, "rows": rows}),
+            ));
+        }
+        CoordinatorEvent::RoundStarted { round, epoch, ring } => {
+            let now = Instant::now();
+            t.started.entry(round).or_insert(now);
+            t.first_start.get_or_insert(now);
+            tracing::debug!(round = round + 1, epoch, ?ring, "round started");
+        }
+        CoordinatorEvent::RoundAborted { round, reason } => {
+            tracing::warn!(round = round + 1, "round aborted: {reason}");
+            jobs.push(Job::Line(
+                json!({"event": "aborted", "round": round + 1, "reason": reason}),
+            ));
+        }
+        CoordinatorEvent::NodeDropped {
+            name,
+            round,
+            reason,
+        } => {
+            tracing::warn!(hospital = %name, round = round + 1, "dropped: {reason}");
+            jobs.push(Job::Line(
+                json!({"event": "dropped", "hospital": name, "round": round + 1, "reason": reason}),
+            ));
+        }
+        CoordinatorEvent::RoundCompleted(s) => {
+            let now = Instant::now();
+            t.last_done = Some(now);
+            let latency = t.started.get(&s.round).map(|a| (now - *a).as_secs_f64());
+            if let Some(l) = latency {
+                t.latency.insert(s.round, l);
+            }
+            jobs.push(Job::Line(json!({
+                "event": "round",
+                "round": s.round + 1,
+                "rounds": cfg.params.rounds,
+                "participants": s.participants,
+                "attempts": s.attempts,
+                "latency_s": latency,
+                "test_mse": s.test_mse,
+            })));
+        }
+        CoordinatorEvent::Checkpoint(cp) => {
+            let json = serde_json::to_vec_pretty(&*cp).context("serializing the checkpoint")?;
+            jobs.push(Job::File(cfg.checkpoint_path.clone(), json));
+        }
+        CoordinatorEvent::Finished(res) => {
+            let out = build_results(cfg, &res, t, resumed);
+            let json = serde_json::to_vec_pretty(&out).context("serializing the results")?;
+            jobs.push(Job::File(cfg.results_path.clone(), json));
+            jobs.push(Job::Line(json!({
+                "event": "finished",
+                "results": cfg.results_path.display().to_string(),
+                "training_s": out.timings.training_s,
+                "median_round_latency_s": out.timings.median_round_latency_s,
+            })));
+        }
+        CoordinatorEvent::Failed(e) => {
+            let e = anyhow::Error::new(e).context("the run failed");
+            jobs.push(Job::Line(
+                json!({"event": "failed", "error": format!("{e:#}")}),
+            ));
+            *failure = Some(e);
+        }
+        other => tracing::debug!("event: {other:?}"),
+    }
+    Ok(())
+}

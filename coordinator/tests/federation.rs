@@ -1,0 +1,635 @@
+//! End-to-end tests of the federation: real `coordinator` and `hospital-node`
+//! processes on 127.0.0.1 with ephemeral ports, each test in its own temporary
+//! directory, 2048-bit Paillier keys, the diabetes data split by row blocks.
+//!
+//! The encrypted multi-process results are held to cleartext computations of
+//! the same protocol (`learning::ReferenceRun`, pooled gradient descent, or a
+//! replay of the rounds' participant lists).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use learning::ndarray::{Array1, Array2, Axis};
+use learning::{Dataset, Mode, ReferenceRun};
+use serde_json::{json, Value};
+
+const COORD: &str = env!("CARGO_BIN_EXE_coordinator");
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../scenarios/data/diabetes.csv"
+);
+const TEST_ROWS: usize = 50;
+const ETA: f64 = 0.01;
+
+/// The `hospital-node` binary, built on first use next to `coordinator` (a
+/// test of one package cannot depend on another package's binary).
+fn hospital_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let coord = PathBuf::from(COORD);
+        let profile_dir = coord.parent().expect("binary dir");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "hospital-node"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("running cargo build -p hospital-node");
+        assert!(st.success(), "building hospital-node failed");
+        profile_dir.join("hospital-node")
+    })
+}
+
+/// Diabetes features scaled as scikit-learn's `load_diabetes()` (centred, unit
+/// L2 norm per column) plus an intercept column.
+fn diabetes() -> Dataset {
+    let raw = Dataset::from_csv_path(Path::new(DATA), "target").unwrap();
+    let mut x: Array2<f64> = raw.x().clone();
+    for mut col in x.axis_iter_mut(Axis(1)) {
+        let mean = col.mean().unwrap();
+        col.mapv_inplace(|v| v - mean);
+        let norm = col.dot(&col).sqrt();
+        col.mapv_inplace(|v| v / norm);
+    }
+    Dataset::new(
+        raw.feature_names().to_vec(),
+        raw.target_name().to_owned(),
+        x,
+        raw.y().clone(),
+    )
+    .unwrap()
+    .with_intercept("intercept")
+    .unwrap()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills every child on drop, so a failing test leaves no process behind.
+#[derive(Default)]
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Federation {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+    coord_port: u16,
+    /// Training sets as written to (and read back from) the hospitals' CSVs.
+    train: Vec<Dataset>,
+    rounds: u32,
+    mode: Mode,
+}
+
+impl Federation {
+    fn new(n: usize, rounds: u32, mode: Mode, extra: Value) -> Federation {
+        // Built before any process starts, so no join timeout runs meanwhile.
+        hospital_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let all = diabetes();
+        let idx: Vec<usize> = (0..all.n_rows()).collect();
+        all.select_rows(&idx[..TEST_ROWS])
+            .write_csv(&d.join("test.csv"))
+            .unwrap();
+        let rest = &idx[TEST_ROWS..];
+        let block = rest.len() / n;
+        let names: Vec<String> = (1..=n).map(|i| format!("hospital-{i}")).collect();
+        let mut train = Vec::new();
+        for i in 0..n {
+            let end = if i + 1 == n {
+                rest.len()
+            } else {
+                (i + 1) * block
+            };
+            let path = d.join(format!("{}.csv", names[i]));
+            all.select_rows(&rest[i * block..end])
+                .write_csv(&path)
+                .unwrap();
+            train.push(Dataset::from_csv_path(&path, "target").unwrap());
+        }
+        let st = Command::new(COORD)
+            .args(["pki", "init", "--out"])
+            .arg(d.join("pki"))
+            .arg("--nodes")
+            .arg(names.join(","))
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+
+        let coord_port = free_udp_port();
+        let roster: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"name": n, "address": format!("127.0.0.1:{}", free_udp_port())}))
+            .collect();
+        let mut cfg = json!({
+            "listen": format!("127.0.0.1:{coord_port}"),
+            "roster": roster,
+            "key_bits": 2048,
+            "mode": mode.as_str(),
+            "rounds": rounds,
+            "eta": ETA,
+            "round_timeout_secs": 8,
+            "join_timeout_secs": 60,
+            "idle_timeout_secs": 3,
+        });
+        if let (Value::Object(c), Value::Object(e)) = (&mut cfg, extra) {
+            c.extend(e);
+        }
+        std::fs::write(d.join("coordinator.json"), cfg.to_string()).unwrap();
+        for (i, n) in names.iter().enumerate() {
+            let h = json!({
+                "name": n,
+                "listen": roster[i]["address"],
+                "coordinator_address": format!("127.0.0.1:{coord_port}"),
+                "train_csv": format!("{n}.csv"),
+                "test_csv": "test.csv",
+                "report_path": format!("{n}-report.json"),
+                "coordinator_retry_secs": 60,
+                "idle_timeout_secs": 3,
+            });
+            std::fs::write(d.join(format!("{n}.json")), h.to_string()).unwrap();
+        }
+        Federation {
+            dir,
+            names,
+            coord_port,
+            train,
+            rounds,
+            mode,
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Starts the coordinator; its stdout JSON lines arrive on the receiver.
+    fn coordinator(&self, args: &[&str], log: &str) -> (Child, mpsc::Receiver<Value>) {
+        let mut child = Command::new(COORD)
+            .arg("run")
+            .arg("--config")
+            .arg(self.path("coordinator.json"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(self.path(log)).unwrap())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
+    fn hospital(&self, i: usize, args: &[&str]) -> Child {
+        let n = &self.names[i];
+        Command::new(hospital_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(self.path(&format!("{n}.json")))
+            .args(args)
+            .stdout(std::fs::File::create(self.path(&format!("{n}.out"))).unwrap())
+            .stderr(std::fs::File::create(self.path(&format!("{n}.log"))).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "log") {
+                s.push_str(&format!("==== {}\n", p.display()));
+                s.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+        s
+    }
+
+    fn results(&self) -> Value {
+        let text = std::fs::read_to_string(self.path("results.json"))
+            .unwrap_or_else(|e| panic!("no results.json ({e})\n{}", self.logs()));
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Waits for the coordinator's `round` progress line for `round` (1-based).
+fn wait_round(rx: &mpsc::Receiver<Value>, round: u64, limit: Duration) -> Vec<Value> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < limit {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(100)) {
+            let done = v["event"] == "round" && v["round"] == round;
+            seen.push(v);
+            if done {
+                return seen;
+            }
+        }
+    }
+    panic!("round {round} not reached; saw {seen:?}");
+}
+
+fn weights(v: &Value) -> Array1<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("weights missing: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn max_abs_diff(a: &Array1<f64>, b: &Array1<f64>) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Runs everything to completion and asserts every process exits 0.
+fn run_all(f: &Federation, hospital_args: &[Vec<&str>]) -> Value {
+    let mut procs = Procs::default();
+    let (c, _rx) = f.coordinator(&[], "coordinator.log");
+    procs.0.push(c);
+    for (i, args) in hospital_args.iter().enumerate() {
+        procs.0.push(f.hospital(i, args));
+    }
+    for (i, p) in procs.0.iter_mut().enumerate() {
+        let st = wait(p, Duration::from_secs(240));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "process {i} ended with {st:?}\n{}",
+            f.logs()
+        );
+    }
+    f.results()
+}
+
+/// Cleartext replay of the protocol with the participants each round had.
+fn replay(f: &Federation, res: &Value) -> Vec<Option<Array1<f64>>> {
+    let k = f.train[0].n_features();
+    let mut w: Vec<Array1<f64>> = f
+        .train
+        .iter()
+        .map(|d| match f.mode {
+            Mode::Seed => learning::train_local(d.x(), d.y(), f.rounds as usize, ETA),
+            _ => Array1::zeros(k),
+        })
+        .collect();
+    for r in res["rounds_detail"].as_array().unwrap() {
+        let part: Vec<usize> = r["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                f.names
+                    .iter()
+                    .position(|x| x == n.as_str().unwrap())
+                    .unwrap()
+            })
+            .collect();
+        let mut sum = Array1::<f64>::zeros(k);
+        for &h in &part {
+            sum += &learning::gradient(f.train[h].x(), f.train[h].y(), &w[h]);
+        }
+        let rows: usize = part.iter().map(|&h| f.train[h].n_rows()).sum();
+        for &h in &part {
+            learning::apply_aggregate(f.mode, &mut w[h], &sum, part.len(), rows, ETA);
+        }
+    }
+    let last: Vec<usize> = res["rounds_detail"].as_array().unwrap().last().unwrap()["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            f.names
+                .iter()
+                .position(|x| x == n.as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    (0..f.names.len())
+        .map(|h| last.contains(&h).then(|| w[h].clone()))
+        .collect()
+}
+
+fn check_against_reference(f: &Federation, res: &Value) {
+    let reference = ReferenceRun {
+        mode: f.mode,
+        rounds: f.rounds as usize,
+        eta: ETA,
+    }
+    .run(&f.train)
+    .unwrap();
+    let hs = res["hospitals"].as_array().unwrap();
+    assert_eq!(hs.len(), f.names.len());
+    for (i, h) in hs.iter().enumerate() {
+        assert_eq!(h["name"], f.names[i]);
+        assert_eq!(h["rows"].as_u64().unwrap() as usize, f.train[i].n_rows());
+        let d = max_abs_diff(&weights(&h["final_weights"]), &reference.final_weights[i]);
+        assert!(d <= 1e-6, "{}: max abs diff {d:e}", f.names[i]);
+        let d = max_abs_diff(&weights(&h["local_weights"]), &reference.local_weights[i]);
+        assert!(d <= 1e-9, "{}: local weights differ by {d:e}", f.names[i]);
+        assert_eq!(
+            h["test_mse_history"].as_array().unwrap().len(),
+            f.rounds as usize
+        );
+    }
+}
+
+#[test]
+fn seed_mode_three_hospitals_match_cleartext_reference() {
+    let f = Federation::new(3, 20, Mode::Seed, json!({}));
+    let res = run_all(&f, &[vec![], vec![], vec![]]);
+    check_against_reference(&f, &res);
+    for h in res["hospitals"].as_array().unwrap() {
+        let local = h["local_test_mse"].as_f64().unwrap();
+        let fed = h["federated_test_mse"].as_f64().unwrap();
+        assert!(local.is_finite() && fed.is_finite());
+    }
+    assert_eq!(res["rounds_detail"].as_array().unwrap().len(), 20);
+    assert!(res["timings"]["training_s"].as_f64().unwrap() > 0.0);
+    assert!(res["coordinator_peak_rss_bytes"].as_u64().unwrap() > 0);
+    // The checkpoint of the last round is on disk.
+    let cp: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(cp["next_round"], 20);
+    // Each hospital wrote its own report with its peak RSS.
+    let rep: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("hospital-1-report.json")).unwrap())
+            .unwrap();
+    assert!(rep["peak_rss_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn global_mode_equals_pooled_gradient_descent() {
+    let f = Federation::new(3, 15, Mode::Global, json!({}));
+    let res = run_all(&f, &[vec![], vec![], vec![]]);
+    let pooled = Dataset::concat(&f.train).unwrap();
+    let mut w = Array1::<f64>::zeros(pooled.n_features());
+    let n = pooled.n_rows() as f64;
+    for _ in 0..f.rounds {
+        let g = learning::gradient(pooled.x(), pooled.y(), &w);
+        w = w - g * (ETA / n);
+    }
+    for h in res["hospitals"].as_array().unwrap() {
+        let d = max_abs_diff(&weights(&h["final_weights"]), &w);
+        assert!(d <= 1e-6, "{}: differs from pooled GD by {d:e}", h["name"]);
+    }
+    check_against_reference(&f, &res);
+}
+
+#[test]
+fn peer_with_foreign_certificate_is_refused() {
+    let f = Federation::new(
+        3,
+        3,
+        Mode::Seed,
+        json!({"join_timeout_secs": 6, "min_hospitals": 3}),
+    );
+    // hospital-3's certificate comes from another consortium; it trusts both
+    // CAs, so it reaches the coordinator and presents its certificate.
+    let rogue = f.path("rogue");
+    let st = Command::new(COORD)
+        .args(["pki", "init", "--out"])
+        .arg(&rogue)
+        .args(["--nodes", "hospital-3"])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let mut bundle = std::fs::read(rogue.join("ca.pem")).unwrap();
+    bundle.extend(std::fs::read(f.path("pki/ca.pem")).unwrap());
+    std::fs::write(rogue.join("bundle.pem"), bundle).unwrap();
+    let mut h3: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("hospital-3.json")).unwrap()).unwrap();
+    h3["pki"] = json!({"ca": "rogue/bundle.pem", "cert": "rogue/hospital-3.pem", "key": "rogue/hospital-3.key"});
+    h3["coordinator_retry_secs"] = json!(4);
+    std::fs::write(f.path("hospital-3.json"), h3.to_string()).unwrap();
+
+    let mut procs = Procs::default();
+    let (c, _rx) = f.coordinator(&[], "coordinator.log");
+    procs.0.push(c);
+    for i in 0..3 {
+        procs.0.push(f.hospital(i, &[]));
+    }
+    let st = wait(&mut procs.0[0], Duration::from_secs(60)).expect("coordinator hangs");
+    assert!(!st.success(), "coordinator ran with a foreign peer");
+    let clog = std::fs::read_to_string(f.path("coordinator.log")).unwrap();
+    assert!(
+        clog.contains("refusing client certificate") && clog.contains("hospital-3"),
+        "{clog}"
+    );
+    // The run stops naming the node that never joined.
+    assert!(
+        clog.contains("error") && clog.contains("hospital-3"),
+        "{clog}"
+    );
+    let st = wait(&mut procs.0[3], Duration::from_secs(30)).expect("rogue hangs");
+    assert!(!st.success());
+    assert!(!f.path("results.json").exists());
+}
+
+#[test]
+fn killed_hospital_is_dropped_and_three_continue() {
+    let f = Federation::new(4, 8, Mode::Seed, json!({"round_timeout_secs": 4}));
+    let mut procs = Procs::default();
+    let (c, rx) = f.coordinator(&[], "coordinator.log");
+    procs.0.push(c);
+    for i in 0..4 {
+        procs.0.push(f.hospital(i, &[]));
+    }
+    wait_round(&rx, 2, Duration::from_secs(120));
+    procs.0[4].kill().unwrap();
+    procs.0[4].wait().unwrap();
+    for i in 0..4 {
+        let st = wait(&mut procs.0[i], Duration::from_secs(180));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "process {i}: {st:?}\n{}",
+            f.logs()
+        );
+    }
+    let res = f.results();
+    let rounds = res["rounds_detail"].as_array().unwrap();
+    assert_eq!(rounds.len(), 8);
+    assert_eq!(rounds[0]["participants"].as_array().unwrap().len(), 4);
+    assert_eq!(rounds[7]["participants"].as_array().unwrap().len(), 3);
+    assert!(!rounds[7]["participants"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("hospital-4")));
+    let expected = replay(&f, &res);
+    let hs = res["hospitals"].as_array().unwrap();
+    for (i, e) in expected.iter().enumerate() {
+        match e {
+            Some(w) => {
+                let d = max_abs_diff(&weights(&hs[i]["final_weights"]), w);
+                assert!(d <= 1e-6, "{}: {d:e}", f.names[i]);
+            }
+            None => assert!(hs[i]["final_weights"].is_null(), "{}", hs[i]),
+        }
+    }
+}
+
+#[test]
+fn coordinator_killed_and_resumed_ends_with_the_same_model() {
+    let f = Federation::new(3, 12, Mode::Seed, json!({}));
+    let mut procs = Procs::default();
+    let (c, rx) = f.coordinator(&[], "coordinator.log");
+    procs.0.push(c);
+    for i in 0..3 {
+        procs.0.push(f.hospital(i, &[]));
+    }
+    wait_round(&rx, 5, Duration::from_secs(120));
+    procs.0[0].kill().unwrap();
+    procs.0[0].wait().unwrap();
+    assert!(!f.path("results.json").exists());
+    let cp: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("checkpoint.json")).unwrap()).unwrap();
+    assert!(cp["next_round"].as_u64().unwrap() >= 5);
+    // A fresh start over an existing checkpoint is refused.
+    let out = Command::new(COORD)
+        .arg("run")
+        .arg("--config")
+        .arg(f.path("coordinator.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+
+    let (c, rx2) = f.coordinator(&["--resume"], "coordinator-resumed.log");
+    procs.0[0] = c;
+    for i in 0..4 {
+        let st = wait(&mut procs.0[i], Duration::from_secs(180));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "process {i}: {st:?}\n{}",
+            f.logs()
+        );
+    }
+    let first: Value = rx2.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(first["event"], "listening");
+    assert_eq!(first["resumed"], true);
+    let res = f.results();
+    assert_eq!(res["resumed"], true);
+    check_against_reference(&f, &res);
+    let _ = f.coord_port;
+}
+
+#[test]
+fn tampered_ring_ciphertext_is_rejected_and_the_round_retried() {
+    let f = Federation::new(3, 6, Mode::Seed, json!({}));
+    let res = run_all(
+        &f,
+        &[
+            vec![],
+            vec!["--test-fault-corrupt-ring-passes", "1"],
+            vec![],
+        ],
+    );
+    let logs = f.logs();
+    assert!(
+        logs.contains("invalid ciphertext") && logs.contains("hospital-2"),
+        "{logs}"
+    );
+    let attempts: u64 = res["rounds_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["attempts"].as_u64().unwrap())
+        .sum();
+    assert!(attempts > 6, "no round was retried");
+    check_against_reference(&f, &res);
+}
+
+#[test]
+fn pki_init_writes_private_keys_0600_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pki");
+    let run = || {
+        Command::new(COORD)
+            .args(["pki", "init", "--out"])
+            .arg(&out)
+            .args(["--nodes", "hospital-1,hospital-2,hospital-3"])
+            .output()
+            .unwrap()
+    };
+    assert!(run().status.success());
+    for n in ["coordinator", "hospital-1", "hospital-2", "hospital-3"] {
+        let key = out.join(format!("{n}.key"));
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", key.display());
+        assert!(out.join(format!("{n}.pem")).exists());
+    }
+    let again = run();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = Command::new(COORD)
+        .args(["pki", "init", "--out"])
+        .arg(dir.path().join("x"))
+        .args(["--nodes", "Bad Name"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Bad Name"));
+}
+
+#[test]
+fn refuses_to_run_with_two_hospitals_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.json");
+    std::fs::write(
+        &cfg,
+        r#"{"roster":[{"name":"hospital-1","address":"127.0.0.1:1"},{"name":"hospital-2","address":"127.0.0.1:2"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(COORD)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 3"), "{err}");
+}

@@ -1,0 +1,298 @@
+//! The hospital node's configuration file (`hospital.json`) and its CLI
+//! overrides, parsed and checked before any I/O.
+//!
+//! Relative paths in the file are resolved against the file's directory;
+//! paths given on the command line are relative to the current directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// PKI file paths of the node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkiFiles {
+    /// Consortium CA certificate (PEM). Default `pki/ca.pem`.
+    pub ca: PathBuf,
+    /// This node's certificate (PEM). Default `pki/<name>.pem`.
+    pub cert: PathBuf,
+    /// This node's private key (PEM, mode 0600). Default `pki/<name>.key`.
+    pub key: PathBuf,
+}
+
+/// `hospital.json`. Every field but `name` and `train_csv` has the default given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// Node name; must be the name in this node's certificate and in the coordinator's
+    /// roster. Required.
+    pub name: Option<String>,
+    /// UDP address to listen on for ring peers. Default "0.0.0.0:7001".
+    pub listen: String,
+    /// Address ring peers should use to reach this node, announced to the coordinator.
+    /// Default: none (the coordinator's roster address is used).
+    pub advertise: Option<String>,
+    /// The coordinator's address. Default "127.0.0.1:7000".
+    pub coordinator_address: String,
+    /// The coordinator's certificate name. Default "coordinator".
+    pub coordinator_name: String,
+    /// PKI files. Default `pki/ca.pem`, `pki/<name>.pem`, `pki/<name>.key`.
+    pub pki: Option<PkiFiles>,
+    /// Training CSV (header row, numeric cells). Required.
+    pub train_csv: Option<PathBuf>,
+    /// Name of the target column. Default "target".
+    pub target: String,
+    /// Optional test CSV with the same columns; enables test MSE reporting. Default none.
+    pub test_csv: Option<PathBuf>,
+    /// Where to write this node's own report JSON at the end. Default none.
+    pub report_path: Option<PathBuf>,
+    /// How long (seconds) to keep trying to reach the coordinator, at start and after
+    /// losing it (a resumed coordinator). Default 300.
+    pub coordinator_retry_secs: f64,
+    /// How long (seconds) to keep dialing a ring peer. Default 30.
+    pub peer_dial_secs: f64,
+    /// Size cap of one message in bytes. Default 16 MiB.
+    pub max_message_bytes: usize,
+    /// How long (seconds) a silent connection stays open. Default 30.
+    pub idle_timeout_secs: f64,
+    /// TEST FAULT INJECTION, never for real runs: corrupt the ciphertexts of this many
+    /// outgoing ring passes (replaced by zeros, which receivers must reject). Default 0.
+    #[serde(rename = "test_fault_corrupt_ring_passes")]
+    pub test_fault_corrupt_ring_passes: u32,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            name: None,
+            listen: "0.0.0.0:7001".to_owned(),
+            advertise: None,
+            coordinator_address: "127.0.0.1:7000".to_owned(),
+            coordinator_name: protocol::coordinator::DEFAULT_COORDINATOR_NAME.to_owned(),
+            pki: None,
+            train_csv: None,
+            target: "target".to_owned(),
+            test_csv: None,
+            report_path: None,
+            coordinator_retry_secs: 300.0,
+            peer_dial_secs: 30.0,
+            max_message_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
+            idle_timeout_secs: 30.0,
+            test_fault_corrupt_ring_passes: 0,
+        }
+    }
+}
+
+/// Command-line overrides of [`FileConfig`] fields.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// Override `name`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Override `listen`.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Override `advertise`.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Override `coordinator_address`.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// Override `coordinator_name`.
+    #[arg(long)]
+    pub coordinator_name: Option<String>,
+    /// Override `train_csv`.
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Override `target`.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Override `test_csv`.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Override `report_path`.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Override `coordinator_retry_secs`.
+    #[arg(long)]
+    pub coordinator_retry_secs: Option<f64>,
+    /// TEST FAULT INJECTION (never for real runs): corrupt this many outgoing ring passes.
+    #[arg(long, hide = true)]
+    pub test_fault_corrupt_ring_passes: Option<u32>,
+}
+
+/// The checked configuration the driver runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub coordinator_address: SocketAddr,
+    pub coordinator_name: String,
+    pub pki: protocol::pki::PkiPaths,
+    pub train_csv: PathBuf,
+    pub target: String,
+    pub test_csv: Option<PathBuf>,
+    pub report_path: Option<PathBuf>,
+    pub coordinator_retry: Duration,
+    pub peer_dial: Duration,
+    pub max_message_bytes: usize,
+    pub idle_timeout: Duration,
+    pub test_fault_corrupt_ring_passes: u32,
+}
+
+fn secs(what: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        bail!("{what} must be a positive number of seconds, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given), applies `ov` and checks everything.
+    pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config> {
+        let (mut fc, base) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                let fc: FileConfig = serde_json::from_str(&text)
+                    .with_context(|| format!("parsing config {}", p.display()))?;
+                (fc, p.parent().map(Path::to_owned).unwrap_or_default())
+            }
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+        let rel = |p: &Option<PathBuf>| p.as_ref().map(|p| resolve(&base, p));
+        fc.train_csv = rel(&fc.train_csv);
+        fc.test_csv = rel(&fc.test_csv);
+        fc.report_path = rel(&fc.report_path);
+        let file_pki = fc.pki.clone().map(|p| protocol::pki::PkiPaths {
+            ca: resolve(&base, &p.ca),
+            cert: resolve(&base, &p.cert),
+            key: resolve(&base, &p.key),
+        });
+        macro_rules! set {
+            ($($f:ident <- $o:ident),*) => { $(if let Some(v) = &ov.$o { fc.$f = v.clone().into(); })* };
+        }
+        set!(name <- name, listen <- listen, advertise <- advertise,
+             coordinator_address <- coordinator, coordinator_name <- coordinator_name,
+             train_csv <- train, target <- target, test_csv <- test, report_path <- report,
+             coordinator_retry_secs <- coordinator_retry_secs,
+             test_fault_corrupt_ring_passes <- test_fault_corrupt_ring_passes);
+
+        let name = fc
+            .name
+            .context("no node name: set `name` in the config or pass --name")?;
+        protocol::pki::validate_node_name(&name).context("config field `name`")?;
+        protocol::pki::validate_node_name(&fc.coordinator_name)
+            .context("config field `coordinator_name`")?;
+        if name == fc.coordinator_name {
+            bail!("the hospital's name {name:?} is the coordinator's");
+        }
+        let pki = file_pki.unwrap_or_else(|| {
+            let d = resolve(&base, Path::new("pki"));
+            protocol::pki::PkiPaths::in_dir(&d, &name)
+        });
+        let listen = fc
+            .listen
+            .parse()
+            .with_context(|| format!("config field `listen`: {:?} is not an IP:port", fc.listen))?;
+        let coordinator_address = fc.coordinator_address.parse().with_context(|| {
+            format!(
+                "config field `coordinator_address`: {:?} is not an IP:port",
+                fc.coordinator_address
+            )
+        })?;
+        if let Some(a) = &fc.advertise {
+            a.parse::<SocketAddr>()
+                .with_context(|| format!("config field `advertise`: {a:?} is not an IP:port"))?;
+        }
+        let train_csv = fc
+            .train_csv
+            .context("no training data: set `train_csv` in the config or pass --train")?;
+        if fc.target.is_empty() {
+            bail!("config field `target` is empty");
+        }
+        if fc.max_message_bytes < 1024 {
+            bail!("max_message_bytes {} is too small", fc.max_message_bytes);
+        }
+        Ok(Config {
+            name,
+            listen,
+            advertise: fc.advertise,
+            coordinator_address,
+            coordinator_name: fc.coordinator_name,
+            pki,
+            train_csv,
+            target: fc.target,
+            test_csv: fc.test_csv,
+            report_path: fc.report_path,
+            coordinator_retry: secs("coordinator_retry_secs", fc.coordinator_retry_secs)?,
+            peer_dial: secs("peer_dial_secs", fc.peer_dial_secs)?,
+            max_message_bytes: fc.max_message_bytes,
+            idle_timeout: secs("idle_timeout_secs", fc.idle_timeout_secs)?,
+            test_fault_corrupt_ring_passes: fc.test_fault_corrupt_ring_passes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_paths_resolve_against_the_config_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.json");
+        std::fs::write(
+            &p,
+            r#"{"name":"hospital-2","train_csv":"h2.csv","test_csv":"/abs/t.csv"}"#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), &Overrides::default()).unwrap();
+        assert_eq!(c.train_csv, dir.path().join("h2.csv"));
+        assert_eq!(c.test_csv.as_deref(), Some(Path::new("/abs/t.csv")));
+        assert_eq!(c.pki.cert, dir.path().join("pki/hospital-2.pem"));
+        assert_eq!(c.coordinator_name, "coordinator");
+        let ov = Overrides {
+            name: Some("hospital-3".into()),
+            coordinator: Some("10.0.0.1:9000".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&p), &ov).unwrap();
+        assert_eq!(c.name, "hospital-3");
+        assert_eq!(c.coordinator_address.port(), 9000);
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        let e = format!(
+            "{:#}",
+            Config::load(None, &Overrides::default()).unwrap_err()
+        );
+        assert!(e.contains("name"), "{e}");
+        let ov = Overrides {
+            name: Some("h".into()),
+            ..Overrides::default()
+        };
+        let e = format!("{:#}", Config::load(None, &ov).unwrap_err());
+        assert!(e.contains("train"), "{e}");
+        let ov = Overrides {
+            name: Some("coordinator".into()),
+            train: Some("x.csv".into()),
+            ..Overrides::default()
+        };
+        let e = format!("{:#}", Config::load(None, &ov).unwrap_err());
+        assert!(e.contains("coordinator"), "{e}");
+    }
+}

@@ -1,0 +1,303 @@
+//! The hospital node's driver: loads its data, binds the QUIC endpoint, keeps
+//! a link to the coordinator (reconnecting to a resumed one), opens links to
+//! ring peers on demand, and feeds the protocol's `HospitalMachine`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use learning::Dataset;
+use protocol::pki::NodeIdentity;
+use protocol::transport::{Endpoint, Hub, NetEvent, TransportOptions};
+use protocol::wire::Body;
+use protocol::{
+    decode_payload, encode_frame, Envelope, HospitalConfig, HospitalEvent, HospitalMachine,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::Config;
+
+fn progress(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// Peak resident set size of this process in bytes (VmHWM), if readable.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// This node's own report file.
+#[derive(Serialize)]
+struct NodeReport {
+    format: &'static str,
+    name: String,
+    rows: usize,
+    local_test_mse: Option<f64>,
+    federated_test_mse: Option<f64>,
+    test_mse_history: BTreeMap<u32, Option<f64>>,
+    local_weights: Vec<f64>,
+    final_weights: Vec<f64>,
+    peak_rss_bytes: Option<u64>,
+}
+
+/// Bytes of paillier's compact ciphertext form before the value itself.
+const CIPHERTEXT_HEADER_BYTES: usize = 33;
+
+/// TEST FAULT INJECTION: zeroes the value of a ring pass's ciphertexts (the
+/// header stays intact): c = 0 is no valid Paillier ciphertext, so the
+/// receiver must reject it.
+fn corrupt(env: &mut Envelope) -> bool {
+    if let Body::RingPass(rp) = &mut env.body {
+        for c in &mut rp.ciphertexts {
+            let start = CIPHERTEXT_HEADER_BYTES.min(c.0.len());
+            c.0[start..].iter_mut().for_each(|b| *b = 0);
+        }
+        return true;
+    }
+    false
+}
+
+/// Runs the node until the run completes (Ok) or fails (Err).
+pub async fn run(cfg: Config) -> Result<()> {
+    let train = Dataset::from_csv_path(&cfg.train_csv, &cfg.target)
+        .with_context(|| format!("loading training data {}", cfg.train_csv.display()))?;
+    let test = match &cfg.test_csv {
+        Some(p) => Some(
+            Dataset::from_csv_path(p, &cfg.target)
+                .with_context(|| format!("loading test data {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let rows = train.n_rows();
+    let identity = NodeIdentity::load(&cfg.pki)
+        .with_context(|| format!("loading the certificate of {}", cfg.name))?;
+    if identity.name() != cfg.name {
+        bail!(
+            "certificate {} is issued to {:?} but this node is configured as {:?}",
+            cfg.pki.cert.display(),
+            identity.name(),
+            cfg.name
+        );
+    }
+    if cfg.test_fault_corrupt_ring_passes > 0 {
+        tracing::warn!(
+            n = cfg.test_fault_corrupt_ring_passes,
+            "TEST FAULT INJECTION enabled: corrupting outgoing ring passes"
+        );
+    }
+
+    let mut hcfg = HospitalConfig::new(cfg.name.clone());
+    hcfg.coordinator = cfg.coordinator_name.clone();
+    hcfg.address = cfg.advertise.clone();
+    let mut machine = HospitalMachine::new(hcfg, train, test, rand::random())
+        .context("invalid hospital setup")?;
+
+    let options = TransportOptions {
+        max_frame: cfg.max_message_bytes,
+        idle_timeout: cfg.idle_timeout,
+        ..TransportOptions::default()
+    };
+    let endpoint = Endpoint::bind(
+        cfg.listen,
+        &identity,
+        [cfg.coordinator_name.clone()],
+        options,
+    )?;
+    tracing::info!(name = %cfg.name, local = %endpoint.local_addr()?, rows, "hospital node up");
+    let (mut hub, mut net) = Hub::start(endpoint);
+    hub.dial(
+        &cfg.coordinator_name,
+        cfg.coordinator_address,
+        Instant::now() + cfg.coordinator_retry,
+    );
+
+    let mut ring_addr: HashMap<String, SocketAddr> = HashMap::new();
+    let mut pending: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut history: BTreeMap<u32, Option<f64>> = BTreeMap::new();
+    let mut faults_left = cfg.test_fault_corrupt_ring_passes;
+    let mut outcome: Option<Result<protocol::wire::Report>> = None;
+
+    loop {
+        // Events first: a RingChanged gives the addresses the transmits need.
+        while let Some(ev) = machine.poll_event() {
+            match ev {
+                HospitalEvent::SetUp {
+                    run_id,
+                    completed_rounds,
+                } => {
+                    tracing::info!(%run_id, completed_rounds, "set up by the coordinator");
+                }
+                HospitalEvent::RingChanged { epoch, ring } => {
+                    ring_addr.clear();
+                    for m in &ring {
+                        if m.name == cfg.name {
+                            continue;
+                        }
+                        match m.address.parse::<SocketAddr>() {
+                            Ok(a) => {
+                                ring_addr.insert(m.name.clone(), a);
+                            }
+                            Err(_) => tracing::warn!(
+                                peer = %m.name,
+                                "ring address {:?} is not an IP:port", m.address
+                            ),
+                        }
+                    }
+                    let mut allowed: Vec<String> = ring_addr.keys().cloned().collect();
+                    allowed.push(cfg.coordinator_name.clone());
+                    hub.endpoint().set_allowed(allowed);
+                    tracing::debug!(epoch, ring = ?ring.iter().map(|m| &m.name).collect::<Vec<_>>(), "ring changed");
+                }
+                HospitalEvent::RoundCompleted {
+                    round, test_mse, ..
+                } => {
+                    history.insert(round + 1, test_mse);
+                    progress(json!({"event": "round", "round": round + 1, "test_mse": test_mse}));
+                }
+                HospitalEvent::RoundAborted { round, reason } => {
+                    tracing::warn!(round = round + 1, "round aborted: {reason}");
+                }
+                HospitalEvent::Dropped { reason } => {
+                    tracing::warn!("dropped by the coordinator: {reason}");
+                }
+                HospitalEvent::Finished(report) => outcome = Some(Ok(report)),
+                HospitalEvent::Failed(e) => {
+                    outcome = Some(Err(
+                        anyhow::Error::new(e).context("the coordinator stopped the run")
+                    ))
+                }
+                other => tracing::debug!("event: {other:?}"),
+            }
+        }
+        while let Some((to, mut env)) = machine.poll_transmit() {
+            if faults_left > 0 && corrupt(&mut env) {
+                faults_left -= 1;
+                tracing::warn!(to = %to, "TEST FAULT INJECTION: sent a corrupted ring pass");
+            }
+            tracing::trace!(peer = %to, kind = env.body.kind(), round = env.round, "sending");
+            let frame = match encode_frame(&env, cfg.max_message_bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(peer = %to, "cannot encode message: {e:#}");
+                    continue;
+                }
+            };
+            if hub.send(&to, frame.clone()) {
+                continue;
+            }
+            if to == cfg.coordinator_name {
+                // The machine says hello again on reconnect and resyncs then.
+                tracing::debug!(
+                    kind = env.body.kind(),
+                    "coordinator not connected; message dropped"
+                );
+            } else if let Some(addr) = ring_addr.get(&to) {
+                pending.entry(to.clone()).or_default().push(frame);
+                hub.dial(&to, *addr, Instant::now() + cfg.peer_dial);
+            } else {
+                tracing::warn!(peer = %to, "no address for ring peer; message dropped");
+            }
+        }
+        if outcome.is_some() || machine.is_done() {
+            break;
+        }
+        let Some(ev) = net.recv().await else {
+            bail!("transport stopped unexpectedly");
+        };
+        let now = Instant::now();
+        match ev {
+            NetEvent::Up {
+                peer,
+                id,
+                out,
+                handle,
+            } => {
+                tracing::info!(%peer, "connected");
+                let first = hub.link_up(&peer, id, out, handle);
+                for frame in pending.remove(&peer).unwrap_or_default() {
+                    hub.send(&peer, frame);
+                }
+                if first {
+                    machine.peer_connected(now, &peer);
+                }
+            }
+            NetEvent::Frame { peer, payload, .. } => {
+                match decode_payload(&payload, cfg.max_message_bytes) {
+                    Ok(env) => {
+                        tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
+                        // Crypto inside the machine is CPU-bound: let the runtime move the
+                        // link tasks to other workers meanwhile.
+                        let r =
+                            tokio::task::block_in_place(|| machine.handle_message(now, &peer, env));
+                        if let Err(e) = r {
+                            tracing::warn!(%peer, "rejected message: {e:#}");
+                        }
+                    }
+                    Err(e) => tracing::warn!(%peer, "rejected message: {e:#}"),
+                }
+            }
+            NetEvent::Down {
+                peer,
+                id: 0,
+                reason,
+            } => {
+                hub.dial_failed(&peer);
+                if peer == cfg.coordinator_name {
+                    bail!(
+                        "cannot reach the coordinator {peer} at {}: {reason}",
+                        cfg.coordinator_address
+                    );
+                }
+                let dropped = pending.remove(&peer).map_or(0, |v| v.len());
+                tracing::warn!(%peer, dropped, "cannot reach ring peer: {reason}");
+            }
+            NetEvent::Down { peer, id, reason } => {
+                if hub.link_down(&peer, id) {
+                    tracing::info!(%peer, "connection closed: {reason}");
+                    machine.peer_lost(now, &peer);
+                    if peer == cfg.coordinator_name && !machine.is_done() {
+                        // A resumed coordinator comes back at the same address.
+                        hub.dial(&peer, cfg.coordinator_address, now + cfg.coordinator_retry);
+                    }
+                }
+            }
+        }
+    }
+    hub.shutdown(Duration::from_secs(3)).await;
+    let report = match outcome {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Err(e),
+        None => bail!("the run ended without a report"),
+    };
+    let out = NodeReport {
+        format: "hospital-report/1",
+        name: cfg.name.clone(),
+        rows,
+        local_test_mse: report.local_test_mse,
+        federated_test_mse: report.federated_test_mse,
+        test_mse_history: history,
+        local_weights: report.local_weights,
+        final_weights: report.weights,
+        peak_rss_bytes: peak_rss_bytes(),
+    };
+    if let Some(p) = &cfg.report_path {
+        let json = serde_json::to_vec_pretty(&out).context("serializing the report")?;
+        std::fs::write(p, json).with_context(|| format!("writing report {}", p.display()))?;
+    }
+    progress(json!({
+        "event": "finished",
+        "name": out.name,
+        "local_test_mse": out.local_test_mse,
+        "federated_test_mse": out.federated_test_mse,
+        "peak_rss_bytes": out.peak_rss_bytes,
+    }));
+    Ok(())
+}

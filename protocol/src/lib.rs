@@ -1,0 +1,71 @@
+//! The federation's protocol: wire format, pairwise masks and the coordinator's
+//! and hospitals' state machines, plus the QUIC transport and consortium PKI the
+//! binaries drive them with.
+//!
+//! The core ([`wire`], [`masks`], [`coordinator`], [`hospital`]) does no I/O, in
+//! the style of quinn-proto: the state machines take the current time as an
+//! argument, are fed authenticated messages, connection changes and timeouts, and
+//! emit messages to send, events and their next deadline. Encryption, masking and
+//! the model maths (the `paillier` and `learning` crates) happen inside them as
+//! pure computation. [`transport`] and [`pki`] are the I/O side.
+//!
+//! # Threat model (honest-but-curious parties, authenticated channels)
+//!
+//! - The coordinator holds the Paillier private key and decrypts only the ring's
+//!   final sum; hospitals see only ciphertexts under that key.
+//! - Without masks (the classic ring), the coordinator colluding with a hospital's
+//!   two ring neighbours obtains the ciphertexts entering and leaving that hospital,
+//!   decrypts both and learns its gradient by subtraction.
+//! - With pairwise masks (on by default), every ring ciphertext decrypts to the
+//!   encoding plus a uniform mask mod n; a hospital's mask is the sum of pad values
+//!   shared with each other ring member, so its gradient stays hidden unless the
+//!   coordinator colludes with *all* other hospitals of the ring (who then know the
+//!   aggregate and their own gradients anyway). What everyone learns is the
+//!   aggregate (sum of gradients), which each hospital needs to take the step.
+//! - With two hospitals the aggregate minus one's own gradient is the other's, so
+//!   runs need at least three (`coordinator::MIN_HOSPITALS`).
+//! - Not covered: malicious parties that send well-formed but wrong values (they can
+//!   bias the model; they cannot learn more), traffic analysis, and a coordinator
+//!   that lies about the aggregate. Invalid ciphertexts (range, gcd, wrong key) are
+//!   rejected and the round retried.
+//!
+//! # What a driver must do
+//!
+//! 1. Authenticate every connection (mutual TLS, [`transport`]) and pass the
+//!    peer's certificate name as the sender; the machines check that
+//!    `envelope.from` matches it, and check run id, round and epoch themselves.
+//! 2. Deliver frames in order per peer (one ordered stream per direction is
+//!    enough); any interleaving across peers is fine.
+//! 3. After each call into a machine, drain `poll_transmit` and `poll_event`;
+//!    call `handle_timeout` once `next_deadline` has passed.
+//! 4. Coordinator: call `peer_lost` when a connection closes; write each
+//!    `Checkpoint` event atomically and keep the private key separately (a
+//!    checkpoint holds only its fingerprint).
+//! 5. Hospital: call `peer_connected` on every (re)connection to the
+//!    coordinator (the machine rejoins and re-syncs by replaying the aggregate
+//!    history); route transmits addressed to a hospital over a direct
+//!    connection dialled to the address from `RingChanged`.
+//! 6. The machines do CPU-heavy crypto inside each call: run them off the
+//!    async reactor (a dedicated thread or `spawn_blocking`).
+//! 7. Exit once `is_done()` and every transmit is flushed.
+
+mod codec;
+pub mod coordinator;
+mod error;
+pub mod hospital;
+pub mod masks;
+pub mod wire;
+
+pub mod pki;
+pub mod transport;
+
+pub use coordinator::{
+    Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, HospitalResult,
+    RoundSummary, RunResults,
+};
+pub use error::{Error, Result};
+pub use hospital::{HospitalConfig, HospitalEvent, HospitalMachine};
+pub use wire::{
+    decode_payload, encode_frame, Envelope, FixedPoint, FrameDecoder, Member, RunId, RunParams,
+    DEFAULT_MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+};

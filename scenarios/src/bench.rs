@@ -1,0 +1,436 @@
+//! `scenarios bench`: python-paillier running the same protocol in one process
+//! against this project's multi-process federation (training seconds and
+//! ratio, same data, key size, rounds), then the scaling table of round latency
+//! against hospitals and features at each key size, with peak RSS per process.
+//!
+//! The Python side is `python/paillier_federation.py`; its virtual environment
+//! (`.venv` at the workspace root, ignored by git) is created and given `phe`,
+//! `gmpy2` and `numpy` with pip when they are missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+use learning::ndarray::{Array1, Array2};
+use learning::{Dataset, Mode, ReferenceRun};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::federation::{self, Binaries};
+use crate::numpy_rng::RandomState;
+use crate::prep::{self, Split, SplitKind};
+use crate::scenario::{max_abs_diff, Plan, WEIGHT_TOLERANCE};
+use crate::wire_format::{self, Timings};
+
+const PYTHON_SCRIPT: &str = include_str!("../python/paillier_federation.py");
+
+/// Options of `scenarios bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Key size of the side-by-side comparison with python-paillier.
+    #[arg(long, default_value_t = 2048)]
+    pub key_bits: usize,
+    /// Rounds of the side-by-side comparison (diabetes, 3 hospitals, seed split).
+    #[arg(long, default_value_t = 50)]
+    pub rounds: usize,
+    /// Skip the python-paillier comparison.
+    #[arg(long)]
+    pub skip_python: bool,
+    /// Python interpreter used to create the virtual environment.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Virtual environment for python-paillier (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub venv: Option<PathBuf>,
+    /// Skip the scaling table.
+    #[arg(long)]
+    pub skip_scaling: bool,
+    /// Hospital counts of the scaling table.
+    #[arg(long, value_delimiter = ',', default_value = "3,8,16,32")]
+    pub scaling_hospitals: Vec<usize>,
+    /// Feature counts of the scaling table.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pub scaling_features: Vec<usize>,
+    /// Key sizes of the scaling table.
+    #[arg(long, value_delimiter = ',', default_value = "2048,3072")]
+    pub scaling_key_bits: Vec<usize>,
+    /// Rounds per scaling run (the median round latency is reported).
+    #[arg(long, default_value_t = 5)]
+    pub scaling_rounds: usize,
+    /// Training rows per hospital in the scaling runs.
+    #[arg(long, default_value_t = 20)]
+    pub scaling_rows: usize,
+    /// Output directory for bench.json.
+    #[arg(long, value_name = "DIR", default_value = "out/bench")]
+    pub out: PathBuf,
+}
+
+/// One side-by-side measurement.
+#[derive(Debug, Serialize)]
+struct SideBySide {
+    key_bits: usize,
+    rounds: usize,
+    python_training_seconds: f64,
+    python_keygen_seconds: f64,
+    ours_training_seconds: f64,
+    ratio: f64,
+    python_max_abs_weight_diff: f64,
+    ours_max_abs_weight_diff: f64,
+    ours_peak_rss_bytes: Vec<(String, Option<u64>)>,
+}
+
+/// One cell of the scaling table.
+#[derive(Debug, Serialize)]
+struct ScalingCell {
+    key_bits: usize,
+    hospitals: usize,
+    features: usize,
+    median_round_seconds: f64,
+    training_seconds: f64,
+    max_abs_weight_diff: f64,
+    peak_rss_bytes: Vec<(String, Option<u64>)>,
+}
+
+fn bench_plan(hospitals: usize, rounds: usize, eta: f64, key_bits: usize, data: &str) -> Plan {
+    Plan {
+        data: data.to_owned(),
+        hospitals,
+        rounds,
+        eta,
+        key_bits,
+        seed: 42,
+        split: SplitKind::Seed,
+        mode: Mode::Seed,
+        test_size: None,
+        scaled: true,
+        masks: true,
+        pack: true,
+    }
+}
+
+/// Runs the federation and checks it against the cleartext twin.
+fn run_checked(
+    bins: &Binaries,
+    plan: &Plan,
+    split: &Split,
+) -> Result<(Timings, f64, Vec<Array1<f64>>)> {
+    let reference = ReferenceRun {
+        mode: plan.mode,
+        rounds: plan.rounds,
+        eta: plan.eta,
+    }
+    .run(&split.hospitals)?;
+    let fed = federation::run(bins, plan, split, false)?;
+    let diff = max_abs_diff(&fed.final_weights, &reference.final_weights)?;
+    if diff.is_nan() || diff > WEIGHT_TOLERANCE {
+        bail!("benchmark run disagrees with the cleartext reference: max abs weight difference {diff:e}");
+    }
+    let timings = wire_format::timings(&fed)?;
+    Ok((timings, diff, reference.final_weights))
+}
+
+/// `scenarios bench`.
+pub fn run_bench(args: &BenchArgs) -> Result<()> {
+    ensure!(
+        args.rounds >= 1 && args.scaling_rounds >= 1,
+        "rounds must be at least 1"
+    );
+    ensure!(args.scaling_rows >= 1, "--scaling-rows must be at least 1");
+    for &h in &args.scaling_hospitals {
+        ensure!(
+            h >= 3,
+            "--scaling-hospitals: {h} is below the federation's minimum of 3"
+        );
+    }
+    for &b in args.scaling_key_bits.iter().chain([&args.key_bits]) {
+        ensure!(b >= 2048, "key size {b} is below 2048 bits");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let bins = federation::locate_binaries()?;
+    let mut report = serde_json::Map::new();
+
+    if !args.skip_python {
+        let sbs = side_by_side(args, &bins)?;
+        println!(
+            "\npython-paillier (one process) vs this project (multi-process), diabetes, 3 hospitals, {} rounds, {} bits",
+            sbs.rounds, sbs.key_bits
+        );
+        println!("{:<34} {:>12}", "", "training s");
+        println!(
+            "{:<34} {:>12.3}",
+            "python-paillier", sbs.python_training_seconds
+        );
+        println!("{:<34} {:>12.3}", "this project", sbs.ours_training_seconds);
+        println!("{:<34} {:>11.1}x", "ratio (python / ours)", sbs.ratio);
+        print_rss(&sbs.ours_peak_rss_bytes);
+        println!(
+            "both agree with the cleartext twin: max abs weight difference python {:.1e}, ours {:.1e}",
+            sbs.python_max_abs_weight_diff, sbs.ours_max_abs_weight_diff
+        );
+        report.insert("side_by_side".into(), serde_json::to_value(&sbs)?);
+    }
+    if !args.skip_scaling {
+        let mut cells = Vec::new();
+        for &bits in &args.scaling_key_bits {
+            println!(
+                "\nround latency (median of {} rounds), {bits}-bit key, seconds",
+                args.scaling_rounds
+            );
+            print!("{:>10}", "hospitals");
+            for f in &args.scaling_features {
+                print!(" {:>12}", format!("{f} features"));
+            }
+            println!();
+            for &h in &args.scaling_hospitals {
+                print!("{h:>10}");
+                for &f in &args.scaling_features {
+                    let cell = scaling_cell(args, &bins, bits, h, f)?;
+                    print!(" {:>12.4}", cell.median_round_seconds);
+                    use std::io::Write;
+                    let _ = std::io::stdout().flush();
+                    cells.push(cell);
+                }
+                println!();
+            }
+        }
+        println!("\npeak RSS per process (MiB): coordinator / largest hospital");
+        for c in &cells {
+            let coord = c
+                .peak_rss_bytes
+                .iter()
+                .find(|(n, _)| n == "coordinator")
+                .and_then(|x| x.1);
+            let hosp = c
+                .peak_rss_bytes
+                .iter()
+                .filter(|(n, _)| n != "coordinator")
+                .filter_map(|x| x.1)
+                .max();
+            println!(
+                "  {} bits, {:>2} hospitals, {:>4} features: {} / {}",
+                c.key_bits,
+                c.hospitals,
+                c.features,
+                mib(coord),
+                mib(hosp)
+            );
+        }
+        report.insert("scaling".into(), serde_json::to_value(&cells)?);
+    }
+    let path = args.out.join("bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(report))?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
+
+fn mib(b: Option<u64>) -> String {
+    b.map_or_else(
+        || "n/a".into(),
+        |b| format!("{:.1}", b as f64 / (1024.0 * 1024.0)),
+    )
+}
+
+fn print_rss(rss: &[(String, Option<u64>)]) {
+    let parts: Vec<String> = rss
+        .iter()
+        .map(|(n, b)| format!("{n} {}", mib(*b)))
+        .collect();
+    println!("peak RSS (MiB): {}", parts.join(", "));
+}
+
+fn side_by_side(args: &BenchArgs, bins: &Binaries) -> Result<SideBySide> {
+    let data = prep::diabetes()?;
+    let split = prep::split(&data, SplitKind::Seed, 3, 50, 42)?;
+    let plan = bench_plan(3, args.rounds, 0.01, args.key_bits, "built-in diabetes");
+
+    let python = ensure_python(args)?;
+    let dir = tempfile::Builder::new().prefix("bench-python-").tempdir()?;
+    let script = dir.path().join("paillier_federation.py");
+    std::fs::write(&script, PYTHON_SCRIPT)?;
+    let mut csvs = Vec::new();
+    for (i, h) in split.hospitals.iter().enumerate() {
+        let p = dir.path().join(format!("hospital-{}.csv", i + 1));
+        h.write_csv(&p)?;
+        csvs.push(p);
+    }
+    println!(
+        "running python-paillier ({} rounds, {} bits) ...",
+        args.rounds, args.key_bits
+    );
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([
+            "--key-bits",
+            &args.key_bits.to_string(),
+            "--rounds",
+            &args.rounds.to_string(),
+        ])
+        .args([
+            "--eta",
+            "0.01",
+            "--mode",
+            "seed",
+            "--target",
+            prep::DIABETES_TARGET,
+        ])
+        .args(&csvs)
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "python-paillier run failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let py: Value =
+        serde_json::from_slice(&out.stdout).context("parsing the Python script's JSON")?;
+    let py_train = py["training_seconds"]
+        .as_f64()
+        .context("python: training_seconds")?;
+    let py_weights: Vec<Array1<f64>> = py["final_weights"]
+        .as_array()
+        .context("python: final_weights")?
+        .iter()
+        .map(|w| {
+            w.as_array()
+                .context("python: a weight vector")?
+                .iter()
+                .map(|v| v.as_f64().context("python: a weight"))
+                .collect::<Result<Vec<f64>>>()
+                .map(Array1::from_vec)
+        })
+        .collect::<Result<_>>()?;
+
+    println!(
+        "running this project's federation ({} rounds, {} bits) ...",
+        args.rounds, args.key_bits
+    );
+    let (timings, diff, reference) = run_checked(bins, &plan, &split)?;
+    let py_diff = max_abs_diff(&py_weights, &reference)?;
+    Ok(SideBySide {
+        key_bits: args.key_bits,
+        rounds: args.rounds,
+        python_training_seconds: py_train,
+        python_keygen_seconds: py["keygen_seconds"].as_f64().unwrap_or(f64::NAN),
+        ours_training_seconds: timings.training_seconds,
+        ratio: py_train / timings.training_seconds,
+        python_max_abs_weight_diff: py_diff,
+        ours_max_abs_weight_diff: diff,
+        ours_peak_rss_bytes: timings.peak_rss_bytes,
+    })
+}
+
+/// Synthetic regression data: `features` uniform features in [-0.5, 0.5)
+/// from NumPy's legacy stream, a fixed true model and small noise.
+fn synthetic(hospitals: usize, rows: usize, features: usize, seed: u32) -> Result<Split> {
+    let mut rs = RandomState::new(seed);
+    let n = hospitals * rows + rows;
+    let x = Array2::from_shape_fn((n, features), |_| rs.random_sample() - 0.5);
+    let w_true = Array1::from_shape_fn(features, |j| ((j % 7) as f64 - 3.0) / 3.0);
+    let noise = Array1::from_shape_fn(n, |_| rs.random_sample() - 0.5);
+    let y = x.dot(&w_true) + noise;
+    let names = (0..features).map(|j| format!("x{j}")).collect();
+    let ds = Dataset::new(names, "y".into(), x, y)?;
+    let hs = (0..hospitals)
+        .map(|h| ds.select_rows(&(h * rows..(h + 1) * rows).collect::<Vec<_>>()))
+        .collect();
+    let test = ds.select_rows(&(hospitals * rows..n).collect::<Vec<_>>());
+    Ok(Split {
+        hospitals: hs,
+        test,
+        dropped_rows: 0,
+    })
+}
+
+fn scaling_cell(
+    args: &BenchArgs,
+    bins: &Binaries,
+    bits: usize,
+    h: usize,
+    f: usize,
+) -> Result<ScalingCell> {
+    let split = synthetic(h, args.scaling_rows, f, 7)?;
+    // A small step keeps the synthetic model well inside the fixed-point range.
+    let plan = bench_plan(h, args.scaling_rounds, 0.001, bits, "synthetic");
+    let (t, diff, _) = run_checked(bins, &plan, &split)
+        .with_context(|| format!("scaling run: {bits} bits, {h} hospitals, {f} features"))?;
+    Ok(ScalingCell {
+        key_bits: bits,
+        hospitals: h,
+        features: f,
+        median_round_seconds: t.median_round_seconds,
+        training_seconds: t.training_seconds,
+        max_abs_weight_diff: diff,
+        peak_rss_bytes: t.peak_rss_bytes,
+    })
+}
+
+/// The venv's interpreter, creating the venv and installing phe, gmpy2 and
+/// numpy when they are missing.
+fn ensure_python(args: &BenchArgs) -> Result<PathBuf> {
+    let venv = args
+        .venv
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv"));
+    let py = venv.join("bin").join("python");
+    let has_modules = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import phe, gmpy2, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if py.is_file() && has_modules(&py) {
+        return Ok(py);
+    }
+    if !py.is_file() {
+        println!(
+            "creating a Python virtual environment in {} ...",
+            venv.display()
+        );
+        let st = Command::new(&args.python)
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .with_context(|| format!("running {} -m venv", args.python))?;
+        ensure!(
+            st.success(),
+            "creating the virtual environment failed ({st})"
+        );
+    }
+    println!(
+        "installing phe, gmpy2 and numpy into {} ...",
+        venv.display()
+    );
+    let st = Command::new(&py)
+        .args(["-m", "pip", "install", "--quiet", "phe", "gmpy2", "numpy"])
+        .status()
+        .context("running pip")?;
+    ensure!(st.success(), "pip install phe gmpy2 numpy failed ({st})");
+    ensure!(
+        has_modules(&py),
+        "phe, gmpy2 or numpy still missing in {}",
+        venv.display()
+    );
+    Ok(py)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_data_has_the_requested_shape() {
+        let s = synthetic(4, 5, 10, 1).unwrap();
+        assert_eq!(s.hospitals.len(), 4);
+        assert!(s
+            .hospitals
+            .iter()
+            .all(|h| h.n_rows() == 5 && h.n_features() == 10));
+        assert_eq!(s.test.n_rows(), 5);
+        // Deterministic: the same seed gives the same data.
+        assert_eq!(synthetic(4, 5, 10, 1).unwrap().test, s.test);
+    }
+}

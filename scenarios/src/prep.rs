@@ -1,0 +1,278 @@
+//! Data preparation for the scenarios: scikit-learn's diabetes scaling, the
+//! intercept column, and the train/test and per-hospital splits (`seed`
+//! reproduces python-paillier's federated example exactly).
+
+use anyhow::{bail, ensure, Context, Result};
+use learning::ndarray::{Array2, Axis};
+use learning::Dataset;
+use serde::Serialize;
+
+use crate::numpy_rng::RandomState;
+
+/// Name of the constant feature appended as the model's intercept.
+pub const INTERCEPT: &str = "intercept";
+
+/// The diabetes data as scikit-learn (up to 1.0) shipped it pre-scaled: the
+/// features python-paillier's published table was computed from.
+pub const DIABETES_SCALED_CSV: &str = include_str!("../data/diabetes_sklearn_scaled.csv");
+/// Target column of both diabetes files.
+pub const DIABETES_TARGET: &str = "target";
+
+/// Scales every feature as scikit-learn's `load_diabetes()` does: subtract the
+/// column mean, divide by the population standard deviation times
+/// `sqrt(n_rows)`, so each column has mean 0 and sum of squares 1. A constant
+/// column becomes all zeros (scikit-learn leaves a zero scale at 1). The target
+/// is left raw.
+pub fn sklearn_scale(ds: &Dataset) -> Result<Dataset> {
+    let n = ds.n_rows() as f64;
+    let mut x: Array2<f64> = ds.x().clone();
+    for mut col in x.axis_iter_mut(Axis(1)) {
+        let mean = col.sum() / n;
+        col.mapv_inplace(|v| v - mean);
+        let std = (col.dot(&col) / n).sqrt();
+        let scale = if std == 0.0 { 1.0 } else { std };
+        // Two divisions in scikit-learn's order (scale(), then / sqrt(n)).
+        col.mapv_inplace(|v| v / scale);
+        col.mapv_inplace(|v| v / n.sqrt());
+    }
+    Dataset::new(
+        ds.feature_names().to_vec(),
+        ds.target_name().to_owned(),
+        x,
+        ds.y().clone(),
+    )
+    .context("scaling features")
+}
+
+/// How rows are split into a test set and per-hospital training blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitKind {
+    /// python-paillier's example: `RandomState(seed)`; rows permuted; test rows
+    /// drawn by `choice(n, test_size, replace=False)` from the permuted rows;
+    /// the remaining rows, in order, cut into contiguous blocks of
+    /// `n_train / hospitals` rows (the remainder is dropped, as the example does).
+    Seed,
+    /// Rows shuffled by `RandomState(seed)`; the first `test_size` are the test
+    /// set; the rest cut into contiguous blocks whose sizes differ by at most one.
+    Random,
+    /// No randomness: every (n / test_size)-th row is a test row; the rest, in
+    /// file order, cut into contiguous blocks whose sizes differ by at most one.
+    Even,
+}
+
+/// A split data set.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// One training set per hospital.
+    pub hospitals: Vec<Dataset>,
+    /// The shared test set.
+    pub test: Dataset,
+    /// Training rows left out (only `seed` drops the remainder).
+    pub dropped_rows: usize,
+}
+
+/// The test-set size used when none is given: 50 (the example's) or a fifth
+/// of the rows for small data sets.
+pub fn default_test_size(n_rows: usize) -> usize {
+    50.min(n_rows / 5).max(1)
+}
+
+/// Splits `ds` (already scaled, intercept included) for `n_hospitals`.
+pub fn split(
+    ds: &Dataset,
+    kind: SplitKind,
+    n_hospitals: usize,
+    test_size: usize,
+    seed: u32,
+) -> Result<Split> {
+    let n = ds.n_rows();
+    ensure!(n_hospitals > 0, "at least one hospital is needed");
+    ensure!(test_size > 0, "the test set needs at least one row");
+    if test_size >= n {
+        bail!(
+            "the data has {n} rows: too few for a test set of {test_size} rows plus training rows"
+        );
+    }
+    let n_train = n - test_size;
+    if n_train < n_hospitals {
+        bail!(
+            "fewer rows than hospitals: {n_train} training rows ({n} rows minus {test_size} test rows) \
+             cannot give each of {n_hospitals} hospitals at least one row"
+        );
+    }
+    let (test_rows, train_rows): (Vec<usize>, Vec<usize>) = match kind {
+        SplitKind::Seed => {
+            let mut rs = RandomState::new(seed);
+            let perm = rs.permutation(n);
+            let test_pos = rs
+                .choice_without_replacement(n, test_size)
+                .context("test set larger than the data")?;
+            let mut is_test = vec![false; n];
+            for &p in &test_pos {
+                is_test[p] = true;
+            }
+            let test = test_pos.iter().map(|&p| perm[p]).collect();
+            let train = (0..n).filter(|&p| !is_test[p]).map(|p| perm[p]).collect();
+            (test, train)
+        }
+        SplitKind::Random => {
+            let mut perm = RandomState::new(seed).permutation(n);
+            let train = perm.split_off(test_size);
+            (perm, train)
+        }
+        SplitKind::Even => {
+            let mut is_test = vec![false; n];
+            let test: Vec<usize> = (0..test_size).map(|i| i * n / test_size).collect();
+            for &t in &test {
+                is_test[t] = true;
+            }
+            (test, (0..n).filter(|&r| !is_test[r]).collect())
+        }
+    };
+    let blocks: Vec<std::ops::Range<usize>> = match kind {
+        SplitKind::Seed => {
+            let step = n_train / n_hospitals;
+            (0..n_hospitals).map(|h| step * h..step * (h + 1)).collect()
+        }
+        SplitKind::Random | SplitKind::Even => {
+            let (base, extra) = (n_train / n_hospitals, n_train % n_hospitals);
+            let mut start = 0;
+            (0..n_hospitals)
+                .map(|h| {
+                    let len = base + usize::from(h < extra);
+                    let r = start..start + len;
+                    start += len;
+                    r
+                })
+                .collect()
+        }
+    };
+    let used: usize = blocks.iter().map(|b| b.len()).sum();
+    let hospitals = blocks
+        .into_iter()
+        .map(|b| ds.select_rows(&train_rows[b]))
+        .collect();
+    Ok(Split {
+        hospitals,
+        test: ds.select_rows(&test_rows),
+        dropped_rows: n_train - used,
+    })
+}
+
+/// Loads the built-in diabetes data as python-paillier's example sees it:
+/// pre-scaled features plus the intercept column.
+pub fn diabetes() -> Result<Dataset> {
+    Dataset::from_csv_reader(DIABETES_SCALED_CSV.as_bytes(), DIABETES_TARGET)
+        .context("reading the built-in diabetes data")?
+        .with_intercept(INTERCEPT)
+        .context("appending the intercept column")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use learning::ndarray::{array, Array1};
+
+    /// The raw diabetes measurements (scikit-learn 1.9.1's `diabetes_data_raw`).
+    const DIABETES_RAW_CSV: &str = include_str!("../data/diabetes.csv");
+
+    fn toy(n: usize) -> Dataset {
+        let x = Array2::from_shape_fn((n, 2), |(r, c)| (r * 2 + c) as f64);
+        let y = Array1::from_shape_fn(n, |r| r as f64);
+        Dataset::new(vec!["a".into(), "b".into()], "y".into(), x, y).unwrap()
+    }
+
+    #[test]
+    fn scaling_gives_zero_mean_unit_norm_columns() {
+        let d = Dataset::new(
+            vec!["a".into(), "c".into()],
+            "y".into(),
+            array![[1.0, 5.0], [2.0, 5.0], [4.0, 5.0], [9.0, 5.0]],
+            array![1.0, 2.0, 3.0, 4.0],
+        )
+        .unwrap();
+        let s = sklearn_scale(&d).unwrap();
+        let a = s.x().column(0);
+        assert!(a.sum().abs() < 1e-12);
+        assert!((a.dot(&a) - 1.0).abs() < 1e-12);
+        assert!(
+            s.x().column(1).iter().all(|&v| v == 0.0),
+            "constant column -> zeros"
+        );
+        assert_eq!(s.y(), d.y());
+    }
+
+    #[test]
+    fn raw_diabetes_scaled_matches_the_shipped_scaled_file() {
+        // scikit-learn >= 1.1 computes load_diabetes() from the raw file; the
+        // values agree with the pre-scaled file except where the raw file
+        // rounds the measurements (bp to 2 decimals, s5 to 4).
+        let raw = Dataset::from_csv_reader(DIABETES_RAW_CSV.as_bytes(), DIABETES_TARGET).unwrap();
+        let scaled = sklearn_scale(&raw).unwrap();
+        let legacy =
+            Dataset::from_csv_reader(DIABETES_SCALED_CSV.as_bytes(), DIABETES_TARGET).unwrap();
+        assert_eq!(scaled.feature_names(), legacy.feature_names());
+        assert_eq!(scaled.y(), legacy.y());
+        for (c, name) in legacy.feature_names().iter().enumerate() {
+            let diff = (&scaled.x().column(c) - &legacy.x().column(c))
+                .iter()
+                .fold(0.0f64, |m, v| m.max(v.abs()));
+            let bound = if name == "bp" || name == "s5" {
+                2e-5
+            } else {
+                1e-13
+            };
+            assert!(diff <= bound, "{name}: {diff}");
+        }
+    }
+
+    #[test]
+    fn seed_split_sizes_match_the_example() {
+        let d = diabetes().unwrap();
+        assert_eq!((d.n_rows(), d.n_features()), (442, 11));
+        let s = split(&d, SplitKind::Seed, 3, 50, 42).unwrap();
+        let sizes: Vec<usize> = s.hospitals.iter().map(Dataset::n_rows).collect();
+        assert_eq!(sizes, [130, 130, 130]);
+        assert_eq!(s.dropped_rows, 2);
+        assert_eq!(s.test.n_rows(), 50);
+    }
+
+    #[test]
+    fn random_and_even_use_every_row_once() {
+        let d = toy(23);
+        for kind in [SplitKind::Random, SplitKind::Even] {
+            let s = split(&d, kind, 4, 5, 7).unwrap();
+            let sizes: Vec<usize> = s.hospitals.iter().map(Dataset::n_rows).collect();
+            assert_eq!(sizes, [5, 5, 4, 4], "{kind:?}");
+            assert_eq!(s.dropped_rows, 0);
+            let mut ys: Vec<f64> = s
+                .hospitals
+                .iter()
+                .chain(std::iter::once(&s.test))
+                .flat_map(|h| h.y().to_vec())
+                .collect();
+            ys.sort_by(f64::total_cmp);
+            assert_eq!(ys, (0..23).map(|v| v as f64).collect::<Vec<_>>());
+        }
+        // Even is deterministic and keeps file order inside blocks.
+        let e = split(&d, SplitKind::Even, 4, 5, 0).unwrap();
+        assert_eq!(e.test.y().to_vec(), [0.0, 4.0, 9.0, 13.0, 18.0]);
+        assert_eq!(e.hospitals[0].y().to_vec(), [1.0, 2.0, 3.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn too_few_rows_are_clear_errors() {
+        let d = toy(10);
+        let e = split(&d, SplitKind::Seed, 9, 2, 1).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("fewer rows than hospitals"),
+            "{e:#}"
+        );
+        let e = split(&d, SplitKind::Random, 2, 10, 1).unwrap_err();
+        assert!(format!("{e:#}").contains("too few"), "{e:#}");
+        assert_eq!(default_test_size(442), 50);
+        assert_eq!(default_test_size(30), 6);
+        assert_eq!(default_test_size(3), 1);
+    }
+}

@@ -1,0 +1,121 @@
+//! The real federation driven by `scenarios diabetes`: coordinator and
+//! hospital-node processes on loopback, encrypted, held to the cleartext twin.
+//! (The sibling binaries are built on first use; see `src/federation.rs`.)
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn scenarios(args: &[&str], out: &std::path::Path) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_scenarios"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn results(out: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+/// python-paillier's published table, to the two decimals it prints, from the
+/// encrypted multi-process run.
+#[test]
+fn seed_table_reproduced_by_the_encrypted_federation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (ok, stdout, stderr) = scenarios(&["diabetes", "--key-bits", "2048"], &out);
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for line in [
+        "hospital-1      130         3933.78        3695.77",
+        "hospital-2      130         4176.48        3855.14",
+        "hospital-3      130         3795.95        3598.63",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("verified: encrypted multi-process weights equal"),
+        "{stdout}"
+    );
+    let r = results(&out);
+    assert_eq!(r["complete"], true);
+    assert!(r["verification"]["max_abs_weight_diff"].as_f64().unwrap() <= 1e-6);
+    let fed: Vec<String> = r["outcome"]["hospitals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{:.2}", h["federated_mse"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(fed, ["3695.77", "3855.14", "3598.63"]);
+    let png = std::fs::read(out.join("mse_per_round.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+}
+
+/// Another CSV (the raw diabetes measurements, scaled here), 5 hospitals and a
+/// random split: the encrypted run agrees with the reference.
+#[test]
+fn other_csv_with_five_hospitals_agrees_with_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data/diabetes.csv");
+    let (ok, stdout, stderr) = scenarios(
+        &[
+            "diabetes",
+            "--data",
+            data,
+            "--target",
+            "target",
+            "--hospitals",
+            "5",
+            "--split",
+            "random",
+            "--rounds",
+            "30",
+            "--key-bits",
+            "2048",
+        ],
+        &out,
+    );
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("verified"), "{stdout}");
+    let r = results(&out);
+    assert_eq!(r["complete"], true);
+    assert_eq!(r["outcome"]["hospitals"].as_array().unwrap().len(), 5);
+    assert!(r["verification"]["max_abs_weight_diff"].as_f64().unwrap() <= 1e-6);
+    for i in 1..=5 {
+        assert!(stdout.contains(&format!("hospital-{i} ")), "{stdout}");
+    }
+    assert!(!stdout.contains("diverged"), "{stdout}");
+}
+
+/// Global mode: one shared model, equal to gradient descent on the pooled
+/// data, which the table's pooled reference line computes in the clear.
+#[test]
+fn global_mode_equals_pooled_gradient_descent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (ok, stdout, stderr) = scenarios(
+        &[
+            "diabetes", "--mode", "global", "--split", "even", "--eta", "0.01", "--rounds", "20",
+        ],
+        &out,
+    );
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = results(&out);
+    let w = r["federated_weights"].as_array().unwrap();
+    assert!(
+        w.iter().all(|x| x == &w[0]),
+        "hospitals ended with different models"
+    );
+    let pooled = r["outcome"]["pooled_mse"].as_f64().unwrap();
+    for h in r["outcome"]["hospitals"].as_array().unwrap() {
+        let m = h["federated_mse"].as_f64().unwrap();
+        assert!((m - pooled).abs() < 1e-6, "{m} vs pooled {pooled}");
+    }
+}
