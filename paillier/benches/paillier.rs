@@ -53,6 +53,10 @@ fn ops(c: &mut Criterion) {
         g.bench_function("mul_f64", |b| {
             b.iter(|| black_box(&x).mul_f64(0.123).unwrap())
         });
+        // A negative scalar costs an inverse mod n^2 on top (phe's `_raw_mul`).
+        g.bench_function("mul_f64_negative", |b| {
+            b.iter(|| black_box(&x).mul_f64(-0.123).unwrap())
+        });
         let packer = Packer::new(&pk, BENCH_PACKING).unwrap();
         let values: Vec<f64> = (0..64).map(|i| (i as f64 - 31.5) * 0.37).collect();
         g.bench_function("packed_encrypt_64", |b| {

@@ -354,15 +354,25 @@ impl EncryptedNumber {
         })
     }
 
-    /// phe `_raw_mul`: `c^k`, or `(c^-1)^(n-k)` when `k` encodes a negative.
+    /// phe `_raw_mul`: `c^k`, or `(c^-1)^(n-k)` when `k` encodes a negative,
+    /// so the exponent is the scalar's magnitude (tens of bits for a float),
+    /// never the `|n|`-bit `n - |v|`.
+    ///
+    /// Speed: the inverse is taken mod `n` and lifted to `n^2`
+    /// ([`inverse_mod_square_vartime`](crate::arith::inverse_mod_square_vartime)),
+    /// and the short exponent goes through a sliding window
+    /// ([`Monty::pow_vartime`](crate::arith::Monty::pow_vartime)). Both take
+    /// time that depends on the scalar's bits, as python-paillier's
+    /// `gmpy2.powmod` and `invert` do; the ciphertext is public.
     fn raw_mul(&self, k: &BigUint) -> Ciphertext {
         let pk = self.public_key();
         let mo = pk.monty_n2();
         if k >= &(pk.n() - pk.max_int()) {
-            let neg = self.ct.neg();
-            neg.with_value(mo.pow(neg.value(), &(pk.n() - k)))
+            let inv = crate::arith::inverse_mod_square_vartime(self.ct.value(), pk.n())
+                .expect("a valid ciphertext is a unit mod n^2");
+            self.ct.with_value(mo.pow_vartime(&inv, &(pk.n() - k)))
         } else {
-            self.ct.with_value(mo.pow(self.ct.value(), k))
+            self.ct.with_value(mo.pow_vartime(self.ct.value(), k))
         }
     }
 

@@ -1,0 +1,886 @@
+//! The training circuit: one description, evaluated by every backend.
+//!
+//! Every value the circuit touches is a *block*: an integer in `0..16`, the
+//! full plaintext space (message and carry) of tfhe's `PARAM_MESSAGE_2_CARRY_2`
+//! parameters. Blocks only meet two kinds of operation:
+//!
+//! * **linear**: sums and small scalar multiples, with the running maximum
+//!   kept below 16 and the squared 2-norm of the combination at most 25 (the
+//!   parameter set's noise bound of 5), both checked on every operation from
+//!   public metadata, so a plan that passes in [`ClearBackend`] is valid
+//!   under encryption too;
+//! * **table lookups** ([`Table`]): one programmable bootstrap each, any
+//!   function from 16 inputs to 16 outputs; a product of two 2-bit blocks is a
+//!   lookup on `4a + b`.
+//!
+//! A [`Val`] carries its block plus public metadata: the largest raw value it
+//! can hold, its noise weight, and an affine encoding `real = offset +
+//! scale * raw`. Requantization is a lookup that reads the real value, applies a
+//! function and rounds onto a new encoding, so the circuit is written in real
+//! numbers while every step stays an exact integer table.
+//!
+//! [`Backend`] is what an evaluator implements; [`ClearBackend`] (Simulate)
+//! and the tfhe backend (Execute) run the same [`train_batch`] and
+//! [`infer`] and therefore agree bit for bit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Size of a block's plaintext space (message x carry of the 2_2 parameters).
+pub const SPACE: u8 = 16;
+/// Largest raw value a block may hold.
+pub const MAX_RAW: u8 = SPACE - 1;
+/// Bound on the squared 2-norm of a linear combination between bootstraps
+/// (the 2_2 parameters allow a 2-norm of 5).
+pub const MAX_NORM2: u32 = 25;
+
+/// A lookup table over the whole block space: one programmable bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Table {
+    out: [u8; SPACE as usize],
+}
+
+impl Table {
+    /// Builds a table from a function on raw inputs `0..=in_max`; inputs above
+    /// `in_max` cannot occur and map to 0. Outputs must be below [`SPACE`].
+    fn from_fn(in_max: u8, f: impl Fn(u8) -> u8) -> Table {
+        let mut out = [0u8; SPACE as usize];
+        for r in 0..=in_max {
+            let v = f(r);
+            assert!(v <= MAX_RAW, "table output {v} out of block range");
+            out[r as usize] = v;
+        }
+        Table { out }
+    }
+
+    /// The output for raw input `r` (taken modulo the block space).
+    pub fn get(&self, r: u8) -> u8 {
+        self.out[(r % SPACE) as usize]
+    }
+
+    /// The full table.
+    pub fn entries(&self) -> &[u8; SPACE as usize] {
+        &self.out
+    }
+}
+
+/// What an evaluator of the circuit must provide. `Ct` is one block.
+pub trait Backend: Sync {
+    /// One encrypted (or clear) block.
+    type Ct: Clone + Send + Sync;
+
+    /// `a += b` without any bootstrap.
+    fn add_assign(&self, a: &mut Self::Ct, b: &Self::Ct);
+    /// `a *= k` without any bootstrap.
+    fn scalar_mul_assign(&self, a: &mut Self::Ct, k: u8);
+    /// Applies independent lookups, one bootstrap each; implementations may
+    /// run them in parallel. Output `i` is `jobs[i].1` applied to `jobs[i].0`.
+    fn lookups(&self, jobs: &[(&Self::Ct, &Table)]) -> Vec<Self::Ct>;
+    /// Number of bootstraps performed so far.
+    fn pbs_count(&self) -> u64;
+}
+
+/// The cleartext evaluator of the exact integer circuit (`Fhe::Simulate`).
+#[derive(Debug, Default)]
+pub struct ClearBackend {
+    pbs: AtomicU64,
+}
+
+impl ClearBackend {
+    /// A fresh evaluator with a zero bootstrap count.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Backend for ClearBackend {
+    type Ct = u8;
+
+    fn add_assign(&self, a: &mut u8, b: &u8) {
+        *a = (*a + *b) % (2 * SPACE);
+    }
+    fn scalar_mul_assign(&self, a: &mut u8, k: u8) {
+        *a = ((u16::from(*a) * u16::from(k)) % u16::from(2 * SPACE)) as u8;
+    }
+    fn lookups(&self, jobs: &[(&u8, &Table)]) -> Vec<u8> {
+        self.pbs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        jobs.iter()
+            .map(|(c, t)| {
+                // The metadata checks guarantee this; a failure here is a bug
+                // in the plan, never an input error.
+                assert!(**c <= MAX_RAW, "lookup input {c} outside the block space");
+                t.get(**c)
+            })
+            .collect()
+    }
+    fn pbs_count(&self) -> u64 {
+        self.pbs.load(Ordering::Relaxed)
+    }
+}
+
+/// Affine meaning of a block: `real = offset + scale * raw`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Enc {
+    /// Real value of one raw step.
+    pub scale: f64,
+    /// Real value of raw 0.
+    pub offset: f64,
+}
+
+impl Enc {
+    /// The real value of a raw block value.
+    pub fn real(&self, raw: u8) -> f64 {
+        self.offset + self.scale * f64::from(raw)
+    }
+
+    /// A symmetric encoding of `[-bound, bound]` on raw `0..=max` (max even, so
+    /// that 0 is exact at `max / 2`).
+    fn symmetric(bound: f64, max: u8) -> Enc {
+        let scale = 2.0 * bound / f64::from(max);
+        Enc {
+            scale,
+            offset: -bound,
+        }
+    }
+
+    /// Nearest raw value of `v`, clipped to `0..=max`.
+    fn quantize(&self, v: f64, max: u8) -> u8 {
+        ((v - self.offset) / self.scale)
+            .round()
+            .clamp(0.0, f64::from(max)) as u8
+    }
+}
+
+/// A block plus the public facts the circuit tracks about it.
+#[derive(Debug, Clone)]
+pub struct Val<C> {
+    /// The block.
+    pub ct: C,
+    /// Largest raw value it can hold.
+    pub max: u8,
+    /// Squared 2-norm of the linear combination since the last bootstrap.
+    pub norm2: u32,
+    /// Its real meaning.
+    pub enc: Enc,
+}
+
+/// Sums values that share a scale. Panics if the plan would overflow a block
+/// or the noise bound: that is a bug in the plan, caught by the clear backend
+/// before any encryption happens.
+fn sum<B: Backend>(be: &B, vals: &[&Val<B::Ct>]) -> Val<B::Ct> {
+    let first = vals[0];
+    let mut out = first.clone();
+    for v in &vals[1..] {
+        assert_eq!(
+            v.enc.scale, first.enc.scale,
+            "summing values of different scales"
+        );
+        be.add_assign(&mut out.ct, &v.ct);
+        out.max += v.max;
+        out.norm2 += v.norm2;
+        out.enc.offset += v.enc.offset;
+    }
+    assert!(out.max <= MAX_RAW, "sum can reach {}", out.max);
+    assert!(out.norm2 <= MAX_NORM2, "sum noise weight {}", out.norm2);
+    out
+}
+
+/// Packs two 2-bit values into one block `4a + b` for a bivariate lookup.
+fn pack<B: Backend>(be: &B, a: &Val<B::Ct>, b: &Val<B::Ct>) -> B::Ct {
+    assert!(a.max < 4 && b.max < 4, "packing needs 2-bit operands");
+    assert!(16 * a.norm2 + b.norm2 <= MAX_NORM2, "packing noise weight");
+    let mut ct = a.ct.clone();
+    be.scalar_mul_assign(&mut ct, 4);
+    be.add_assign(&mut ct, &b.ct);
+    ct
+}
+
+/// Quantization and learning hyper-parameters that fix the circuit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitConfig {
+    /// Features per row, not counting the bias.
+    pub n_features: usize,
+    /// Rows per mini-batch.
+    pub batch_size: usize,
+    /// SGD learning rate.
+    pub learning_rate: f64,
+    /// Allowed range of every weight (and the bias).
+    pub parameters_range: (f64, f64),
+    /// Number of levels of the master weights is `4 * (hi_max + 1)`;
+    /// `hi_max <= 11` so a carry fits.
+    pub hi_max: u8,
+    /// Magnitude of the non-zero forward (ternary) weight.
+    pub forward_step: f64,
+    /// Largest |real| a forward partial sum keeps when it is requantized.
+    pub forward_clip: f64,
+    /// Largest |real| a gradient partial sum keeps when it is requantized.
+    pub backward_clip: f64,
+    /// Probabilities the four sigmoid output levels stand for.
+    pub sigmoid_levels: [f64; 4],
+    /// Per feature, the inner level `r` of the 2-bit feature encoding, whose
+    /// levels are `[-1, -r, r, 1]` (`0 < r <= 1`). Chosen by the data owner
+    /// from training data (see `encode::Quantizer`); public, like any
+    /// quantizer of a compiled circuit.
+    pub feature_ratios: Vec<f64>,
+}
+
+impl CircuitConfig {
+    /// Defaults for `n_features` features and batch size `batch_size`.
+    pub fn new(n_features: usize, batch_size: usize) -> Self {
+        CircuitConfig {
+            n_features,
+            batch_size,
+            learning_rate: 0.3,
+            parameters_range: (-1.0, 1.0),
+            hi_max: 11,
+            forward_step: 0.7,
+            forward_clip: 2.0,
+            backward_clip: 2.0,
+            sigmoid_levels: [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0],
+            feature_ratios: vec![1.0 / 3.0; n_features],
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.n_features == 0 {
+            return Err(Error::Config("need at least one feature".into()));
+        }
+        if self.batch_size == 0 || self.batch_size > 64 {
+            return Err(Error::Config(format!(
+                "batch size {} is not in 1..=64",
+                self.batch_size
+            )));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(Error::Config(format!(
+                "learning rate {} must be positive",
+                self.learning_rate
+            )));
+        }
+        let (lo, hi) = self.parameters_range;
+        if !(lo.is_finite() && hi.is_finite() && lo < 0.0 && hi > 0.0) {
+            return Err(Error::Config(format!(
+                "parameters range ({lo}, {hi}) must contain 0 strictly inside"
+            )));
+        }
+        if self.hi_max == 0 || self.hi_max > 11 {
+            return Err(Error::Config(format!(
+                "hi_max {} not in 1..=11",
+                self.hi_max
+            )));
+        }
+        for (name, v) in [
+            ("forward_step", self.forward_step),
+            ("forward_clip", self.forward_clip),
+            ("backward_clip", self.backward_clip),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(Error::Config(format!("{name} {v} must be positive")));
+            }
+        }
+        if self.feature_ratios.len() != self.n_features {
+            return Err(Error::Config(format!(
+                "{} feature ratios for {} features",
+                self.feature_ratios.len(),
+                self.n_features
+            )));
+        }
+        if let Some(r) = self
+            .feature_ratios
+            .iter()
+            .find(|r| !(r.is_finite() && **r > 0.0 && **r <= 1.0))
+        {
+            return Err(Error::Config(format!("feature ratio {r} not in (0, 1]")));
+        }
+        Ok(())
+    }
+}
+
+/// Levels of the bias column (its value is always level 3, i.e. 1.0, or
+/// level 0 after the label flip).
+const BIAS_LEVELS: [f64; 4] = [-1.0, -1.0 / 3.0, 1.0 / 3.0, 1.0];
+
+/// Everything derived from a [`CircuitConfig`]: encodings and tables. Both the
+/// data owner and the server build the same plan from the same config.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    config: CircuitConfig,
+    /// Weight step.
+    delta: f64,
+    /// Master weight index of 0.0.
+    zero_index: u16,
+    /// Encoding of a forward product (x * forward weight), raw `0..=4`.
+    fprod_enc: Enc,
+    /// Forward product table of each column.
+    fprod: Vec<Table>,
+    /// Encoding of a backward product (x * sigmoid level), raw `0..=6`.
+    bprod_enc: Enc,
+    /// Backward product table of each column.
+    bprod: Vec<Table>,
+    /// Carry of `lo + update` (offset by 2) and its new low digit.
+    carry: Table,
+    low: Table,
+    /// Largest |update| in weight steps; also the update's raw offset.
+    update_max: u8,
+}
+
+const FPROD_MAX: u8 = 4;
+const BPROD_MAX: u8 = 6;
+const TREE_MAX: u8 = 4;
+const LO_LEVELS: u8 = 4;
+
+impl Plan {
+    /// Derives the plan; fails on an invalid config.
+    pub fn new(config: CircuitConfig) -> Result<Plan> {
+        config.validate()?;
+        let (wlo, whi) = config.parameters_range;
+        let levels = u16::from(config.hi_max + 1) * u16::from(LO_LEVELS);
+        let delta = (whi - wlo) / f64::from(levels - 1);
+        let zero_index = (-wlo / delta).round() as u16;
+        let s = config.forward_step;
+        let fprod_enc = Enc::symmetric(s, FPROD_MAX);
+        let mut x_levels: Vec<[f64; 4]> = config
+            .feature_ratios
+            .iter()
+            .map(|&r| [-1.0, -r, r, 1.0])
+            .collect();
+        x_levels.push(BIAS_LEVELS);
+        let fprod = x_levels
+            .iter()
+            .map(|lv| {
+                Table::from_fn(15, |r| {
+                    let (xi, fi) = (r / 4, r % 4);
+                    let fw = s * (f64::from(fi.min(2)) - 1.0);
+                    fprod_enc.quantize(lv[usize::from(xi)] * fw, FPROD_MAX)
+                })
+            })
+            .collect();
+        let bprod_enc = Enc::symmetric(1.0, BPROD_MAX);
+        let a_levels = config.sigmoid_levels;
+        let bprod = x_levels
+            .iter()
+            .map(|lv| {
+                Table::from_fn(15, |r| {
+                    let (xi, ai) = (r / 4, r % 4);
+                    bprod_enc.quantize(lv[usize::from(xi)] * a_levels[usize::from(ai)], BPROD_MAX)
+                })
+            })
+            .collect();
+        // Update: lo + d in 0..=15 with d = delta_steps + update_max.
+        let update_max = (MAX_RAW - (LO_LEVELS - 1)) / 2;
+        let carry = Table::from_fn(MAX_RAW, |r| {
+            let v = i16::from(r) - i16::from(update_max);
+            (v.div_euclid(i16::from(LO_LEVELS)) + 2) as u8
+        });
+        let low = Table::from_fn(MAX_RAW, |r| {
+            let v = i16::from(r) - i16::from(update_max);
+            v.rem_euclid(i16::from(LO_LEVELS)) as u8
+        });
+        Ok(Plan {
+            config,
+            delta,
+            zero_index,
+            fprod_enc,
+            fprod,
+            bprod_enc,
+            bprod,
+            carry,
+            low,
+            update_max,
+        })
+    }
+
+    /// The config this plan was derived from.
+    pub fn config(&self) -> &CircuitConfig {
+        &self.config
+    }
+
+    /// Columns per row: the features plus the bias column.
+    pub fn n_columns(&self) -> usize {
+        self.config.n_features + 1
+    }
+
+    /// Number of master weight levels.
+    pub fn weight_levels(&self) -> u16 {
+        u16::from(self.config.hi_max + 1) * u16::from(LO_LEVELS)
+    }
+
+    /// Real value of a master weight index.
+    pub fn weight_value(&self, index: u16) -> f64 {
+        self.config.parameters_range.0 + self.delta * f64::from(index)
+    }
+
+    /// Nearest master weight index of a real weight (clipped to the range).
+    pub fn weight_index(&self, w: f64) -> u16 {
+        let (lo, _) = self.config.parameters_range;
+        ((w - lo) / self.delta)
+            .round()
+            .clamp(0.0, f64::from(self.weight_levels() - 1)) as u16
+    }
+
+    /// Index of a zero weight.
+    pub fn zero_index(&self) -> u16 {
+        self.zero_index
+    }
+
+    /// Ternary forward weight (0, 1, 2 for -1, 0, +1 steps) of a high digit.
+    fn forward_of_hi(&self, hi: u8) -> u8 {
+        // Use the bucket centre so the forward weight does not depend on lo.
+        let w = self.weight_value(u16::from(hi) * u16::from(LO_LEVELS) + 1) + self.delta / 2.0;
+        let s = self.config.forward_step;
+        ((w / s).round().clamp(-1.0, 1.0) + 1.0) as u8
+    }
+
+    /// Splits a weight index into its `(hi, lo, forward)` blocks.
+    pub fn weight_blocks(&self, index: u16) -> (u8, u8, u8) {
+        let hi = (index / u16::from(LO_LEVELS)) as u8;
+        let lo = (index % u16::from(LO_LEVELS)) as u8;
+        (hi, lo, self.forward_of_hi(hi))
+    }
+
+    /// Joins `(hi, lo)` blocks into a weight index.
+    pub fn weight_index_of(&self, hi: u8, lo: u8) -> u16 {
+        u16::from(hi) * u16::from(LO_LEVELS) + u16::from(lo)
+    }
+
+    /// Sigmoid level index (0..4) of a real margin.
+    fn sigmoid_index(&self, m: f64) -> u8 {
+        let p = 1.0 / (1.0 + (-m).exp());
+        let lv = &self.config.sigmoid_levels;
+        let mut best = 0;
+        for k in 1..4 {
+            if (p - lv[k]).abs() < (p - lv[best]).abs() {
+                best = k;
+            }
+        }
+        best as u8
+    }
+
+    /// The probability a sigmoid level stands for.
+    pub fn sigmoid_level(&self, index: u8) -> f64 {
+        self.config.sigmoid_levels[usize::from(index.min(3))]
+    }
+}
+
+/// The encrypted (or clear) model state the server carries across batches.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WeightState<C> {
+    /// High digit of each master weight, `0..=hi_max`.
+    pub hi: Vec<C>,
+    /// Low digit of each master weight, `0..4`.
+    pub lo: Vec<C>,
+    /// Ternary forward weight derived from `hi`, `0..=2`.
+    pub fwd: Vec<C>,
+}
+
+/// One encrypted batch: 2-bit feature indices of `x * (1 - 2y)`, bias column
+/// last, so that the label never travels on its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BatchData<C> {
+    /// `rows[i][j]`, `j < n_features + 1`.
+    pub rows: Vec<Vec<C>>,
+}
+
+/// Reduces values of one encoding to one value by summing groups and
+/// requantizing each group sum onto `TREE_MAX` raw steps. Runs all rows'
+/// reductions level by level so each level's lookups are one parallel call.
+fn reduce_many<B: Backend>(be: &B, mut sets: Vec<Vec<Val<B::Ct>>>, clip: f64) -> Vec<Val<B::Ct>> {
+    loop {
+        // Can every set be summed directly?
+        let done = sets.iter().all(|s| {
+            s.iter().map(|v| u32::from(v.max)).sum::<u32>() <= u32::from(MAX_RAW)
+                && s.iter().map(|v| v.norm2).sum::<u32>() <= MAX_NORM2
+        });
+        if done {
+            return sets
+                .iter()
+                .map(|s| sum(be, &s.iter().collect::<Vec<_>>()))
+                .collect();
+        }
+        let mut groups: Vec<(usize, Val<B::Ct>)> = Vec::new();
+        for (si, s) in sets.iter().enumerate() {
+            let g = usize::from(MAX_RAW / s[0].max).max(1);
+            for chunk in s.chunks(g) {
+                groups.push((si, sum(be, &chunk.iter().collect::<Vec<_>>())));
+            }
+        }
+        let out_enc = Enc::symmetric(clip, TREE_MAX);
+        let tables: Vec<Table> = groups
+            .iter()
+            .map(|(_, v)| {
+                let enc = v.enc;
+                Table::from_fn(v.max, |r| out_enc.quantize(enc.real(r), TREE_MAX))
+            })
+            .collect();
+        let jobs: Vec<(&B::Ct, &Table)> = groups
+            .iter()
+            .zip(&tables)
+            .map(|((_, v), t)| (&v.ct, t))
+            .collect();
+        let outs = be.lookups(&jobs);
+        let mut next: Vec<Vec<Val<B::Ct>>> = vec![Vec::new(); sets.len()];
+        for ((si, _), ct) in groups.iter().zip(outs) {
+            next[*si].push(Val {
+                ct,
+                max: TREE_MAX,
+                norm2: 1,
+                enc: out_enc,
+            });
+        }
+        sets = next;
+    }
+}
+
+fn fresh<C>(ct: C, max: u8, enc: Enc) -> Val<C> {
+    Val {
+        ct,
+        max,
+        norm2: 1,
+        enc,
+    }
+}
+
+const INDEX_ENC: Enc = Enc {
+    scale: 1.0,
+    offset: 0.0,
+};
+
+/// Forward pass: margin sigmoid level (raw 0..4) of every row.
+fn forward<B: Backend>(be: &B, plan: &Plan, fwd: &[B::Ct], rows: &[Vec<B::Ct>]) -> Vec<Val<B::Ct>> {
+    let cols = plan.n_columns();
+    let packed: Vec<B::Ct> = rows
+        .iter()
+        .flat_map(|row| {
+            row.iter().zip(fwd).map(|(x, f)| {
+                pack(
+                    be,
+                    &fresh(x.clone(), 3, INDEX_ENC),
+                    &fresh(f.clone(), 2, INDEX_ENC),
+                )
+            })
+        })
+        .collect();
+    let jobs: Vec<(&B::Ct, &Table)> = packed
+        .iter()
+        .enumerate()
+        .map(|(k, c)| (c, &plan.fprod[k % cols]))
+        .collect();
+    let prods = be.lookups(&jobs);
+    let sets: Vec<Vec<Val<B::Ct>>> = prods
+        .chunks(cols)
+        .map(|c| {
+            c.iter()
+                .map(|ct| fresh(ct.clone(), FPROD_MAX, plan.fprod_enc))
+                .collect()
+        })
+        .collect();
+    let margins = reduce_many(be, sets, plan.config.forward_clip);
+    let tables: Vec<Table> = margins
+        .iter()
+        .map(|m| Table::from_fn(m.max, |r| plan.sigmoid_index(m.enc.real(r))))
+        .collect();
+    let jobs: Vec<(&B::Ct, &Table)> = margins
+        .iter()
+        .zip(&tables)
+        .map(|(m, t)| (&m.ct, t))
+        .collect();
+    be.lookups(&jobs)
+        .into_iter()
+        .map(|ct| fresh(ct, 3, INDEX_ENC))
+        .collect()
+}
+
+/// One SGD step on one batch. `rows` hold 2-bit indices of `x * (1 - 2y)`
+/// with the bias column last; the state is updated in place.
+pub fn train_batch<B: Backend>(
+    be: &B,
+    plan: &Plan,
+    state: &mut WeightState<B::Ct>,
+    batch: &BatchData<B::Ct>,
+) -> Result<()> {
+    let cols = plan.n_columns();
+    let rows = &batch.rows;
+    if rows.is_empty() || rows.len() > plan.config.batch_size {
+        return Err(Error::Shape(format!(
+            "batch has {} rows, plan allows 1..={}",
+            rows.len(),
+            plan.config.batch_size
+        )));
+    }
+    if rows.iter().any(|r| r.len() != cols) || state.hi.len() != cols {
+        return Err(Error::Shape(format!(
+            "expected {cols} columns per row and per state"
+        )));
+    }
+    let act = forward(be, plan, &state.fwd, rows);
+
+    // Backward products x'_ij * a_i, then per-column reduction over rows.
+    let packed: Vec<B::Ct> = (0..cols)
+        .flat_map(|j| {
+            rows.iter()
+                .zip(&act)
+                .map(move |(row, a)| pack(be, &fresh(row[j].clone(), 3, INDEX_ENC), a))
+        })
+        .collect();
+    let jobs: Vec<(&B::Ct, &Table)> = packed
+        .iter()
+        .enumerate()
+        .map(|(k, c)| (c, &plan.bprod[k / rows.len()]))
+        .collect();
+    let prods = be.lookups(&jobs);
+    let sets: Vec<Vec<Val<B::Ct>>> = prods
+        .chunks(rows.len())
+        .map(|c| {
+            c.iter()
+                .map(|ct| fresh(ct.clone(), BPROD_MAX, plan.bprod_enc))
+                .collect()
+        })
+        .collect();
+    let grads = reduce_many(be, sets, plan.config.backward_clip);
+
+    // Update in weight steps, offset by update_max, added to the low digit.
+    let um = plan.update_max;
+    let coef = plan.config.learning_rate / plan.config.batch_size as f64 / plan.delta;
+    let tables: Vec<Table> = grads
+        .iter()
+        .map(|g| {
+            Table::from_fn(g.max, |r| {
+                let steps = (-coef * g.enc.real(r))
+                    .round()
+                    .clamp(-f64::from(um), f64::from(um));
+                (steps + f64::from(um)) as u8
+            })
+        })
+        .collect();
+    let jobs: Vec<(&B::Ct, &Table)> = grads.iter().zip(&tables).map(|(g, t)| (&g.ct, t)).collect();
+    let deltas = be.lookups(&jobs);
+    let lo_sum: Vec<B::Ct> = state
+        .lo
+        .iter()
+        .zip(&deltas)
+        .map(|(lo, d)| {
+            sum(
+                be,
+                &[
+                    &fresh(lo.clone(), LO_LEVELS - 1, INDEX_ENC),
+                    &fresh(d.clone(), 2 * um, INDEX_ENC),
+                ],
+            )
+            .ct
+        })
+        .collect();
+    let jobs: Vec<(&B::Ct, &Table)> = lo_sum
+        .iter()
+        .flat_map(|c| [(c, &plan.carry), (c, &plan.low)])
+        .collect();
+    let outs = be.lookups(&jobs);
+    let (carries, lows): (Vec<_>, Vec<_>) =
+        outs.chunks(2).map(|p| (p[0].clone(), p[1].clone())).unzip();
+    // hi' = hi + carry + 2 in 0..=hi_max + 4, then clamp and forward weight.
+    let hm = plan.config.hi_max;
+    let clamp_t = Table::from_fn(hm + 4, |r| (i16::from(r) - 2).clamp(0, i16::from(hm)) as u8);
+    let fwd_t = Table::from_fn(hm + 4, |r| {
+        plan.forward_of_hi((i16::from(r) - 2).clamp(0, i16::from(hm)) as u8)
+    });
+    let hi_sum: Vec<B::Ct> = state
+        .hi
+        .iter()
+        .zip(&carries)
+        .map(|(h, c)| {
+            sum(
+                be,
+                &[
+                    &fresh(h.clone(), hm, INDEX_ENC),
+                    &fresh(c.clone(), 4, INDEX_ENC),
+                ],
+            )
+            .ct
+        })
+        .collect();
+    let jobs: Vec<(&B::Ct, &Table)> = hi_sum
+        .iter()
+        .flat_map(|c| [(c, &clamp_t), (c, &fwd_t)])
+        .collect();
+    let outs = be.lookups(&jobs);
+    state.hi = outs.iter().step_by(2).cloned().collect();
+    state.fwd = outs.iter().skip(1).step_by(2).cloned().collect();
+    state.lo = lows;
+    Ok(())
+}
+
+/// Encrypted-inference circuit: sigmoid level (0..4) of each row. `rows` hold
+/// plain 2-bit feature indices (not label-flipped) with the bias column last.
+pub fn infer<B: Backend>(
+    be: &B,
+    plan: &Plan,
+    state: &WeightState<B::Ct>,
+    rows: &[Vec<B::Ct>],
+) -> Result<Vec<B::Ct>> {
+    let cols = plan.n_columns();
+    if rows.iter().any(|r| r.len() != cols) || state.fwd.len() != cols {
+        return Err(Error::Shape(format!(
+            "expected {cols} columns per row and per state"
+        )));
+    }
+    Ok(forward(be, plan, &state.fwd, rows)
+        .into_iter()
+        .map(|v| v.ct)
+        .collect())
+}
+
+/// Index of the bias column's "feature" value 1.0.
+pub const BIAS_ONE: u8 = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn plan(features: usize, batch: usize) -> Plan {
+        Plan::new(CircuitConfig::new(features, batch)).unwrap()
+    }
+
+    fn zero_state(p: &Plan) -> WeightState<u8> {
+        let (hi, lo, fwd) = p.weight_blocks(p.zero_index());
+        let n = p.n_columns();
+        WeightState {
+            hi: vec![hi; n],
+            lo: vec![lo; n],
+            fwd: vec![fwd; n],
+        }
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected() {
+        let ok = CircuitConfig::new(3, 2);
+        let mut c = ok.clone();
+        c.hi_max = 12;
+        assert!(Plan::new(c).is_err());
+        let mut c = ok.clone();
+        c.parameters_range = (0.5, 1.0);
+        assert!(Plan::new(c).is_err());
+        let mut c = ok.clone();
+        c.feature_ratios = vec![0.5; 2];
+        assert!(Plan::new(c).is_err());
+        let mut c = ok.clone();
+        c.feature_ratios[0] = 0.0;
+        assert!(Plan::new(c).is_err());
+        let mut c = ok;
+        c.batch_size = 0;
+        assert!(Plan::new(c).is_err());
+    }
+
+    #[test]
+    fn weight_blocks_round_trip() {
+        let p = plan(2, 2);
+        for i in 0..p.weight_levels() {
+            let (hi, lo, f) = p.weight_blocks(i);
+            assert_eq!(p.weight_index_of(hi, lo), i);
+            assert!(f <= 2);
+        }
+        assert!(p.weight_value(p.zero_index()).abs() < 1e-9 + p.delta);
+    }
+
+    #[test]
+    fn tables_cover_only_reachable_inputs() {
+        let t = Table::from_fn(3, |r| r + 1);
+        assert_eq!(t.entries()[..5], [1, 2, 3, 4, 0]);
+        assert_eq!(t.get(16 + 2), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "sum can reach")]
+    fn overflowing_sum_is_caught_in_the_clear() {
+        let be = ClearBackend::new();
+        let v = fresh(9u8, 9, INDEX_ENC);
+        sum(&be, &[&v, &v]);
+    }
+
+    /// Bootstraps per batch of 8 x 30, counted by running the circuit.
+    #[test]
+    fn bootstrap_count_of_the_reference_shape() {
+        let p = plan(30, 8);
+        let be = ClearBackend::new();
+        let mut st = zero_state(&p);
+        let batch = BatchData {
+            rows: vec![vec![2u8; 31]; 8],
+        };
+        train_batch(&be, &p, &mut st, &batch).unwrap();
+        // 248 forward products + 136 forward tree + 8 sigmoids + 248 backward
+        // products + 186 backward tree + 31 updates + 62 carry/low + 62
+        // clamp/forward.
+        assert_eq!(be.pbs_count(), 981);
+    }
+
+    #[test]
+    fn a_predictive_feature_gets_a_positive_weight() {
+        let p = plan(1, 4);
+        let be = ClearBackend::new();
+        let mut st = zero_state(&p);
+        // x = +1 for y = 1 and -1 for y = 0; after the label flip every row
+        // reads x' = -1 (index 0) and bias' = -1 for y = 1, +1 for y = 0.
+        let batch = BatchData {
+            rows: vec![vec![0, 0], vec![0, 3], vec![0, 0], vec![0, 3]],
+        };
+        for _ in 0..5 {
+            train_batch(&be, &p, &mut st, &batch).unwrap();
+        }
+        let w = p.weight_value(p.weight_index_of(st.hi[0], st.lo[0]));
+        assert!(w > 0.2, "weight {w}");
+    }
+
+    #[test]
+    fn shape_errors_are_reported() {
+        let p = plan(2, 2);
+        let be = ClearBackend::new();
+        let mut st = zero_state(&p);
+        let too_many = BatchData {
+            rows: vec![vec![0u8; 3]; 3],
+        };
+        assert!(train_batch(&be, &p, &mut st, &too_many).is_err());
+        let narrow = BatchData {
+            rows: vec![vec![0u8; 2]; 2],
+        };
+        assert!(train_batch(&be, &p, &mut st, &narrow).is_err());
+        assert!(infer(&be, &p, &st, &[vec![0u8; 4]]).is_err());
+    }
+
+    proptest! {
+        /// Any valid state and batch keeps every block in range and every
+        /// linear combination under the noise bound, and the next state is
+        /// valid again.
+        #[test]
+        fn circuit_stays_in_bounds(
+            features in 1usize..6,
+            rows in 1usize..5,
+            seed in any::<u64>(),
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let p = plan(features, 4);
+            let cols = p.n_columns();
+            let mut st = WeightState { hi: vec![], lo: vec![], fwd: vec![] };
+            for _ in 0..cols {
+                let (h, l, f) = p.weight_blocks(rng.gen_range(0..p.weight_levels()));
+                st.hi.push(h);
+                st.lo.push(l);
+                st.fwd.push(f);
+            }
+            let batch = BatchData {
+                rows: (0..rows).map(|_| (0..cols).map(|_| rng.gen_range(0..4u8)).collect()).collect(),
+            };
+            let be = ClearBackend::new();
+            train_batch(&be, &p, &mut st, &batch).unwrap();
+            for j in 0..cols {
+                prop_assert!(st.hi[j] <= p.config().hi_max);
+                prop_assert!(st.lo[j] < 4);
+                prop_assert_eq!(st.fwd[j], p.forward_of_hi(st.hi[j]));
+            }
+            let levels = infer(&be, &p, &st, &batch.rows).unwrap();
+            prop_assert!(levels.iter().all(|&l| l < 4));
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! The data owner ([`Client`]: key generation, encryption of batches and
+//! weights, decryption) and the [`Server`] (server key only; trains and
+//! infers on ciphertexts), with the file payloads they exchange.
+
+use std::sync::Arc;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tfhe::core_crypto::prelude::LweDimension;
+use tfhe::shortint::{Ciphertext, ClientKey, CompressedCiphertext, CompressedServerKey};
+
+use crate::circuit::{infer, train_batch, BatchData, CircuitConfig, Plan, WeightState};
+use crate::error::{Error, Result};
+use crate::exec::{TfheBackend, PARAMS};
+use crate::io::{ct_from_bytes, ct_to_bytes};
+
+/// Random tag shared by all files made under one key set, so files from
+/// different key sets are refused instead of decrypting to garbage.
+pub type KeyId = [u8; 16];
+
+fn lwe_dimension() -> LweDimension {
+    PARAMS
+        .glwe_dimension
+        .to_equivalent_lwe_dimension(PARAMS.polynomial_size)
+}
+
+/// Checks that a ciphertext read from a file has this parameter set's shape,
+/// so a hostile file cannot reach tfhe with mismatched dimensions.
+fn check_ct(ct: &Ciphertext) -> Result<()> {
+    if ct.ct.lwe_size().to_lwe_dimension() != lwe_dimension()
+        || ct.message_modulus != PARAMS.message_modulus
+        || ct.carry_modulus != PARAMS.carry_modulus
+    {
+        return Err(Error::Incompatible(
+            "ciphertext does not match the parameter set".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_compressed(ct: &CompressedCiphertext) -> Result<()> {
+    if ct.ct.lwe_size().to_lwe_dimension() != lwe_dimension()
+        || ct.message_modulus != PARAMS.message_modulus
+        || ct.carry_modulus != PARAMS.carry_modulus
+    {
+        return Err(Error::Incompatible(
+            "seeded ciphertext does not match the parameter set".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Serialized form of encrypted weights: each block `safe_serialize`d.
+pub type StateBytes = WeightState<Vec<u8>>;
+
+fn state_to_bytes(st: &WeightState<Ciphertext>) -> Result<StateBytes> {
+    let conv = |v: &[Ciphertext]| v.iter().map(ct_to_bytes).collect::<Result<Vec<_>>>();
+    Ok(WeightState {
+        hi: conv(&st.hi)?,
+        lo: conv(&st.lo)?,
+        fwd: conv(&st.fwd)?,
+    })
+}
+
+fn state_from_bytes(st: &StateBytes, columns: usize) -> Result<WeightState<Ciphertext>> {
+    if st.hi.len() != columns || st.lo.len() != columns || st.fwd.len() != columns {
+        return Err(Error::Shape(format!(
+            "weight state does not have {columns} columns"
+        )));
+    }
+    let conv = |v: &[Vec<u8>]| {
+        v.iter()
+            .map(|b| {
+                let ct = ct_from_bytes(b)?;
+                check_ct(&ct)?;
+                Ok(ct)
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(WeightState {
+        hi: conv(&st.hi)?,
+        lo: conv(&st.lo)?,
+        fwd: conv(&st.fwd)?,
+    })
+}
+
+/// The data owner's key. Its `Debug` output hides the secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Client {
+    key_id: KeyId,
+    cks: ClientKey,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("key_id", &hex(&self.key_id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What the server receives to evaluate: the compressed server key.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ServerKeyFile {
+    /// Key-set tag.
+    pub key_id: KeyId,
+    /// tfhe's compressed (seeded) server key.
+    pub key: CompressedServerKey,
+}
+
+impl std::fmt::Debug for ServerKeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerKeyFile")
+            .field("key_id", &hex(&self.key_id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encrypted training input: the public circuit config, the initial
+/// encrypted weights and the batches, each a row-major block of seeded
+/// ciphertexts.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BatchesFile {
+    /// Key-set tag.
+    pub key_id: KeyId,
+    /// The circuit the server must run.
+    pub config: CircuitConfig,
+    /// Initial weights.
+    pub initial: StateBytes,
+    /// Training batches.
+    pub batches: Vec<BatchData<CompressedCiphertext>>,
+}
+
+impl std::fmt::Debug for BatchesFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchesFile")
+            .field("key_id", &hex(&self.key_id))
+            .field("batches", &self.batches.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encrypted weights, as returned by the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WeightsFile {
+    /// Key-set tag.
+    pub key_id: KeyId,
+    /// The circuit config the weights belong to.
+    pub config: CircuitConfig,
+    /// Batches trained so far.
+    pub batches_done: u64,
+    /// The weights.
+    pub state: StateBytes,
+}
+
+/// Encrypted rows for inference.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RowsFile {
+    /// Key-set tag.
+    pub key_id: KeyId,
+    /// Rows of seeded ciphertexts, bias column last.
+    pub rows: Vec<Vec<CompressedCiphertext>>,
+}
+
+impl std::fmt::Debug for RowsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowsFile")
+            .field("key_id", &hex(&self.key_id))
+            .field("rows", &self.rows.len())
+            .finish()
+    }
+}
+
+/// Encrypted sigmoid levels from inference, one per row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PredictionsFile {
+    /// Key-set tag.
+    pub key_id: KeyId,
+    /// One safe-serialized ciphertext per row.
+    pub levels: Vec<Vec<u8>>,
+}
+
+impl Client {
+    /// Generates a fresh client key (the expensive server key is derived
+    /// on demand by [`Client::server_key`]).
+    pub fn generate() -> Client {
+        let mut key_id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut key_id);
+        Client {
+            key_id,
+            cks: ClientKey::new(PARAMS),
+        }
+    }
+
+    /// The key-set tag.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// The compressed server key, for the server.
+    pub fn server_key(&self) -> ServerKeyFile {
+        ServerKeyFile {
+            key_id: self.key_id,
+            key: CompressedServerKey::new(&self.cks),
+        }
+    }
+
+    /// The uncompressed server key, for in-process use.
+    pub fn server_key_uncompressed(&self) -> tfhe::shortint::ServerKey {
+        tfhe::shortint::ServerKey::new(&self.cks)
+    }
+
+    fn enc(&self, v: u8) -> Ciphertext {
+        // The full 4-bit block space is used, so no reduction modulo the
+        // message modulus: `unchecked_encrypt`.
+        self.cks.unchecked_encrypt(u64::from(v))
+    }
+
+    /// Encrypts a clear weight state (all three digit vectors).
+    pub fn encrypt_state(&self, st: &WeightState<u8>) -> WeightState<Ciphertext> {
+        let e = |v: &[u8]| v.iter().map(|&x| self.enc(x)).collect();
+        WeightState {
+            hi: e(&st.hi),
+            lo: e(&st.lo),
+            fwd: e(&st.fwd),
+        }
+    }
+
+    /// Decrypts a weight state.
+    pub fn decrypt_state(&self, st: &WeightState<Ciphertext>) -> WeightState<u8> {
+        let d = |v: &[Ciphertext]| v.iter().map(|c| self.decrypt_block(c)).collect();
+        WeightState {
+            hi: d(&st.hi),
+            lo: d(&st.lo),
+            fwd: d(&st.fwd),
+        }
+    }
+
+    /// Decrypts one block (full 4-bit space).
+    pub fn decrypt_block(&self, ct: &Ciphertext) -> u8 {
+        (self.cks.decrypt_message_and_carry(ct) % 16) as u8
+    }
+
+    /// Encrypts 2-bit index rows as seeded ciphertexts.
+    pub fn encrypt_rows_compressed(
+        &self,
+        rows: &[Vec<u8>],
+    ) -> Result<Vec<Vec<CompressedCiphertext>>> {
+        rows.iter()
+            .map(|r| {
+                r.iter()
+                    .map(|&v| {
+                        if v > 3 {
+                            return Err(Error::Shape(format!("feature index {v} is not 2-bit")));
+                        }
+                        Ok(self.cks.encrypt_compressed(u64::from(v)))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Encrypts one clear batch into seeded ciphertexts.
+    pub fn encrypt_batch(&self, batch: &BatchData<u8>) -> Result<BatchData<CompressedCiphertext>> {
+        Ok(BatchData {
+            rows: self.encrypt_rows_compressed(&batch.rows)?,
+        })
+    }
+
+    /// Builds the batches file for the server.
+    pub fn batches_file(
+        &self,
+        config: &CircuitConfig,
+        initial: &WeightState<u8>,
+        batches: &[BatchData<u8>],
+    ) -> Result<BatchesFile> {
+        Ok(BatchesFile {
+            key_id: self.key_id,
+            config: config.clone(),
+            initial: state_to_bytes(&self.encrypt_state(initial))?,
+            batches: batches
+                .iter()
+                .map(|b| self.encrypt_batch(b))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Decrypts a weights file into a clear state.
+    pub fn decrypt_weights_file(&self, f: &WeightsFile) -> Result<WeightState<u8>> {
+        self.check_id(&f.key_id)?;
+        let plan = Plan::new(f.config.clone())?;
+        Ok(self.decrypt_state(&state_from_bytes(&f.state, plan.n_columns())?))
+    }
+
+    /// Builds a rows file for encrypted inference.
+    pub fn rows_file(&self, rows: &[Vec<u8>]) -> Result<RowsFile> {
+        Ok(RowsFile {
+            key_id: self.key_id,
+            rows: self.encrypt_rows_compressed(rows)?,
+        })
+    }
+
+    /// Decrypts predicted sigmoid levels (0..4).
+    pub fn decrypt_predictions(&self, f: &PredictionsFile) -> Result<Vec<u8>> {
+        self.check_id(&f.key_id)?;
+        f.levels
+            .iter()
+            .map(|b| {
+                let ct = ct_from_bytes(b)?;
+                check_ct(&ct)?;
+                Ok(self.decrypt_block(&ct))
+            })
+            .collect()
+    }
+
+    fn check_id(&self, id: &KeyId) -> Result<()> {
+        if *id != self.key_id {
+            return Err(Error::Incompatible(format!(
+                "file was made for key set {}, this is {}",
+                hex(id),
+                hex(&self.key_id)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The training server: holds the server key only.
+#[derive(Debug)]
+pub struct Server {
+    key_id: KeyId,
+    backend: TfheBackend,
+}
+
+impl Server {
+    /// Decompresses a server key file; the key is checked against the
+    /// parameter set first.
+    pub fn new(file: &ServerKeyFile) -> Result<Server> {
+        use tfhe::conformance::ParameterSetConformant;
+        use tfhe::shortint::ciphertext::MaxDegree;
+        use tfhe::shortint::parameters::AtomicPatternParameters;
+        let expected = (
+            AtomicPatternParameters::from(PARAMS),
+            MaxDegree::from_msg_carry_modulus(PARAMS.message_modulus, PARAMS.carry_modulus),
+        );
+        if !file.key.is_conformant(&expected) {
+            return Err(Error::Incompatible(
+                "server key does not match the parameter set".into(),
+            ));
+        }
+        Ok(Server {
+            key_id: file.key_id,
+            backend: TfheBackend::new(Arc::new(file.key.decompress())),
+        })
+    }
+
+    /// A server around an already expanded key (in-process use).
+    pub fn from_key(key_id: KeyId, key: Arc<tfhe::shortint::ServerKey>) -> Server {
+        Server {
+            key_id,
+            backend: TfheBackend::new(key),
+        }
+    }
+
+    /// The evaluator (for bootstrap counts).
+    pub fn backend(&self) -> &TfheBackend {
+        &self.backend
+    }
+
+    fn check_id(&self, id: &KeyId) -> Result<()> {
+        if *id != self.key_id {
+            return Err(Error::Incompatible(format!(
+                "file was made for key set {}, server key is {}",
+                hex(id),
+                hex(&self.key_id)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Loads the initial encrypted state of a batches file.
+    pub fn initial_state(&self, f: &BatchesFile) -> Result<WeightState<Ciphertext>> {
+        self.check_id(&f.key_id)?;
+        let plan = Plan::new(f.config.clone())?;
+        state_from_bytes(&f.initial, plan.n_columns())
+    }
+
+    /// Loads a state from a weights file (to continue training).
+    pub fn state_from_file(&self, f: &WeightsFile) -> Result<WeightState<Ciphertext>> {
+        self.check_id(&f.key_id)?;
+        let plan = Plan::new(f.config.clone())?;
+        state_from_bytes(&f.state, plan.n_columns())
+    }
+
+    /// Expands one seeded batch, checking every ciphertext.
+    pub fn expand_batch(
+        &self,
+        b: &BatchData<CompressedCiphertext>,
+    ) -> Result<BatchData<Ciphertext>> {
+        let rows = b
+            .rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|c| {
+                        check_compressed(c)?;
+                        Ok(c.decompress())
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BatchData { rows })
+    }
+
+    /// One SGD step on an encrypted batch.
+    pub fn train(
+        &self,
+        plan: &Plan,
+        state: &mut WeightState<Ciphertext>,
+        batch: &BatchData<Ciphertext>,
+    ) -> Result<()> {
+        train_batch(&self.backend, plan, state, batch)
+    }
+
+    /// Packs a state into a weights file.
+    pub fn weights_file(
+        &self,
+        config: &CircuitConfig,
+        batches_done: u64,
+        state: &WeightState<Ciphertext>,
+    ) -> Result<WeightsFile> {
+        Ok(WeightsFile {
+            key_id: self.key_id,
+            config: config.clone(),
+            batches_done,
+            state: state_to_bytes(state)?,
+        })
+    }
+
+    /// Encrypted inference on a rows file with an encrypted state.
+    pub fn predict(
+        &self,
+        plan: &Plan,
+        state: &WeightState<Ciphertext>,
+        rows: &RowsFile,
+    ) -> Result<PredictionsFile> {
+        self.check_id(&rows.key_id)?;
+        let expanded = self.expand_batch(&BatchData {
+            rows: rows.rows.clone(),
+        })?;
+        let levels = infer(&self.backend, plan, state, &expanded.rows)?;
+        Ok(PredictionsFile {
+            key_id: self.key_id,
+            levels: levels.iter().map(ct_to_bytes).collect::<Result<_>>()?,
+        })
+    }
+}

@@ -1,0 +1,548 @@
+//! The sklearn-like front end: [`TrainerConfig`] (built with
+//! [`TrainerConfigBuilder`]) and [`SgdClassifier`] with `fit`,
+//! `partial_fit`, `predict` and `predict_proba` in all three [`Fhe`] modes.
+
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tfhe::shortint::Ciphertext;
+
+use crate::circuit::{infer, train_batch, CircuitConfig, ClearBackend, Plan, WeightState};
+use crate::data::MinMaxScaler;
+use crate::encode::{state_from_weights, weights_from_state, Quantizer};
+use crate::error::{Error, Result};
+use crate::float::{sigmoid, FloatModel};
+use crate::keys::{Client, Server};
+
+/// How the model is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fhe {
+    /// Float32 reference on the same preprocessing and batches.
+    Disable,
+    /// The exact integer circuit, in the clear.
+    Simulate,
+    /// The same circuit under TFHE.
+    Execute,
+}
+
+impl std::str::FromStr for Fhe {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Fhe> {
+        match s {
+            "disable" => Ok(Fhe::Disable),
+            "simulate" => Ok(Fhe::Simulate),
+            "execute" => Ok(Fhe::Execute),
+            _ => Err(Error::Config(format!(
+                "mode {s:?} is not one of disable, simulate, execute"
+            ))),
+        }
+    }
+}
+
+/// Training hyper-parameters. Build with [`TrainerConfig::builder`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerConfig {
+    n_bits: u8,
+    batch_size: usize,
+    learning_rate: f64,
+    parameters_range: (f64, f64),
+    seed: u64,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            n_bits: 6,
+            batch_size: 8,
+            learning_rate: 0.3,
+            parameters_range: (-1.0, 1.0),
+            seed: 42,
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// A builder starting from the defaults (6-bit weights, batch 8,
+    /// learning rate 0.3, weights in [-1, 1], seed 42).
+    pub fn builder() -> TrainerConfigBuilder {
+        TrainerConfigBuilder {
+            cfg: TrainerConfig::default(),
+        }
+    }
+
+    /// Bits of the encrypted master weights.
+    pub fn n_bits(&self) -> u8 {
+        self.n_bits
+    }
+    /// Rows per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+    /// SGD learning rate.
+    pub fn learning_rate(&self) -> f64 {
+        self.learning_rate
+    }
+    /// Range of every weight.
+    pub fn parameters_range(&self) -> (f64, f64) {
+        self.parameters_range
+    }
+    /// Seed of the epoch shuffles.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The circuit config for `n_features` features and the given quantizer.
+    pub fn circuit(&self, quantizer: &Quantizer) -> Result<CircuitConfig> {
+        let mut c = CircuitConfig::new(quantizer.n_features(), self.batch_size);
+        c.learning_rate = self.learning_rate;
+        c.parameters_range = self.parameters_range;
+        c.hi_max = hi_max_of(self.n_bits);
+        c.feature_ratios = quantizer.ratios().to_vec();
+        Plan::new(c.clone())?;
+        Ok(c)
+    }
+}
+
+/// High-digit maximum of an `n_bits` weight: `2^(n - 2) - 1`, capped at 11.
+fn hi_max_of(n_bits: u8) -> u8 {
+    ((1u16 << (n_bits - 2)) - 1).min(11) as u8
+}
+
+/// Builder for [`TrainerConfig`]; `build` checks every value.
+#[derive(Debug, Clone)]
+pub struct TrainerConfigBuilder {
+    cfg: TrainerConfig,
+}
+
+impl TrainerConfigBuilder {
+    /// Bits of the encrypted master weights: 3, 4, 5 or 6. A weight is a
+    /// high digit and a 2-bit low digit; the high digit's carry must fit its
+    /// 4-bit block, which caps it at 12 values, so 6 bits means 48 levels.
+    pub fn n_bits(mut self, n: u8) -> Self {
+        self.cfg.n_bits = n;
+        self
+    }
+    /// Rows per batch (1..=64).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.cfg.batch_size = n;
+        self
+    }
+    /// SGD learning rate (> 0).
+    pub fn learning_rate(mut self, lr: f64) -> Self {
+        self.cfg.learning_rate = lr;
+        self
+    }
+    /// Range of every weight; must contain 0 strictly inside.
+    pub fn parameters_range(mut self, lo: f64, hi: f64) -> Self {
+        self.cfg.parameters_range = (lo, hi);
+        self
+    }
+    /// Seed of the epoch shuffles.
+    pub fn seed(mut self, s: u64) -> Self {
+        self.cfg.seed = s;
+        self
+    }
+    /// Checks and returns the config.
+    pub fn build(self) -> Result<TrainerConfig> {
+        let c = self.cfg;
+        if !(3..=6).contains(&c.n_bits) {
+            return Err(Error::Config(format!(
+                "n_bits {} is not in 3..=6",
+                c.n_bits
+            )));
+        }
+        // The circuit validates the rest with a placeholder feature count.
+        let mut probe = CircuitConfig::new(1, c.batch_size);
+        probe.learning_rate = c.learning_rate;
+        probe.parameters_range = c.parameters_range;
+        Plan::new(probe)?;
+        Ok(c)
+    }
+}
+
+/// Keys for `Fhe::Execute`: the owner's client and an in-process server.
+#[derive(Debug, Clone)]
+pub struct ExecKeys {
+    /// The data owner's side.
+    pub client: Arc<Client>,
+    /// The evaluating side.
+    pub server: Arc<Server>,
+}
+
+impl ExecKeys {
+    /// Generates a key set (seconds: the server key is large).
+    pub fn generate() -> ExecKeys {
+        let client = Client::generate();
+        let server = Server::from_key(client.key_id(), Arc::new(client.server_key_uncompressed()));
+        ExecKeys {
+            client: Arc::new(client),
+            server: Arc::new(server),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Prep {
+    scaler: MinMaxScaler,
+    quantizer: Quantizer,
+    plan: Plan,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Float(FloatModel),
+    Clear(WeightState<u8>),
+    Encrypted(WeightState<Ciphertext>),
+}
+
+/// Logistic regression trained by mini-batch SGD, in the clear, in the exact
+/// integer simulation, or on TFHE ciphertexts.
+#[derive(Debug, Clone)]
+pub struct SgdClassifier {
+    config: TrainerConfig,
+    fhe: Fhe,
+    keys: Option<ExecKeys>,
+    prep: Option<Prep>,
+    state: Option<State>,
+    batches_done: u64,
+    pbs: u64,
+}
+
+impl SgdClassifier {
+    /// A new, unfitted classifier.
+    pub fn new(config: TrainerConfig, fhe: Fhe) -> Self {
+        SgdClassifier {
+            config,
+            fhe,
+            keys: None,
+            prep: None,
+            state: None,
+            batches_done: 0,
+            pbs: 0,
+        }
+    }
+
+    /// Uses the given keys for `Fhe::Execute` (otherwise they are generated
+    /// on first use).
+    pub fn with_keys(mut self, keys: ExecKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The evaluation mode.
+    pub fn fhe(&self) -> Fhe {
+        self.fhe
+    }
+
+    /// The config.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// Batches trained since the last `fit`.
+    pub fn batches_done(&self) -> u64 {
+        self.batches_done
+    }
+
+    /// Bootstraps performed by training and inference (0 for `Disable`).
+    pub fn pbs_count(&self) -> u64 {
+        self.pbs
+    }
+
+    /// The circuit plan (after the first fit).
+    pub fn plan(&self) -> Option<&Plan> {
+        self.prep.as_ref().map(|p| &p.plan)
+    }
+
+    /// The fitted scaler.
+    pub fn scaler(&self) -> Option<&MinMaxScaler> {
+        self.prep.as_ref().map(|p| &p.scaler)
+    }
+
+    /// The fitted quantizer.
+    pub fn quantizer(&self) -> Option<&Quantizer> {
+        self.prep.as_ref().map(|p| &p.quantizer)
+    }
+
+    fn keys(&mut self) -> ExecKeys {
+        self.keys.get_or_insert_with(ExecKeys::generate).clone()
+    }
+
+    /// Forgets any training, fits the preprocessing on `x`, then runs
+    /// `epochs` shuffled passes of mini-batch SGD.
+    pub fn fit(&mut self, x: &[Vec<f64>], y: &[u8], epochs: usize) -> Result<&mut Self> {
+        self.prep = None;
+        self.state = None;
+        self.batches_done = 0;
+        self.init(x)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        let mut order: Vec<usize> = (0..x.len()).collect();
+        for _ in 0..epochs {
+            order.shuffle(&mut rng);
+            let xs: Vec<Vec<f64>> = order.iter().map(|&i| x[i].clone()).collect();
+            let ys: Vec<u8> = order.iter().map(|&i| y[i]).collect();
+            self.partial_fit(&xs, &ys)?;
+        }
+        Ok(self)
+    }
+
+    /// Fits the preprocessing (scaler, quantizer) and zero weights.
+    fn init(&mut self, x: &[Vec<f64>]) -> Result<()> {
+        let scaler = MinMaxScaler::fit(x)?;
+        let scaled = scaler.transform(x)?;
+        let quantizer = Quantizer::fit(&scaled)?;
+        let plan = Plan::new(self.config.circuit(&quantizer)?)?;
+        let zeros = vec![0.0; plan.n_columns()];
+        let state = match self.fhe {
+            Fhe::Disable => State::Float(FloatModel::zeros(quantizer.n_features())),
+            Fhe::Simulate => State::Clear(state_from_weights(&plan, &zeros)?),
+            Fhe::Execute => {
+                let keys = self.keys();
+                State::Encrypted(
+                    keys.client
+                        .encrypt_state(&state_from_weights(&plan, &zeros)?),
+                )
+            }
+        };
+        self.prep = Some(Prep {
+            scaler,
+            quantizer,
+            plan,
+        });
+        self.state = Some(state);
+        Ok(())
+    }
+
+    /// One pass over `x` in order, in batches of `batch_size` (the last may
+    /// be smaller). Fits the preprocessing first if this is the first call.
+    pub fn partial_fit(&mut self, x: &[Vec<f64>], y: &[u8]) -> Result<&mut Self> {
+        if x.len() != y.len() {
+            return Err(Error::Shape(format!(
+                "{} rows but {} labels",
+                x.len(),
+                y.len()
+            )));
+        }
+        if self.prep.is_none() {
+            self.init(x)?;
+        }
+        let bs = self.config.batch_size;
+        for (xb, yb) in x.chunks(bs).zip(y.chunks(bs)) {
+            self.step(xb, yb)?;
+        }
+        Ok(self)
+    }
+
+    /// One SGD step on one batch (at most `batch_size` rows).
+    pub fn step(&mut self, x: &[Vec<f64>], y: &[u8]) -> Result<()> {
+        if self.prep.is_none() {
+            self.init(x)?;
+        }
+        let keys = if self.fhe == Fhe::Execute {
+            Some(self.keys())
+        } else {
+            None
+        };
+        let prep = self.prep.as_ref().ok_or(Error::NotFitted)?;
+        if y.iter().any(|&l| l > 1) {
+            return Err(Error::Shape("labels must be 0 or 1".into()));
+        }
+        let scaled = prep.scaler.transform(x)?;
+        let state = self.state.as_mut().ok_or(Error::NotFitted)?;
+        match state {
+            State::Float(m) => {
+                let u: Vec<Vec<f64>> = scaled
+                    .iter()
+                    .map(|r| prep.quantizer.transform_row(r))
+                    .collect::<Result<_>>()?;
+                m.sgd_step(
+                    &u,
+                    y,
+                    self.config.learning_rate,
+                    self.config.parameters_range,
+                );
+            }
+            State::Clear(st) => {
+                let batch = prep.quantizer.training_batch(&scaled, y)?;
+                let be = ClearBackend::new();
+                train_batch(&be, &prep.plan, st, &batch)?;
+                self.pbs += be_count(&be);
+            }
+            State::Encrypted(st) => {
+                let keys = keys.ok_or(Error::MissingKey("execute keys"))?;
+                let clear = prep.quantizer.training_batch(&scaled, y)?;
+                let enc = keys.client.encrypt_batch(&clear)?;
+                let batch = keys.server.expand_batch(&enc)?;
+                let before = crate::circuit::Backend::pbs_count(keys.server.backend());
+                keys.server.train(&prep.plan, st, &batch)?;
+                self.pbs += crate::circuit::Backend::pbs_count(keys.server.backend()) - before;
+            }
+        }
+        self.batches_done += 1;
+        Ok(())
+    }
+
+    /// Weights on the preconditioned features, bias last (decrypts in
+    /// `Execute`).
+    pub fn raw_weights(&self) -> Result<Vec<f64>> {
+        let prep = self.prep.as_ref().ok_or(Error::NotFitted)?;
+        Ok(match self.state.as_ref().ok_or(Error::NotFitted)? {
+            State::Float(m) => {
+                let mut w: Vec<f64> = m.weights.iter().map(|&v| f64::from(v)).collect();
+                w.push(f64::from(m.bias));
+                w
+            }
+            State::Clear(st) => weights_from_state(&prep.plan, st),
+            State::Encrypted(st) => {
+                let keys = self.keys.as_ref().ok_or(Error::MissingKey("client key"))?;
+                weights_from_state(&prep.plan, &keys.client.decrypt_state(st))
+            }
+        })
+    }
+
+    /// Weights and bias on the min-max scaled features ([-1, 1]).
+    pub fn coefficients(&self) -> Result<(Vec<f64>, f64)> {
+        let prep = self.prep.as_ref().ok_or(Error::NotFitted)?;
+        Ok(prep.quantizer.to_scaled_weights(&self.raw_weights()?))
+    }
+
+    /// Probability of class 1 computed in float from the (decrypted) trained
+    /// weights: what the data owner gets after decrypting the model.
+    pub fn predict_proba_weights(&self, x: &[Vec<f64>]) -> Result<Vec<f64>> {
+        let prep = self.prep.as_ref().ok_or(Error::NotFitted)?;
+        let (w, b) = self.coefficients()?;
+        let scaled = prep.scaler.transform(x)?;
+        Ok(scaled
+            .iter()
+            .map(|r| sigmoid(r.iter().zip(&w).map(|(a, c)| a * c).sum::<f64>() + b))
+            .collect())
+    }
+
+    /// Accuracy of the (decrypted) trained weights on `x`, `y`.
+    pub fn score(&self, x: &[Vec<f64>], y: &[u8]) -> Result<f64> {
+        let p = self.predict_proba_weights(x)?;
+        accuracy(&p, y)
+    }
+
+    /// Probability of class 1 in this classifier's mode: float (`Disable`),
+    /// the integer inference circuit in the clear (`Simulate`) or encrypted
+    /// inference (`Execute`: rows encrypted by the client, evaluated by the
+    /// server on encrypted weights, levels decrypted by the client). The
+    /// circuit outputs one of four sigmoid levels.
+    pub fn predict_proba(&mut self, x: &[Vec<f64>]) -> Result<Vec<f64>> {
+        let keys = if self.fhe == Fhe::Execute {
+            Some(self.keys())
+        } else {
+            None
+        };
+        let prep = self.prep.as_ref().ok_or(Error::NotFitted)?;
+        let scaled = prep.scaler.transform(x)?;
+        match self.state.as_ref().ok_or(Error::NotFitted)? {
+            State::Float(_) => self.predict_proba_weights(x),
+            State::Clear(st) => {
+                let rows = prep.quantizer.inference_rows(&scaled)?;
+                let be = ClearBackend::new();
+                let levels = infer(&be, &prep.plan, st, &rows)?;
+                self.pbs += be_count(&be);
+                Ok(levels.iter().map(|&l| prep.plan.sigmoid_level(l)).collect())
+            }
+            State::Encrypted(st) => {
+                let keys = keys.ok_or(Error::MissingKey("execute keys"))?;
+                let rows = prep.quantizer.inference_rows(&scaled)?;
+                let file = keys.client.rows_file(&rows)?;
+                let before = crate::circuit::Backend::pbs_count(keys.server.backend());
+                let preds = keys.server.predict(&prep.plan, st, &file)?;
+                self.pbs += crate::circuit::Backend::pbs_count(keys.server.backend()) - before;
+                let levels = keys.client.decrypt_predictions(&preds)?;
+                Ok(levels.iter().map(|&l| prep.plan.sigmoid_level(l)).collect())
+            }
+        }
+    }
+
+    /// Class predictions (probability >= 0.5) in this classifier's mode.
+    pub fn predict(&mut self, x: &[Vec<f64>]) -> Result<Vec<u8>> {
+        Ok(self
+            .predict_proba(x)?
+            .iter()
+            .map(|&p| u8::from(p >= 0.5))
+            .collect())
+    }
+
+    /// The clear circuit state (`Simulate`), or the decrypted one
+    /// (`Execute`); `None` for `Disable`.
+    pub fn circuit_state(&self) -> Result<Option<WeightState<u8>>> {
+        Ok(match self.state.as_ref().ok_or(Error::NotFitted)? {
+            State::Float(_) => None,
+            State::Clear(st) => Some(st.clone()),
+            State::Encrypted(st) => {
+                let keys = self.keys.as_ref().ok_or(Error::MissingKey("client key"))?;
+                Some(keys.client.decrypt_state(st))
+            }
+        })
+    }
+}
+
+fn be_count(be: &ClearBackend) -> u64 {
+    crate::circuit::Backend::pbs_count(be)
+}
+
+/// Fraction of probabilities on the right side of 0.5.
+pub fn accuracy(p: &[f64], y: &[u8]) -> Result<f64> {
+    if p.len() != y.len() || y.is_empty() {
+        return Err(Error::Shape(format!(
+            "{} predictions for {} labels",
+            p.len(),
+            y.len()
+        )));
+    }
+    let ok = p
+        .iter()
+        .zip(y)
+        .filter(|(p, &l)| u8::from(**p >= 0.5) == l)
+        .count();
+    Ok(ok as f64 / y.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_validates() {
+        assert!(TrainerConfig::builder().n_bits(7).build().is_err());
+        assert!(TrainerConfig::builder().n_bits(2).build().is_err());
+        assert!(TrainerConfig::builder().batch_size(0).build().is_err());
+        assert!(TrainerConfig::builder()
+            .learning_rate(-1.0)
+            .build()
+            .is_err());
+        assert!(TrainerConfig::builder()
+            .parameters_range(0.0, 1.0)
+            .build()
+            .is_err());
+        let c = TrainerConfig::builder()
+            .n_bits(4)
+            .batch_size(4)
+            .learning_rate(0.1)
+            .parameters_range(-2.0, 2.0)
+            .seed(3)
+            .build()
+            .unwrap();
+        assert_eq!((c.n_bits(), c.batch_size(), c.seed()), (4, 4, 3));
+    }
+
+    #[test]
+    fn mode_parses() {
+        assert_eq!("simulate".parse::<Fhe>().unwrap(), Fhe::Simulate);
+        assert!("fast".parse::<Fhe>().is_err());
+    }
+
+    #[test]
+    fn unfitted_model_errors() {
+        let mut m = SgdClassifier::new(TrainerConfig::default(), Fhe::Simulate);
+        assert!(matches!(m.predict(&[vec![1.0]]), Err(Error::NotFitted)));
+    }
+}
