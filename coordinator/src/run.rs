@@ -39,6 +39,7 @@ struct HospitalOut {
     test_mse_history: Vec<Option<f64>>,
     local_weights: Option<Vec<f64>>,
     final_weights: Option<Vec<f64>>,
+    /// From the hospital's report (null if it sent none or did not measure).
     peak_rss_bytes: Option<u64>,
 }
 
@@ -122,7 +123,7 @@ fn build_results<'a>(
                 .collect(),
             local_weights: h.report.as_ref().map(|r| r.local_weights.clone()),
             final_weights: h.report.as_ref().map(|r| r.weights.clone()),
-            peak_rss_bytes: None,
+            peak_rss_bytes: h.report.as_ref().and_then(|r| r.peak_rss_bytes),
         })
         .collect();
     let rounds_detail: Vec<RoundOut> = res

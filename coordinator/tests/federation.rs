@@ -390,6 +390,15 @@ fn seed_mode_three_hospitals_match_cleartext_reference() {
     assert_eq!(res["rounds_detail"].as_array().unwrap().len(), 20);
     assert!(res["timings"]["training_s"].as_f64().unwrap() > 0.0);
     assert!(res["coordinator_peak_rss_bytes"].as_u64().unwrap() > 0);
+    // Each hospital's peak RSS travels in its protocol report into the results.
+    for h in res["hospitals"].as_array().unwrap() {
+        let rss = h["peak_rss_bytes"].as_u64();
+        assert!(
+            rss.is_some_and(|b| b > 1 << 20),
+            "{}: implausible peak_rss_bytes {rss:?}",
+            h["name"]
+        );
+    }
     // The checkpoint of the last round is on disk.
     let cp: Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("checkpoint.json")).unwrap()).unwrap();

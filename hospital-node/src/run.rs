@@ -233,6 +233,11 @@ pub async fn run(cfg: Config) -> Result<()> {
                 match decode_payload(&payload, cfg.max_message_bytes) {
                     Ok(env) => {
                         tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
+                        // The machine puts the latest figure into its final report
+                        // (sent on `Finish`), so the coordinator's results carry it.
+                        if let Some(bytes) = peak_rss_bytes() {
+                            machine.set_peak_rss_bytes(bytes);
+                        }
                         // Crypto inside the machine is CPU-bound: let the runtime move the
                         // link tasks to other workers meanwhile.
                         let r =

@@ -146,6 +146,8 @@ pub struct HospitalMachine {
     seeds: BTreeMap<(u64, String), [u8; SEED_BYTES]>,
     deferred: VecDeque<(String, Envelope)>,
     report: Option<Report>,
+    /// Latest peak RSS the driver measured; goes into the report.
+    peak_rss_bytes: Option<u64>,
     finished: bool,
     transmits: VecDeque<(String, Envelope)>,
     events: VecDeque<HospitalEvent>,
@@ -191,6 +193,7 @@ impl HospitalMachine {
             seeds: BTreeMap::new(),
             deferred: VecDeque::new(),
             report: None,
+            peak_rss_bytes: None,
             finished: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -210,6 +213,14 @@ impl HospitalMachine {
     /// Rounds completed in the current run.
     pub fn completed_rounds(&self) -> u32 {
         self.run.as_ref().map_or(0, |r| r.completed)
+    }
+
+    /// Records this process's peak resident set size in bytes, as the driver
+    /// measured it (the machine does no I/O). The latest value goes into the
+    /// final [`Report`]; drivers call this before feeding messages so the
+    /// report, produced when `Finish` arrives, carries a recent figure.
+    pub fn set_peak_rss_bytes(&mut self, bytes: u64) {
+        self.peak_rss_bytes = Some(bytes);
     }
 
     /// Whether the run is complete (report accepted) or stopped.
@@ -901,6 +912,7 @@ impl HospitalMachine {
             weights: run.weights.to_vec(),
             local_test_mse: mse(&run.local_weights),
             federated_test_mse: mse(&run.weights),
+            peak_rss_bytes: self.peak_rss_bytes,
         };
         self.report = Some(report.clone());
         self.send(

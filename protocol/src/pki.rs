@@ -25,7 +25,8 @@ pub const DEFAULT_COORDINATOR_NAME: &str = "coordinator";
 /// File name of the consortium CA certificate inside a PKI directory.
 pub const CA_FILE: &str = "ca.pem";
 
-/// Errors of provisioning and loading the consortium PKI.
+/// Errors of provisioning and loading the consortium PKI (local setup).
+/// [`crate::Error::Pki`] carries them for users handling one error type.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PkiError {

@@ -42,7 +42,9 @@ pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 const CLOSE_POLICY: u32 = 0x10;
 const CLOSE_DONE: u32 = 0x00;
 
-/// Errors of the transport.
+/// Errors of the transport: local setup (bind, TLS) and peers that fail the
+/// handshake or break the framing. [`crate::Error::Transport`] carries them for
+/// users handling one error type.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {

@@ -359,6 +359,11 @@ pub struct Report {
     pub local_test_mse: Option<f64>,
     /// Test MSE of the federated model, when the hospital has a test set.
     pub federated_test_mse: Option<f64>,
+    /// The hospital process's peak resident set size in bytes, when its driver
+    /// measured it (`HospitalMachine::set_peak_rss_bytes`). Optional on the
+    /// wire so reports from builds without it still parse.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Every message of the protocol.
@@ -622,6 +627,20 @@ mod tests {
         assert!(serde_json::from_str::<RunId>("\"ok-1\"").is_ok());
         assert!(serde_json::from_str::<RunId>("\"no/\"").is_err());
         assert_eq!(RunId::from_random([0xab; 16]).as_str().len(), 32);
+    }
+
+    #[test]
+    fn report_without_peak_rss_still_parses() {
+        let json = r#"{"local_weights":[1.0],"weights":[2.0],"local_test_mse":null,"federated_test_mse":0.5}"#;
+        let r: Report = serde_json::from_str(json).unwrap();
+        assert_eq!(r.peak_rss_bytes, None);
+        assert_eq!(r.federated_test_mse, Some(0.5));
+        let with = Report {
+            peak_rss_bytes: Some(12 << 20),
+            ..r
+        };
+        let back: Report = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 
     #[test]

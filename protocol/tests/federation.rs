@@ -645,6 +645,34 @@ fn missing_acknowledgement_drops_the_node_which_rejoins_later() {
 }
 
 #[test]
+fn latest_peak_rss_set_by_the_driver_reaches_the_results() {
+    let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 3)), three_sites());
+    let h1 = sim.hospitals.get_mut("hospital-1").unwrap();
+    h1.set_peak_rss_bytes(5 << 20);
+    sim.run_until(10_000, |s| s.completed_rounds() >= 1);
+    assert!(sim.finished().is_none());
+    // A later measurement replaces the earlier one; hospital-2 never measures.
+    sim.hospitals
+        .get_mut("hospital-1")
+        .unwrap()
+        .set_peak_rss_bytes(7 << 20);
+    sim.hospitals
+        .get_mut("hospital-3")
+        .unwrap()
+        .set_peak_rss_bytes(3 << 20);
+    sim.run_to_end();
+    let r = sim.finished().expect("finished");
+    let rss: BTreeMap<&str, Option<u64>> = r
+        .hospitals
+        .iter()
+        .map(|h| (h.name.as_str(), h.report.as_ref().unwrap().peak_rss_bytes))
+        .collect();
+    assert_eq!(rss["hospital-1"], Some(7 << 20));
+    assert_eq!(rss["hospital-2"], None);
+    assert_eq!(rss["hospital-3"], Some(3 << 20));
+}
+
+#[test]
 fn missing_report_finishes_at_the_deadline_without_it() {
     let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 2)), three_sites());
     sim.tamper = Some(Box::new(|f, _t, env| {
