@@ -91,14 +91,6 @@ pub fn load_or_generate_key(path: &Path, bits: usize) -> Result<(PrivateKey, boo
     Ok((sk, true))
 }
 
-/// Peak resident set size of this process in bytes (VmHWM), if readable.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +127,6 @@ mod tests {
 
     #[test]
     fn reads_peak_rss() {
-        assert!(peak_rss_bytes().unwrap() > 0);
+        assert!(protocol::process::peak_rss_bytes().unwrap() > 0);
     }
 }

@@ -18,7 +18,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::files::{load_or_generate_key, peak_rss_bytes, write_atomic};
+use crate::files::{load_or_generate_key, write_atomic};
+use protocol::process::peak_rss_bytes;
 
 /// Prints one progress line (a JSON object with an `event` field) on stdout.
 fn progress(v: serde_json::Value) {

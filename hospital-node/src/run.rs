@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use learning::Dataset;
 use protocol::pki::NodeIdentity;
+use protocol::process::peak_rss_bytes;
 use protocol::transport::{Endpoint, Hub, NetEvent, TransportOptions};
 use protocol::wire::Body;
 use protocol::{
@@ -24,14 +25,6 @@ fn progress(v: serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
-}
-
-/// Peak resident set size of this process in bytes (VmHWM), if readable.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// This node's own report file.
@@ -233,10 +226,13 @@ pub async fn run(cfg: Config) -> Result<()> {
                 match decode_payload(&payload, cfg.max_message_bytes) {
                     Ok(env) => {
                         tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
-                        // The machine puts the latest figure into its final report
-                        // (sent on `Finish`), so the coordinator's results carry it.
-                        if let Some(bytes) = peak_rss_bytes() {
-                            machine.set_peak_rss_bytes(bytes);
+                        // The machine puts this figure into the final report it sends
+                        // on `Finish`, so the coordinator's results carry it; reading
+                        // /proc only then keeps it off the per-message path.
+                        if matches!(env.body, Body::Finish) {
+                            if let Some(bytes) = peak_rss_bytes() {
+                                machine.set_peak_rss_bytes(bytes);
+                            }
                         }
                         // Crypto inside the machine is CPU-bound: let the runtime move the
                         // link tasks to other workers meanwhile.

@@ -7,7 +7,7 @@
 //! argument, are fed authenticated messages, connection changes and timeouts, and
 //! emit messages to send, events and their next deadline. Encryption, masking and
 //! the model maths (the `paillier` and `learning` crates) happen inside them as
-//! pure computation. [`transport`] and [`pki`] are the I/O side.
+//! pure computation. [`transport`], [`pki`] and [`process`] are the I/O side.
 //!
 //! # Threat model (honest-but-curious parties, authenticated channels)
 //!
@@ -54,6 +54,7 @@ pub mod coordinator;
 mod error;
 pub mod hospital;
 pub mod masks;
+pub mod process;
 pub mod wire;
 
 pub mod pki;
