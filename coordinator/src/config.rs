@@ -11,31 +11,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use learning::Mode;
+pub use node::config::PkiFiles;
+use node::config::{read_json, resolve, secs};
 use protocol::{FixedPoint, Member};
 use serde::{Deserialize, Serialize};
-
-/// PKI file paths of one node.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PkiFiles {
-    /// Consortium CA certificate (PEM). Default `pki/ca.pem`.
-    pub ca: PathBuf,
-    /// This node's certificate (PEM). Default `pki/<name>.pem`.
-    pub cert: PathBuf,
-    /// This node's private key (PEM, mode 0600). Default `pki/<name>.key`.
-    pub key: PathBuf,
-}
-
-impl PkiFiles {
-    /// The conventional `pki/` paths of node `name`.
-    pub fn for_node(name: &str) -> PkiFiles {
-        PkiFiles {
-            ca: PathBuf::from("pki/ca.pem"),
-            cert: PathBuf::from(format!("pki/{name}.pem")),
-            key: PathBuf::from(format!("pki/{name}.key")),
-        }
-    }
-}
 
 /// `coordinator.json`. Every field is optional and has the default given.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,7 +147,7 @@ pub struct Overrides {
 pub struct Config {
     pub name: String,
     pub listen: SocketAddr,
-    pub pki: protocol::pki::PkiPaths,
+    pub pki: node::pki::PkiPaths,
     pub roster: Vec<Member>,
     pub key_bits: usize,
     pub key_path: PathBuf,
@@ -184,35 +163,10 @@ pub struct Config {
     pub idle_timeout: Duration,
 }
 
-fn secs(what: &str, v: f64) -> Result<Duration> {
-    if !(v.is_finite() && v > 0.0 && v < 1e9) {
-        bail!("{what} must be a positive number of seconds, got {v}");
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        base.join(p)
-    }
-}
-
 impl Config {
     /// Reads `path` (if given), applies `ov` and checks everything.
     pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config> {
-        let (mut fc, base) = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config {}", p.display()))?;
-                let fc: FileConfig = serde_json::from_str(&text)
-                    .with_context(|| format!("parsing config {}", p.display()))?;
-                let base = p.parent().map(Path::to_owned).unwrap_or_default();
-                (fc, base)
-            }
-            None => (FileConfig::default(), PathBuf::new()),
-        };
+        let (mut fc, base) = read_json::<FileConfig>(path)?;
         let pki = fc
             .pki
             .clone()
@@ -220,11 +174,7 @@ impl Config {
         fc.key_path = resolve(&base, &fc.key_path);
         fc.checkpoint_path = resolve(&base, &fc.checkpoint_path);
         fc.results_path = resolve(&base, &fc.results_path);
-        let pki = protocol::pki::PkiPaths {
-            ca: resolve(&base, &pki.ca),
-            cert: resolve(&base, &pki.cert),
-            key: resolve(&base, &pki.key),
-        };
+        let pki = pki.resolve(&base);
         if let Some(v) = &ov.listen {
             fc.listen = v.clone();
         }
@@ -270,8 +220,8 @@ impl Config {
         Self::check(fc, pki)
     }
 
-    fn check(fc: FileConfig, pki: protocol::pki::PkiPaths) -> Result<Config> {
-        protocol::pki::validate_node_name(&fc.name).context("config field `name`")?;
+    fn check(fc: FileConfig, pki: node::pki::PkiPaths) -> Result<Config> {
+        node::pki::validate_node_name(&fc.name).context("config field `name`")?;
         let listen: SocketAddr = fc
             .listen
             .parse()
@@ -293,7 +243,7 @@ impl Config {
             );
         }
         for (i, m) in fc.roster.iter().enumerate() {
-            protocol::pki::validate_node_name(&m.name)
+            node::pki::validate_node_name(&m.name)
                 .with_context(|| format!("roster entry {}", i + 1))?;
             if m.name == fc.name {
                 bail!(

@@ -127,6 +127,6 @@ mod tests {
 
     #[test]
     fn reads_peak_rss() {
-        assert!(protocol::process::peak_rss_bytes().unwrap() > 0);
+        assert!(node::process::peak_rss_bytes().unwrap() > 0);
     }
 }

@@ -6,15 +6,12 @@
 //! lines, logs to stderr (`RUST_LOG` filters them). The formats are documented
 //! in the README's federation section.
 
-mod config;
-mod files;
-mod run;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use coordinator::{config, run};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,20 +54,14 @@ enum PkiCmd {
         #[arg(long, value_delimiter = ',', required = true)]
         nodes: Vec<String>,
         /// The coordinator's name.
-        #[arg(long, default_value = protocol::pki::DEFAULT_COORDINATOR_NAME)]
+        #[arg(long, default_value = node::pki::DEFAULT_COORDINATOR_NAME)]
         coordinator_name: String,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    node::logging::init();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -101,7 +92,7 @@ fn real_main(cli: Cli) -> Result<()> {
         } => {
             let mut all = vec![coordinator_name];
             all.extend(nodes.into_iter().map(|n| n.trim().to_owned()));
-            let written = protocol::pki::provision(&out, &all)
+            let written = node::pki::provision(&out, &all)
                 .with_context(|| format!("provisioning PKI in {}", out.display()))?;
             for (name, paths) in written {
                 println!(
@@ -110,7 +101,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     paths.key.display()
                 );
             }
-            println!("ca: {}", out.join(protocol::pki::CA_FILE).display());
+            println!("ca: {}", out.join(node::pki::CA_FILE).display());
             Ok(())
         }
     }

@@ -4,30 +4,20 @@
 //! prints one JSON progress line per event on stdout.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use protocol::pki::NodeIdentity;
-use protocol::transport::{Endpoint, Hub, NetEvent, TransportOptions};
-use protocol::{
-    decode_payload, encode_frame, Checkpoint, CoordinatorConfig, CoordinatorEvent,
-    CoordinatorMachine, RunResults,
-};
+use node::driver::{self, Flow, Role};
+use node::logging::progress;
+use node::pki::NodeIdentity;
+use node::process::peak_rss_bytes;
+use node::transport::{Endpoint, Hub, TransportOptions};
+use protocol::{Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, RunResults};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::config::Config;
 use crate::files::{load_or_generate_key, write_atomic};
-use protocol::process::peak_rss_bytes;
-
-/// Prints one progress line (a JSON object with an `event` field) on stdout.
-fn progress(v: serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    // A closed stdout must not stop the run.
-    let _ = writeln!(out, "{v}");
-    let _ = out.flush();
-}
 
 /// Per-hospital entry of the results file.
 #[derive(Serialize)]
@@ -240,7 +230,7 @@ pub async fn run(cfg: Config, resume: bool) -> Result<()> {
     )?;
     let local = endpoint.local_addr()?;
     tracing::info!(%local, run_id = %machine.run_id(), "coordinator listening");
-    progress(json!({
+    progress(&json!({
         "event": "listening",
         "addr": local.to_string(),
         "run_id": machine.run_id().to_string(),
@@ -250,98 +240,83 @@ pub async fn run(cfg: Config, resume: bool) -> Result<()> {
     }));
     let (mut hub, mut net) = Hub::start(endpoint);
 
-    let mut timer = Timer {
-        key_setup_s,
-        started: BTreeMap::new(),
-        latency: BTreeMap::new(),
-        first_start: None,
-        last_done: None,
-    };
-    let mut failure: Option<anyhow::Error> = None;
     let (output, batches) = std::sync::mpsc::channel::<Vec<Job>>();
     let output_thread = std::thread::spawn(move || write_outputs(batches));
-
-    loop {
-        // Drain what the machine wants sent and told.
-        while let Some((to, env)) = machine.poll_transmit() {
-            tracing::trace!(peer = %to, kind = env.body.kind(), round = env.round, "sending");
-            match encode_frame(&env, cfg.max_message_bytes) {
-                Ok(frame) => {
-                    if !hub.send(&to, frame) {
-                        tracing::debug!(peer = %to, kind = env.body.kind(), "not connected; message dropped");
-                    }
-                }
-                Err(e) => tracing::error!(peer = %to, "cannot encode message: {e:#}"),
-            }
-        }
-        let mut jobs = Vec::new();
-        while let Some(ev) = machine.poll_event() {
-            handle_event(&cfg, ev, &mut timer, resume, &mut failure, &mut jobs)?;
-        }
-        // One batch per drain: a send error means the writer stopped on an
-        // error, which joining it below reports.
-        if !jobs.is_empty() && output.send(jobs).is_err() {
-            break;
-        }
-        if output_thread.is_finished() {
-            break;
-        }
-        if machine.is_done() {
-            break;
-        }
-        let deadline = machine.next_deadline();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            ev = net.recv() => {
-                let Some(ev) = ev else { bail!("transport stopped unexpectedly") };
-                let now = Instant::now();
-                match ev {
-                    NetEvent::Up { peer, id, out, handle } => {
-                        tracing::info!(%peer, "hospital connected");
-                        if hub.link_up(&peer, id, out, handle) {
-                            machine.peer_connected(now, &peer);
-                        }
-                    }
-                    NetEvent::Frame { peer, payload, .. } => {
-                        match decode_payload(&payload, cfg.max_message_bytes) {
-                            Ok(env) => {
-                                tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
-                                // Decryption is CPU-bound: let the runtime move the link
-                                // tasks to other workers meanwhile.
-                                let r = tokio::task::block_in_place(|| machine.handle_message(now, &peer, env));
-                                if let Err(e) = r {
-                                    tracing::warn!(%peer, "rejected message: {e:#}");
-                                }
-                            }
-                            Err(e) => tracing::warn!(%peer, "rejected message: {e:#}"),
-                        }
-                    }
-                    NetEvent::Down { peer, id, reason } => {
-                        if hub.link_down(&peer, id) {
-                            tracing::warn!(%peer, "connection lost: {reason}");
-                            machine.peer_lost(now, &peer);
-                        }
-                    }
-                }
-            }
-            () = sleep => machine.handle_timeout(Instant::now()),
-        }
-    }
-    drop(output);
+    let mut role = CoordinatorRole {
+        cfg: &cfg,
+        timer: Timer {
+            key_setup_s,
+            started: BTreeMap::new(),
+            latency: BTreeMap::new(),
+            first_start: None,
+            last_done: None,
+        },
+        resumed: resume,
+        failure: None,
+        jobs: Vec::new(),
+        output,
+        output_thread: &output_thread,
+    };
+    let looped = driver::run(
+        &mut machine,
+        &mut role,
+        &mut hub,
+        &mut net,
+        cfg.max_message_bytes,
+    )
+    .await;
+    let failure = role.failure.take();
+    drop(role);
     let written = output_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the output writer panicked"))?;
     // Deliver the final Done / Stop messages before closing.
     hub.shutdown(Duration::from_secs(5)).await;
+    looped?;
     written?;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The coordinator's side of the driver loop: turns events into progress
+/// lines and files, handed in batches to the output thread.
+struct CoordinatorRole<'a> {
+    cfg: &'a Config,
+    timer: Timer,
+    resumed: bool,
+    failure: Option<anyhow::Error>,
+    jobs: Vec<Job>,
+    output: std::sync::mpsc::Sender<Vec<Job>>,
+    output_thread: &'a std::thread::JoinHandle<Result<()>>,
+}
+
+impl Role<CoordinatorMachine> for CoordinatorRole<'_> {
+    type Error = anyhow::Error;
+
+    fn on_event(&mut self, ev: CoordinatorEvent, _hub: &mut Hub) -> Result<Flow> {
+        handle_event(
+            self.cfg,
+            ev,
+            &mut self.timer,
+            self.resumed,
+            &mut self.failure,
+            &mut self.jobs,
+        )?;
+        Ok(Flow::Continue)
+    }
+
+    fn after_events(&mut self) -> Result<Flow> {
+        // One batch per drain: a send error means the writer stopped on an
+        // error, which joining it reports.
+        if !self.jobs.is_empty() && self.output.send(std::mem::take(&mut self.jobs)).is_err() {
+            return Ok(Flow::Stop);
+        }
+        if self.output_thread.is_finished() {
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Continue)
     }
 }
 
@@ -367,7 +342,7 @@ fn write_outputs(batches: std::sync::mpsc::Receiver<Vec<Job>>) -> Result<()> {
                 Job::Line(v) => lines.push(v),
             }
         }
-        lines.into_iter().for_each(progress);
+        lines.iter().for_each(progress);
     }
     Ok(())
 }

@@ -9,19 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+pub use node::config::PkiFiles;
+use node::config::{read_json, resolve, secs};
 use serde::{Deserialize, Serialize};
-
-/// PKI file paths of the node.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PkiFiles {
-    /// Consortium CA certificate (PEM). Default `pki/ca.pem`.
-    pub ca: PathBuf,
-    /// This node's certificate (PEM). Default `pki/<name>.pem`.
-    pub cert: PathBuf,
-    /// This node's private key (PEM, mode 0600). Default `pki/<name>.key`.
-    pub key: PathBuf,
-}
 
 /// `hospital.json`. Every field but `name` and `train_csv` has the default given.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -132,7 +122,7 @@ pub struct Config {
     pub advertise: Option<String>,
     pub coordinator_address: SocketAddr,
     pub coordinator_name: String,
-    pub pki: protocol::pki::PkiPaths,
+    pub pki: node::pki::PkiPaths,
     pub train_csv: PathBuf,
     pub target: String,
     pub test_csv: Option<PathBuf>,
@@ -144,43 +134,15 @@ pub struct Config {
     pub test_fault_corrupt_ring_passes: u32,
 }
 
-fn secs(what: &str, v: f64) -> Result<Duration> {
-    if !(v.is_finite() && v > 0.0 && v < 1e9) {
-        bail!("{what} must be a positive number of seconds, got {v}");
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        base.join(p)
-    }
-}
-
 impl Config {
     /// Reads `path` (if given), applies `ov` and checks everything.
     pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config> {
-        let (mut fc, base) = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading config {}", p.display()))?;
-                let fc: FileConfig = serde_json::from_str(&text)
-                    .with_context(|| format!("parsing config {}", p.display()))?;
-                (fc, p.parent().map(Path::to_owned).unwrap_or_default())
-            }
-            None => (FileConfig::default(), PathBuf::new()),
-        };
+        let (mut fc, base) = read_json::<FileConfig>(path)?;
         let rel = |p: &Option<PathBuf>| p.as_ref().map(|p| resolve(&base, p));
         fc.train_csv = rel(&fc.train_csv);
         fc.test_csv = rel(&fc.test_csv);
         fc.report_path = rel(&fc.report_path);
-        let file_pki = fc.pki.clone().map(|p| protocol::pki::PkiPaths {
-            ca: resolve(&base, &p.ca),
-            cert: resolve(&base, &p.cert),
-            key: resolve(&base, &p.key),
-        });
+        let file_pki = fc.pki.as_ref().map(|p| p.resolve(&base));
         macro_rules! set {
             ($($f:ident <- $o:ident),*) => { $(if let Some(v) = &ov.$o { fc.$f = v.clone().into(); })* };
         }
@@ -193,15 +155,15 @@ impl Config {
         let name = fc
             .name
             .context("no node name: set `name` in the config or pass --name")?;
-        protocol::pki::validate_node_name(&name).context("config field `name`")?;
-        protocol::pki::validate_node_name(&fc.coordinator_name)
+        node::pki::validate_node_name(&name).context("config field `name`")?;
+        node::pki::validate_node_name(&fc.coordinator_name)
             .context("config field `coordinator_name`")?;
         if name == fc.coordinator_name {
             bail!("the hospital's name {name:?} is the coordinator's");
         }
         let pki = file_pki.unwrap_or_else(|| {
             let d = resolve(&base, Path::new("pki"));
-            protocol::pki::PkiPaths::in_dir(&d, &name)
+            node::pki::PkiPaths::in_dir(&d, &name)
         });
         let listen = fc
             .listen

@@ -5,14 +5,12 @@
 //! encrypted ring rounds over QUIC with mutual TLS. Progress goes to stdout as
 //! JSON lines, logs to stderr (`RUST_LOG` filters them).
 
-mod config;
-mod run;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use hospital_node::{config, run};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Federation hospital node")]
@@ -35,13 +33,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    node::logging::init();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,29 +3,22 @@
 //! ring peers on demand, and feeds the protocol's `HospitalMachine`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use learning::Dataset;
-use protocol::pki::NodeIdentity;
-use protocol::process::peak_rss_bytes;
-use protocol::transport::{Endpoint, Hub, NetEvent, TransportOptions};
+use node::driver::{self, Flow, Role};
+use node::logging::progress;
+use node::pki::NodeIdentity;
+use node::process::peak_rss_bytes;
+use node::transport::{Endpoint, Hub, TransportOptions};
 use protocol::wire::Body;
-use protocol::{
-    decode_payload, encode_frame, Envelope, HospitalConfig, HospitalEvent, HospitalMachine,
-};
+use protocol::{Envelope, HospitalConfig, HospitalEvent, HospitalMachine};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::config::Config;
-
-fn progress(v: serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
-    let _ = out.flush();
-}
 
 /// This node's own report file.
 #[derive(Serialize)]
@@ -112,168 +105,26 @@ pub async fn run(cfg: Config) -> Result<()> {
         Instant::now() + cfg.coordinator_retry,
     );
 
-    let mut ring_addr: HashMap<String, SocketAddr> = HashMap::new();
-    let mut pending: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    let mut history: BTreeMap<u32, Option<f64>> = BTreeMap::new();
-    let mut faults_left = cfg.test_fault_corrupt_ring_passes;
-    let mut outcome: Option<Result<protocol::wire::Report>> = None;
-
-    loop {
-        // Events first: a RingChanged gives the addresses the transmits need.
-        while let Some(ev) = machine.poll_event() {
-            match ev {
-                HospitalEvent::SetUp {
-                    run_id,
-                    completed_rounds,
-                } => {
-                    tracing::info!(%run_id, completed_rounds, "set up by the coordinator");
-                }
-                HospitalEvent::RingChanged { epoch, ring } => {
-                    ring_addr.clear();
-                    for m in &ring {
-                        if m.name == cfg.name {
-                            continue;
-                        }
-                        match m.address.parse::<SocketAddr>() {
-                            Ok(a) => {
-                                ring_addr.insert(m.name.clone(), a);
-                            }
-                            Err(_) => tracing::warn!(
-                                peer = %m.name,
-                                "ring address {:?} is not an IP:port", m.address
-                            ),
-                        }
-                    }
-                    let mut allowed: Vec<String> = ring_addr.keys().cloned().collect();
-                    allowed.push(cfg.coordinator_name.clone());
-                    hub.endpoint().set_allowed(allowed);
-                    tracing::debug!(epoch, ring = ?ring.iter().map(|m| &m.name).collect::<Vec<_>>(), "ring changed");
-                }
-                HospitalEvent::RoundCompleted {
-                    round, test_mse, ..
-                } => {
-                    history.insert(round + 1, test_mse);
-                    progress(json!({"event": "round", "round": round + 1, "test_mse": test_mse}));
-                }
-                HospitalEvent::RoundAborted { round, reason } => {
-                    tracing::warn!(round = round + 1, "round aborted: {reason}");
-                }
-                HospitalEvent::Dropped { reason } => {
-                    tracing::warn!("dropped by the coordinator: {reason}");
-                }
-                HospitalEvent::Finished(report) => outcome = Some(Ok(report)),
-                HospitalEvent::Failed(e) => {
-                    outcome = Some(Err(
-                        anyhow::Error::new(e).context("the coordinator stopped the run")
-                    ))
-                }
-                other => tracing::debug!("event: {other:?}"),
-            }
-        }
-        while let Some((to, mut env)) = machine.poll_transmit() {
-            if faults_left > 0 && corrupt(&mut env) {
-                faults_left -= 1;
-                tracing::warn!(to = %to, "TEST FAULT INJECTION: sent a corrupted ring pass");
-            }
-            tracing::trace!(peer = %to, kind = env.body.kind(), round = env.round, "sending");
-            let frame = match encode_frame(&env, cfg.max_message_bytes) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(peer = %to, "cannot encode message: {e:#}");
-                    continue;
-                }
-            };
-            if hub.send(&to, frame.clone()) {
-                continue;
-            }
-            if to == cfg.coordinator_name {
-                // The machine says hello again on reconnect and resyncs then.
-                tracing::debug!(
-                    kind = env.body.kind(),
-                    "coordinator not connected; message dropped"
-                );
-            } else if let Some(addr) = ring_addr.get(&to) {
-                pending.entry(to.clone()).or_default().push(frame);
-                hub.dial(&to, *addr, Instant::now() + cfg.peer_dial);
-            } else {
-                tracing::warn!(peer = %to, "no address for ring peer; message dropped");
-            }
-        }
-        if outcome.is_some() || machine.is_done() {
-            break;
-        }
-        let Some(ev) = net.recv().await else {
-            bail!("transport stopped unexpectedly");
-        };
-        let now = Instant::now();
-        match ev {
-            NetEvent::Up {
-                peer,
-                id,
-                out,
-                handle,
-            } => {
-                tracing::info!(%peer, "connected");
-                let first = hub.link_up(&peer, id, out, handle);
-                for frame in pending.remove(&peer).unwrap_or_default() {
-                    hub.send(&peer, frame);
-                }
-                if first {
-                    machine.peer_connected(now, &peer);
-                }
-            }
-            NetEvent::Frame { peer, payload, .. } => {
-                match decode_payload(&payload, cfg.max_message_bytes) {
-                    Ok(env) => {
-                        tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
-                        // The machine puts this figure into the final report it sends
-                        // on `Finish`, so the coordinator's results carry it; reading
-                        // /proc only then keeps it off the per-message path.
-                        if matches!(env.body, Body::Finish) {
-                            if let Some(bytes) = peak_rss_bytes() {
-                                machine.set_peak_rss_bytes(bytes);
-                            }
-                        }
-                        // Crypto inside the machine is CPU-bound: let the runtime move the
-                        // link tasks to other workers meanwhile.
-                        let r =
-                            tokio::task::block_in_place(|| machine.handle_message(now, &peer, env));
-                        if let Err(e) = r {
-                            tracing::warn!(%peer, "rejected message: {e:#}");
-                        }
-                    }
-                    Err(e) => tracing::warn!(%peer, "rejected message: {e:#}"),
-                }
-            }
-            NetEvent::Down {
-                peer,
-                id: 0,
-                reason,
-            } => {
-                hub.dial_failed(&peer);
-                if peer == cfg.coordinator_name {
-                    bail!(
-                        "cannot reach the coordinator {peer} at {}: {reason}",
-                        cfg.coordinator_address
-                    );
-                }
-                let dropped = pending.remove(&peer).map_or(0, |v| v.len());
-                tracing::warn!(%peer, dropped, "cannot reach ring peer: {reason}");
-            }
-            NetEvent::Down { peer, id, reason } => {
-                if hub.link_down(&peer, id) {
-                    tracing::info!(%peer, "connection closed: {reason}");
-                    machine.peer_lost(now, &peer);
-                    if peer == cfg.coordinator_name && !machine.is_done() {
-                        // A resumed coordinator comes back at the same address.
-                        hub.dial(&peer, cfg.coordinator_address, now + cfg.coordinator_retry);
-                    }
-                }
-            }
-        }
-    }
+    let mut role = HospitalRole {
+        cfg: &cfg,
+        ring_addr: HashMap::new(),
+        pending: HashMap::new(),
+        history: BTreeMap::new(),
+        faults_left: cfg.test_fault_corrupt_ring_passes,
+        outcome: None,
+    };
+    let looped = driver::run(
+        &mut machine,
+        &mut role,
+        &mut hub,
+        &mut net,
+        cfg.max_message_bytes,
+    )
+    .await;
     hub.shutdown(Duration::from_secs(3)).await;
-    let report = match outcome {
+    looped?;
+    let history = role.history;
+    let report = match role.outcome {
         Some(Ok(r)) => r,
         Some(Err(e)) => return Err(e),
         None => bail!("the run ended without a report"),
@@ -293,7 +144,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         let json = serde_json::to_vec_pretty(&out).context("serializing the report")?;
         std::fs::write(p, json).with_context(|| format!("writing report {}", p.display()))?;
     }
-    progress(json!({
+    progress(&json!({
         "event": "finished",
         "name": out.name,
         "local_test_mse": out.local_test_mse,
@@ -301,4 +152,135 @@ pub async fn run(cfg: Config) -> Result<()> {
         "peak_rss_bytes": out.peak_rss_bytes,
     }));
     Ok(())
+}
+
+/// The hospital's side of the driver loop: ring addresses, frames waiting for
+/// a ring peer's link, progress lines and the final outcome.
+struct HospitalRole<'a> {
+    cfg: &'a Config,
+    ring_addr: HashMap<String, SocketAddr>,
+    pending: HashMap<String, Vec<Vec<u8>>>,
+    history: BTreeMap<u32, Option<f64>>,
+    faults_left: u32,
+    outcome: Option<Result<protocol::wire::Report>>,
+}
+
+impl Role<HospitalMachine> for HospitalRole<'_> {
+    type Error = anyhow::Error;
+
+    fn on_event(&mut self, ev: HospitalEvent, hub: &mut Hub) -> Result<Flow> {
+        match ev {
+            HospitalEvent::SetUp {
+                run_id,
+                completed_rounds,
+            } => {
+                tracing::info!(%run_id, completed_rounds, "set up by the coordinator");
+            }
+            HospitalEvent::RingChanged { epoch, ring } => {
+                self.ring_addr.clear();
+                for m in &ring {
+                    if m.name == self.cfg.name {
+                        continue;
+                    }
+                    match m.address.parse::<SocketAddr>() {
+                        Ok(a) => {
+                            self.ring_addr.insert(m.name.clone(), a);
+                        }
+                        Err(_) => tracing::warn!(
+                            peer = %m.name,
+                            "ring address {:?} is not an IP:port", m.address
+                        ),
+                    }
+                }
+                let mut allowed: Vec<String> = self.ring_addr.keys().cloned().collect();
+                allowed.push(self.cfg.coordinator_name.clone());
+                hub.endpoint().set_allowed(allowed);
+                tracing::debug!(epoch, ring = ?ring.iter().map(|m| &m.name).collect::<Vec<_>>(), "ring changed");
+            }
+            HospitalEvent::RoundCompleted {
+                round, test_mse, ..
+            } => {
+                self.history.insert(round + 1, test_mse);
+                progress(&json!({"event": "round", "round": round + 1, "test_mse": test_mse}));
+            }
+            HospitalEvent::RoundAborted { round, reason } => {
+                tracing::warn!(round = round + 1, "round aborted: {reason}");
+            }
+            HospitalEvent::Dropped { reason } => {
+                tracing::warn!("dropped by the coordinator: {reason}");
+            }
+            HospitalEvent::Finished(report) => self.outcome = Some(Ok(report)),
+            HospitalEvent::Failed(e) => {
+                self.outcome = Some(Err(
+                    anyhow::Error::new(e).context("the coordinator stopped the run")
+                ))
+            }
+            other => tracing::debug!("event: {other:?}"),
+        }
+        Ok(if self.outcome.is_some() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    }
+
+    fn on_transmit(&mut self, to: &str, env: &mut Envelope) {
+        if self.faults_left > 0 && corrupt(env) {
+            self.faults_left -= 1;
+            tracing::warn!(to = %to, "TEST FAULT INJECTION: sent a corrupted ring pass");
+        }
+    }
+
+    fn undeliverable(&mut self, to: &str, frame: Vec<u8>, hub: &mut Hub) {
+        if to == self.cfg.coordinator_name {
+            // The machine says hello again on reconnect and resyncs then.
+            tracing::debug!("coordinator not connected; message dropped");
+        } else if let Some(addr) = self.ring_addr.get(to) {
+            self.pending.entry(to.to_owned()).or_default().push(frame);
+            hub.dial(to, *addr, Instant::now() + self.cfg.peer_dial);
+        } else {
+            tracing::warn!(peer = %to, "no address for ring peer; message dropped");
+        }
+    }
+
+    fn on_link_up(&mut self, peer: &str, hub: &mut Hub) {
+        for frame in self.pending.remove(peer).unwrap_or_default() {
+            hub.send(peer, frame);
+        }
+    }
+
+    fn on_dial_failed(&mut self, peer: &str, reason: &str) -> Result<()> {
+        if peer == self.cfg.coordinator_name {
+            bail!(
+                "cannot reach the coordinator {peer} at {}: {reason}",
+                self.cfg.coordinator_address
+            );
+        }
+        let dropped = self.pending.remove(peer).map_or(0, |v| v.len());
+        tracing::warn!(%peer, dropped, "cannot reach ring peer: {reason}");
+        Ok(())
+    }
+
+    fn on_peer_lost(&mut self, peer: &str, reason: &str, machine: &HospitalMachine, hub: &mut Hub) {
+        tracing::info!(%peer, "connection closed: {reason}");
+        if peer == self.cfg.coordinator_name && !machine.is_done() {
+            // A resumed coordinator comes back at the same address.
+            hub.dial(
+                peer,
+                self.cfg.coordinator_address,
+                Instant::now() + self.cfg.coordinator_retry,
+            );
+        }
+    }
+
+    fn before_message(&mut self, env: &Envelope, machine: &mut HospitalMachine) {
+        // The machine puts this figure into the final report it sends on
+        // `Finish`, so the coordinator's results carry it; reading /proc only
+        // then keeps it off the per-message path.
+        if matches!(env.body, Body::Finish) {
+            if let Some(bytes) = peak_rss_bytes() {
+                machine.set_peak_rss_bytes(bytes);
+            }
+        }
+    }
 }

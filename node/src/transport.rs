@@ -26,6 +26,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use protocol::FrameDecoder;
+
 use crate::pki::{dns_names, NodeIdentity, PkiError};
 
 /// ALPN protocol id of the federation; peers speaking anything else are refused.
@@ -493,6 +495,7 @@ impl Link {
                 recv,
                 peer,
                 max_frame,
+                decoder: FrameDecoder::new(max_frame),
             },
         }
     }
@@ -575,7 +578,7 @@ impl LinkSender {
     }
 
     /// Sends one already framed message (4-byte big-endian length, then the
-    /// payload, as `crate::wire::encode_frame` makes it), checking the prefix.
+    /// payload, as `protocol::wire::encode_frame` makes it), checking the prefix.
     pub async fn send_frame(&mut self, frame: &[u8]) -> Result<()> {
         let bad = |len: usize| TransportError::OutgoingTooLarge {
             peer: self.peer.clone(),
@@ -622,12 +625,20 @@ impl LinkSender {
 }
 
 /// Receiving half of a [`Link`].
+///
+/// Frames are split by the protocol's [`FrameDecoder`], the decoder the fuzz
+/// target exercises: one framing code path in tests, fuzzing and production.
 #[derive(Debug)]
 pub struct LinkReceiver {
     recv: quinn::RecvStream,
     peer: String,
     max_frame: usize,
+    decoder: FrameDecoder,
 }
+
+/// Largest chunk read from the stream at once: what may be buffered beyond
+/// the frame being assembled.
+const READ_CHUNK: usize = 64 * 1024;
 
 impl LinkReceiver {
     /// The peer's authenticated name.
@@ -636,35 +647,47 @@ impl LinkReceiver {
     }
 
     /// Receives one frame; `Ok(None)` when the peer finished its stream cleanly
-    /// between frames. A length above the cap is refused before reading on.
+    /// between frames. A length above the cap is refused before its payload is
+    /// buffered: at most [`READ_CHUNK`] bytes beyond the frame in progress are
+    /// ever held.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>> {
-        let mut len = [0u8; 4];
-        match self.recv.read_exact(&mut len).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(e) => return Err(self.stream_err(e)),
-        }
-        let len = u32::from_be_bytes(len) as u64;
-        if len > self.max_frame as u64 {
-            return Err(TransportError::FrameTooLarge {
-                peer: self.peer.clone(),
-                len,
-                max: self.max_frame,
-            });
-        }
-        // `len` is bounded by `max_frame`, so this allocation is bounded too.
-        let mut buf = vec![0u8; len as usize];
-        self.recv
-            .read_exact(&mut buf)
-            .await
-            .map_err(|e| self.stream_err(e))?;
-        Ok(Some(buf))
-    }
-
-    fn stream_err(&self, e: quinn::ReadExactError) -> TransportError {
-        TransportError::Stream {
-            peer: self.peer.clone(),
-            reason: e.to_string(),
+        loop {
+            match self.decoder.next_payload() {
+                Ok(Some(payload)) => return Ok(Some(payload)),
+                Ok(None) => {}
+                Err(protocol::Error::Oversized { len, .. }) => {
+                    return Err(TransportError::FrameTooLarge {
+                        peer: self.peer.clone(),
+                        len,
+                        max: self.max_frame,
+                    })
+                }
+                Err(e) => {
+                    return Err(TransportError::Stream {
+                        peer: self.peer.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+            match self.recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => self.decoder.push(&chunk.bytes),
+                Ok(None) if self.decoder.buffered() == 0 => return Ok(None),
+                Ok(None) => {
+                    return Err(TransportError::Stream {
+                        peer: self.peer.clone(),
+                        reason: format!(
+                            "stream ended inside a frame ({} bytes buffered)",
+                            self.decoder.buffered()
+                        ),
+                    })
+                }
+                Err(e) => {
+                    return Err(TransportError::Stream {
+                        peer: self.peer.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
         }
     }
 }

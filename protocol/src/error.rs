@@ -6,17 +6,12 @@
 //! driver logs the error (it always names the peer). Errors that end a run are
 //! delivered as a `Failed` event instead.
 //!
-//! The I/O side keeps its own, narrower enums, in the style of rustls' sub-enums:
-//! [`PkiError`] (local setup: certificate files, names, keys) and
-//! [`TransportError`] (sockets, handshakes and misbehaving peers on the wire).
-//! Their functions return them directly; [`Error::Pki`] and [`Error::Transport`]
-//! wrap them (via `?`/`From`) so a library user can handle one type.
+//! What this type does not cover: certificates, sockets and handshakes. Those
+//! belong to the I/O side (the `node` crate), whose error types wrap this one.
 
-use crate::pki::PkiError;
-use crate::transport::TransportError;
 use crate::wire::RunId;
 
-/// Everything that can go wrong in the federation, core and I/O side.
+/// Everything that can go wrong in the federation core.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -188,14 +183,6 @@ pub enum Error {
     /// A local learning computation failed.
     #[error("learning: {0}")]
     Learning(#[source] learning::Error),
-    /// Provisioning or loading the consortium PKI failed (local setup: files,
-    /// node names, certificates, keys); see [`PkiError`].
-    #[error(transparent)]
-    Pki(#[from] PkiError),
-    /// The QUIC transport failed: binding, TLS setup, a handshake, or a peer
-    /// breaking the framing; see [`TransportError`].
-    #[error(transparent)]
-    Transport(#[from] TransportError),
 }
 
 fn missing_note(missing: &[String]) -> String {
@@ -208,42 +195,3 @@ fn missing_note(missing: &[String]) -> String {
 
 /// Result alias of the federation core.
 pub type Result<T> = std::result::Result<T, Error>;
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::pki::{NodeIdentity, PkiPaths};
-
-    /// Loads an identity from files that do not exist, with `?` into [`Error`].
-    fn load(dir: &Path) -> Result<NodeIdentity> {
-        Ok(NodeIdentity::load(&PkiPaths::in_dir(dir, "hospital-1"))?)
-    }
-
-    #[test]
-    fn pki_errors_convert_and_keep_their_message() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = load(dir.path()).unwrap_err();
-        let Error::Pki(inner) = &e else {
-            panic!("expected Error::Pki, got {e:?}");
-        };
-        assert!(matches!(inner, PkiError::Io { .. }), "{inner:?}");
-        assert_eq!(e.to_string(), inner.to_string());
-        assert!(e.to_string().contains("ca.pem"), "{e}");
-    }
-
-    #[test]
-    fn transport_errors_convert_and_keep_their_message() {
-        let inner = TransportError::BadPreamble {
-            peer: "hospital-2".into(),
-        };
-        let msg = inner.to_string();
-        let e = Error::from(inner);
-        assert!(matches!(
-            &e,
-            Error::Transport(TransportError::BadPreamble { peer }) if peer == "hospital-2"
-        ));
-        assert_eq!(e.to_string(), msg);
-    }
-}

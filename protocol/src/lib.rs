@@ -1,13 +1,14 @@
-//! The federation's protocol: wire format, pairwise masks and the coordinator's
-//! and hospitals' state machines, plus the QUIC transport and consortium PKI the
-//! binaries drive them with.
+//! The federation's protocol core: wire format, pairwise masks and the
+//! coordinator's and hospitals' state machines, with no I/O.
 //!
-//! The core ([`wire`], [`masks`], [`coordinator`], [`hospital`]) does no I/O, in
-//! the style of quinn-proto: the state machines take the current time as an
+//! In the style of quinn-proto: the state machines take the current time as an
 //! argument, are fed authenticated messages, connection changes and timeouts, and
 //! emit messages to send, events and their next deadline. Encryption, masking and
 //! the model maths (the `paillier` and `learning` crates) happen inside them as
-//! pure computation. [`transport`], [`pki`] and [`process`] are the I/O side.
+//! pure computation. This crate depends on no async runtime, socket, TLS or
+//! certificate crate: the QUIC transport, the consortium PKI and the driver loop
+//! that feeds these machines live in the `node` crate, as quinn drives
+//! quinn-proto.
 //!
 //! # Threat model (honest-but-curious parties, authenticated channels)
 //!
@@ -54,11 +55,7 @@ pub mod coordinator;
 mod error;
 pub mod hospital;
 pub mod masks;
-pub mod process;
 pub mod wire;
-
-pub mod pki;
-pub mod transport;
 
 pub use coordinator::{
     Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, HospitalResult,

@@ -488,8 +488,10 @@ impl FrameDecoder {
         self.buf.len()
     }
 
-    /// The next complete envelope, `Ok(None)` when more bytes are needed.
-    pub fn next_envelope(&mut self) -> Result<Option<Envelope>> {
+    /// The next complete frame's payload (the bytes after the length prefix),
+    /// `Ok(None)` when more bytes are needed. The transport reads frames with
+    /// this, so production framing and the fuzzed decoder are one code path.
+    pub fn next_payload(&mut self) -> Result<Option<Vec<u8>>> {
         if self.poisoned {
             return Err(Error::Unparsable(
                 "stream out of sync after an oversized frame".into(),
@@ -513,9 +515,17 @@ impl FrameDecoder {
         if self.buf.len() < end {
             return Ok(None);
         }
-        let result = decode_payload(&self.buf[FRAME_HEADER_BYTES..end], self.max_bytes);
+        let payload = self.buf[FRAME_HEADER_BYTES..end].to_vec();
         self.buf.drain(..end);
-        result.map(Some)
+        Ok(Some(payload))
+    }
+
+    /// The next complete envelope, `Ok(None)` when more bytes are needed.
+    pub fn next_envelope(&mut self) -> Result<Option<Envelope>> {
+        match self.next_payload()? {
+            Some(payload) => decode_payload(&payload, self.max_bytes).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

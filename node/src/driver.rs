@@ -1,0 +1,254 @@
+//! The one event loop both binaries run: it feeds a sans-IO state machine from
+//! the [`Hub`] and the clock, and sends what the machine polls.
+//!
+//! Per turn the loop follows the machines' documented call order: drain
+//! `poll_event` (handing each event to the [`Role`]), then drain
+//! `poll_transmit` (encoding each envelope with the protocol's framing and
+//! queueing it on the peer's link), then stop if the role or the machine says
+//! so, else wait for the next network event or the machine's `next_deadline`,
+//! whichever comes first, and call `handle_message` / `peer_connected` /
+//! `peer_lost` / `handle_timeout` accordingly.
+//!
+//! Events are drained before transmits so that a hospital learns its ring's
+//! addresses (an event) before it sends to a ring peer (a transmit).
+//!
+//! What differs between the coordinator and a hospital (what to do with each
+//! event, whom to dial when a message has no link yet, what a failed dial
+//! means) is the [`Role`]'s business; the loop itself knows neither.
+
+use std::time::Instant;
+
+use protocol::{
+    decode_payload, encode_frame, CoordinatorEvent, CoordinatorMachine, Envelope, HospitalEvent,
+    HospitalMachine,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::transport::{Hub, NetEvent};
+
+/// What the loop needs of a state machine: the quinn-proto-style surface that
+/// [`CoordinatorMachine`] and [`HospitalMachine`] both have.
+pub trait Machine {
+    /// What the machine reports to its driver.
+    type Event;
+    /// Feeds one authenticated message from peer `from`.
+    fn handle_message(&mut self, now: Instant, from: &str, env: Envelope) -> protocol::Result<()>;
+    /// Tells the machine that its deadline has passed.
+    fn handle_timeout(&mut self, now: Instant);
+    /// Tells the machine that `peer` has a live link now.
+    fn peer_connected(&mut self, now: Instant, peer: &str);
+    /// Tells the machine that `peer`'s last link went down.
+    fn peer_lost(&mut self, now: Instant, peer: &str);
+    /// The next message to send, with its recipient.
+    fn poll_transmit(&mut self) -> Option<(String, Envelope)>;
+    /// The next event for the driver.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// When `handle_timeout` is due.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// Whether the machine has nothing more to do.
+    fn is_done(&self) -> bool;
+}
+
+macro_rules! impl_machine {
+    ($machine:ty, $event:ty) => {
+        impl Machine for $machine {
+            type Event = $event;
+            fn handle_message(
+                &mut self,
+                now: Instant,
+                from: &str,
+                env: Envelope,
+            ) -> protocol::Result<()> {
+                <$machine>::handle_message(self, now, from, env)
+            }
+            fn handle_timeout(&mut self, now: Instant) {
+                <$machine>::handle_timeout(self, now)
+            }
+            fn peer_connected(&mut self, now: Instant, peer: &str) {
+                <$machine>::peer_connected(self, now, peer)
+            }
+            fn peer_lost(&mut self, now: Instant, peer: &str) {
+                <$machine>::peer_lost(self, now, peer)
+            }
+            fn poll_transmit(&mut self) -> Option<(String, Envelope)> {
+                <$machine>::poll_transmit(self)
+            }
+            fn poll_event(&mut self) -> Option<$event> {
+                <$machine>::poll_event(self)
+            }
+            fn next_deadline(&self) -> Option<Instant> {
+                <$machine>::next_deadline(self)
+            }
+            fn is_done(&self) -> bool {
+                <$machine>::is_done(self)
+            }
+        }
+    };
+}
+
+impl_machine!(CoordinatorMachine, CoordinatorEvent);
+impl_machine!(HospitalMachine, HospitalEvent);
+
+/// Whether the loop goes on after a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep running.
+    Continue,
+    /// Leave the loop after this turn's transmits are queued.
+    Stop,
+}
+
+/// What a binary adds to the loop. Only [`on_event`](Role::on_event) is
+/// required; the other hooks default to logging.
+pub trait Role<M: Machine> {
+    /// The binary's error type (for example `anyhow::Error`).
+    type Error: From<crate::Error>;
+
+    /// Handles one event of the machine.
+    fn on_event(&mut self, ev: M::Event, hub: &mut Hub) -> Result<Flow, Self::Error>;
+
+    /// Called once per turn after the events are drained (to flush what the
+    /// events produced as one batch).
+    fn after_events(&mut self) -> Result<Flow, Self::Error> {
+        Ok(Flow::Continue)
+    }
+
+    /// Lets the role change an outgoing envelope before it is encoded (the
+    /// hospital's test fault injection).
+    fn on_transmit(&mut self, _to: &str, _env: &mut Envelope) {}
+
+    /// A frame for `to` found no live link. By default it is dropped: the
+    /// machines re-send what matters after a reconnection.
+    fn undeliverable(&mut self, to: &str, _frame: Vec<u8>, _hub: &mut Hub) {
+        tracing::debug!(peer = %to, "not connected; message dropped");
+    }
+
+    /// A link to `peer` came up (after queued frames were handed over).
+    fn on_link_up(&mut self, _peer: &str, _hub: &mut Hub) {}
+
+    /// Dialing `peer` was given up.
+    fn on_dial_failed(&mut self, peer: &str, reason: &str) -> Result<(), Self::Error> {
+        tracing::warn!(%peer, "cannot reach peer: {reason}");
+        Ok(())
+    }
+
+    /// `peer`'s last link went down (the machine has been told already).
+    fn on_peer_lost(&mut self, peer: &str, reason: &str, _machine: &M, _hub: &mut Hub) {
+        tracing::warn!(%peer, "connection lost: {reason}");
+    }
+
+    /// Called with every decoded message before the machine sees it.
+    fn before_message(&mut self, _env: &Envelope, _machine: &mut M) {}
+}
+
+/// Runs `machine` on `hub` until the role says stop, the machine is done or
+/// the transport stops. `max_message_bytes` caps every encoded and decoded
+/// message.
+pub async fn run<M: Machine, R: Role<M>>(
+    machine: &mut M,
+    role: &mut R,
+    hub: &mut Hub,
+    net: &mut UnboundedReceiver<NetEvent>,
+    max_message_bytes: usize,
+) -> Result<(), R::Error> {
+    loop {
+        let mut flow = Flow::Continue;
+        while let Some(ev) = machine.poll_event() {
+            if role.on_event(ev, hub)? == Flow::Stop {
+                flow = Flow::Stop;
+            }
+        }
+        if role.after_events()? == Flow::Stop {
+            flow = Flow::Stop;
+        }
+        while let Some((to, mut env)) = machine.poll_transmit() {
+            role.on_transmit(&to, &mut env);
+            tracing::trace!(peer = %to, kind = env.body.kind(), round = env.round, "sending");
+            match encode_frame(&env, max_message_bytes) {
+                Ok(frame) => {
+                    if !hub.send(&to, frame.clone()) {
+                        role.undeliverable(&to, frame, hub);
+                    }
+                }
+                Err(e) => tracing::error!(peer = %to, "cannot encode message: {e:#}"),
+            }
+        }
+        if flow == Flow::Stop || machine.is_done() {
+            return Ok(());
+        }
+        let deadline = machine.next_deadline();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = net.recv() => {
+                let Some(ev) = ev else {
+                    return Err(crate::Error::Transport(
+                        crate::transport::TransportError::EndpointClosed,
+                    )
+                    .into());
+                };
+                handle_net(machine, role, hub, ev, max_message_bytes)?;
+            }
+            () = sleep => machine.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+fn handle_net<M: Machine, R: Role<M>>(
+    machine: &mut M,
+    role: &mut R,
+    hub: &mut Hub,
+    ev: NetEvent,
+    max_message_bytes: usize,
+) -> Result<(), R::Error> {
+    let now = Instant::now();
+    match ev {
+        NetEvent::Up {
+            peer,
+            id,
+            out,
+            handle,
+        } => {
+            tracing::info!(%peer, "connected");
+            let first = hub.link_up(&peer, id, out, handle);
+            role.on_link_up(&peer, hub);
+            if first {
+                machine.peer_connected(now, &peer);
+            }
+        }
+        NetEvent::Frame { peer, payload, .. } => {
+            match decode_payload(&payload, max_message_bytes) {
+                Ok(env) => {
+                    tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
+                    role.before_message(&env, machine);
+                    // The machines do their crypto inside this call: let the
+                    // runtime move the link tasks to other workers meanwhile.
+                    let r = tokio::task::block_in_place(|| machine.handle_message(now, &peer, env));
+                    if let Err(e) = r {
+                        tracing::warn!(%peer, "rejected message: {e:#}");
+                    }
+                }
+                Err(e) => tracing::warn!(%peer, "rejected message: {e:#}"),
+            }
+        }
+        NetEvent::Down {
+            peer,
+            id: 0,
+            reason,
+        } => {
+            hub.dial_failed(&peer);
+            role.on_dial_failed(&peer, &reason)?;
+        }
+        NetEvent::Down { peer, id, reason } => {
+            if hub.link_down(&peer, id) {
+                machine.peer_lost(now, &peer);
+                role.on_peer_lost(&peer, &reason, machine, hub);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! The I/O side of a federation node, as `quinn` is to `quinn-proto`: what the
+//! `coordinator` and `hospital-node` binaries share around the sans-IO state
+//! machines of the `protocol` crate.
+//!
+//! - [`transport`]: QUIC with mutual TLS 1.3 against the consortium CA, one
+//!   ordered stream of length-prefixed frames per link, the [`transport::Hub`]
+//!   that owns a node's links.
+//! - [`pki`]: the consortium's certificate files, provisioning and loading.
+//! - [`driver`]: the one event loop that feeds a state machine from the hub
+//!   and the clock and sends what it polls; each binary supplies a
+//!   [`driver::Role`] for what differs (what to do with events, where to send
+//!   a message that has no link yet).
+//! - [`config`], [`logging`], [`process`]: the binaries' shared config
+//!   helpers, log and progress output, and facts about the running process.
+//!
+//! What this crate does not own: the protocol's rules (the `protocol` crate
+//! decides what to send and what to accept), the binaries' config schemas and
+//! command lines, and the model maths.
+
+pub mod config;
+pub mod driver;
+mod error;
+pub mod logging;
+pub mod pki;
+pub mod process;
+pub mod transport;
+
+pub use error::{Error, Result};
