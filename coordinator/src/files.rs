@@ -1,9 +1,6 @@
 //! Files the coordinator owns: atomic writes (checkpoint, results), the
 //! Paillier key file, and the process's peak RSS.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -11,36 +8,10 @@ use num_bigint::BigUint;
 use paillier::PrivateKey;
 use serde::{Deserialize, Serialize};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory
-/// (created with `mode`), fsync, rename over `path`, fsync the directory. A
-/// crash leaves either the old or the new content, never a torn file.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    };
-    write().with_context(|| format!("writing {}", path.display()))
+/// Replaces `path` atomically with `bytes` (mode `mode` from creation;
+/// fsynced when `durable`), see [`node::files::write_atomic`].
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
+    Ok(node::files::write_atomic(path, bytes, mode, durable)?)
 }
 
 /// On-disk form of the Paillier private key: its two primes, hex.
@@ -60,9 +31,9 @@ struct KeyFile {
 /// was generated.
 pub fn load_or_generate_key(path: &Path, bits: usize) -> Result<(PrivateKey, bool)> {
     if path.exists() {
-        let text =
-            fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
-        let kf: KeyFile = serde_json::from_str(&text)
+        // Refused when others can read it; wiped from memory after parsing.
+        let text = node::files::read_secret(path)?;
+        let kf: KeyFile = serde_json::from_slice(&text)
             .with_context(|| format!("parsing key file {}", path.display()))?;
         let parse = |s: &str, what: &str| {
             BigUint::parse_bytes(s.as_bytes(), 16)
@@ -87,21 +58,22 @@ pub fn load_or_generate_key(path: &Path, bits: usize) -> Result<(PrivateKey, boo
         q: sk.q().to_str_radix(16),
     };
     let json = serde_json::to_vec_pretty(&kf).context("serializing the key")?;
-    write_atomic(path, &json, 0o600)?;
+    node::files::create_secret(path, &json)?;
     Ok((sk, true))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn atomic_write_replaces_and_keeps_mode() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/x.json");
-        write_atomic(&p, b"one", 0o600).unwrap();
-        write_atomic(&p, b"two", 0o600).unwrap();
+        write_atomic(&p, b"one", 0o600, true).unwrap();
+        write_atomic(&p, b"two", 0o600, false).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
@@ -121,6 +93,10 @@ mod tests {
         assert_eq!(sk.public_key(), sk2.public_key());
         let e = format!("{:#}", load_or_generate_key(&p, 3072).unwrap_err());
         assert!(e.contains("2048-bit") && e.contains("3072"), "{e}");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        let e = format!("{:#}", load_or_generate_key(&p, 2048).unwrap_err());
+        assert!(e.contains("mode 644"), "{e}");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(&p, "{}").unwrap();
         assert!(load_or_generate_key(&p, 2048).is_err());
     }

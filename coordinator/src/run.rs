@@ -28,7 +28,7 @@ struct HospitalOut {
     federated_test_mse: Option<f64>,
     /// Test MSE after each round (null where it took no part or has no test set).
     test_mse_history: Vec<Option<f64>>,
-    local_weights: Option<Vec<f64>>,
+    /// Only in `global` mode (seed-mode weights stay at the hospital).
     final_weights: Option<Vec<f64>>,
     /// From the hospital's report (null if it sent none or did not measure).
     peak_rss_bytes: Option<u64>,
@@ -112,8 +112,7 @@ fn build_results<'a>(
                 .iter()
                 .map(|r| r.test_mse.get(&h.name).copied().flatten())
                 .collect(),
-            local_weights: h.report.as_ref().map(|r| r.local_weights.clone()),
-            final_weights: h.report.as_ref().map(|r| r.weights.clone()),
+            final_weights: h.report.as_ref().and_then(|r| r.weights.clone()),
             peak_rss_bytes: h.report.as_ref().and_then(|r| r.peak_rss_bytes),
         })
         .collect();
@@ -338,7 +337,8 @@ fn write_outputs(batches: std::sync::mpsc::Receiver<Vec<Job>>) -> Result<()> {
         let mut lines = Vec::new();
         for job in batch {
             match job {
-                Job::File(path, bytes) => write_atomic(&path, &bytes, 0o644)?,
+                // Results hold per-hospital figures: owner-only.
+                Job::File(path, bytes) => write_atomic(&path, &bytes, 0o600, true)?,
                 Job::Line(v) => lines.push(v),
             }
         }
@@ -402,8 +402,10 @@ fn handle_event(
             })));
         }
         CoordinatorEvent::Checkpoint(cp) => {
+            // Durable before the loop sends the aggregate it holds: written
+            // here, synchronously, not on the output thread.
             let json = serde_json::to_vec_pretty(&*cp).context("serializing the checkpoint")?;
-            jobs.push(Job::File(cfg.checkpoint_path.clone(), json));
+            write_atomic(&cfg.checkpoint_path, &json, 0o600, true)?;
         }
         CoordinatorEvent::Finished(res) => {
             let out = build_results(cfg, &res, t, resumed);

@@ -169,6 +169,12 @@ impl Federation {
                 "report_path": format!("{n}-report.json"),
                 "coordinator_retry_secs": 60,
                 "idle_timeout_secs": 3,
+                "roster": names,
+                // The tests compare per-round metrics: these hospitals opt in.
+                "share_metrics": true,
+                "state_path": format!("{n}-state.json"),
+                "mask_key_path": format!("{n}-mask-key"),
+                "audit_log_path": format!("{n}-audit.jsonl"),
             });
             std::fs::write(d.join(format!("{n}.json")), h.to_string()).unwrap();
         }
@@ -234,6 +240,13 @@ impl Federation {
             }
         }
         s
+    }
+
+    /// A hospital's own report file (its weights never go to the coordinator
+    /// in seed mode), if it wrote one.
+    fn own_report(&self, name: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.path(&format!("{name}-report.json"))).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
     }
 
     fn results(&self) -> Value {
@@ -363,12 +376,28 @@ fn check_against_reference(f: &Federation, res: &Value) {
     .unwrap();
     let hs = res["hospitals"].as_array().unwrap();
     assert_eq!(hs.len(), f.names.len());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for p in ["results.json", "checkpoint.json"] {
+            let m = std::fs::metadata(f.path(p)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(m, 0o600, "{p}");
+        }
+    }
     for (i, h) in hs.iter().enumerate() {
         assert_eq!(h["name"], f.names[i]);
         assert_eq!(h["rows"].as_u64().unwrap() as usize, f.train[i].n_rows());
-        let d = max_abs_diff(&weights(&h["final_weights"]), &reference.final_weights[i]);
+        let own = f.own_report(&f.names[i]).expect("hospital report");
+        let d = max_abs_diff(&weights(&own["final_weights"]), &reference.final_weights[i]);
         assert!(d <= 1e-6, "{}: max abs diff {d:e}", f.names[i]);
-        let d = max_abs_diff(&weights(&h["local_weights"]), &reference.local_weights[i]);
+        let mode = |p: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(f.path(p)).unwrap().permissions().mode() & 0o777
+        };
+        assert_eq!(mode(&format!("{}-report.json", f.names[i])), 0o600);
+        assert_eq!(mode(&format!("{}-state.json", f.names[i])), 0o600);
+        // Local-only weights stay at the hospital: never in the results.
+        assert!(h.get("local_weights").is_none(), "{h}");
+        let d = max_abs_diff(&weights(&own["local_weights"]), &reference.local_weights[i]);
         assert!(d <= 1e-9, "{}: local weights differ by {d:e}", f.names[i]);
         assert_eq!(
             h["test_mse_history"].as_array().unwrap().len(),
@@ -422,6 +451,8 @@ fn global_mode_equals_pooled_gradient_descent() {
         w = w - g * (ETA / n);
     }
     for h in res["hospitals"].as_array().unwrap() {
+        // In global mode the weights are a function of the aggregates alone,
+        // so they do reach the coordinator.
         let d = max_abs_diff(&weights(&h["final_weights"]), &w);
         assert!(d <= 1e-6, "{}: differs from pooled GD by {d:e}", h["name"]);
     }
@@ -512,10 +543,15 @@ fn killed_hospital_is_dropped_and_three_continue() {
     for (i, e) in expected.iter().enumerate() {
         match e {
             Some(w) => {
-                let d = max_abs_diff(&weights(&hs[i]["final_weights"]), w);
+                let own = f.own_report(&f.names[i]).expect("hospital report");
+                let d = max_abs_diff(&weights(&own["final_weights"]), w);
                 assert!(d <= 1e-6, "{}: {d:e}", f.names[i]);
             }
-            None => assert!(hs[i]["final_weights"].is_null(), "{}", hs[i]),
+            None => assert!(
+                hs[i]["report"].is_null() || hs[i]["final_weights"].is_null(),
+                "{}",
+                hs[i]
+            ),
         }
     }
 }

@@ -48,6 +48,32 @@ pub struct FileConfig {
     pub max_message_bytes: usize,
     /// How long (seconds) a silent connection stays open. Default 30.
     pub idle_timeout_secs: f64,
+    /// The consortium's hospitals in ring order, this node included: every ring and
+    /// member set the coordinator proposes must be drawn from it. Required.
+    pub roster: Vec<String>,
+    /// Fewest members of any ring or unmasked set this hospital takes part in (at
+    /// least 3). Default 3.
+    pub min_ring: usize,
+    /// Take part in runs with masks off. WEAKENS PRIVACY: without masks, the
+    /// coordinator colluding with this hospital's two ring neighbours learns its
+    /// gradient. Default false (masks are then mandatory whatever the coordinator says).
+    pub allow_unmasked: bool,
+    /// Most rounds a run may have. Default 100000.
+    pub max_rounds: u32,
+    /// Largest learning rate accepted. Default 1000.
+    pub max_eta: f64,
+    /// Send per-round and final test metrics to the coordinator (they are functions
+    /// of this hospital's data). Default false.
+    pub share_metrics: bool,
+    /// This node's persisted protocol state (its commitments; mode 0600). Default
+    /// "hospital-state.json".
+    pub state_path: PathBuf,
+    /// This node's secret mask key (32 bytes, created 0600 on first start, refused if
+    /// others can read it). Default "mask-key".
+    pub mask_key_path: PathBuf,
+    /// Append-only audit log of every message that left this node (kind, size, round,
+    /// recipient), one JSON line each (mode 0600). Default "audit.jsonl".
+    pub audit_log_path: PathBuf,
     /// TEST FAULT INJECTION, never for real runs: corrupt the ciphertexts of this many
     /// outgoing ring passes (replaced by zeros, which receivers must reject). Default 0.
     #[serde(rename = "test_fault_corrupt_ring_passes")]
@@ -71,6 +97,15 @@ impl Default for FileConfig {
             peer_dial_secs: 30.0,
             max_message_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
             idle_timeout_secs: 30.0,
+            roster: Vec::new(),
+            min_ring: protocol::hospital::MIN_RING,
+            allow_unmasked: false,
+            max_rounds: 100_000,
+            max_eta: 1_000.0,
+            share_metrics: false,
+            state_path: PathBuf::from("hospital-state.json"),
+            mask_key_path: PathBuf::from("mask-key"),
+            audit_log_path: PathBuf::from("audit.jsonl"),
             test_fault_corrupt_ring_passes: 0,
         }
     }
@@ -131,6 +166,10 @@ pub struct Config {
     pub peer_dial: Duration,
     pub max_message_bytes: usize,
     pub idle_timeout: Duration,
+    pub policy: protocol::HospitalPolicy,
+    pub state_path: PathBuf,
+    pub mask_key_path: PathBuf,
+    pub audit_log_path: PathBuf,
     pub test_fault_corrupt_ring_passes: u32,
 }
 
@@ -142,6 +181,9 @@ impl Config {
         fc.train_csv = rel(&fc.train_csv);
         fc.test_csv = rel(&fc.test_csv);
         fc.report_path = rel(&fc.report_path);
+        fc.state_path = resolve(&base, &fc.state_path);
+        fc.mask_key_path = resolve(&base, &fc.mask_key_path);
+        fc.audit_log_path = resolve(&base, &fc.audit_log_path);
         let file_pki = fc.pki.as_ref().map(|p| p.resolve(&base));
         macro_rules! set {
             ($($f:ident <- $o:ident),*) => { $(if let Some(v) = &ov.$o { fc.$f = v.clone().into(); })* };
@@ -185,6 +227,20 @@ impl Config {
         if fc.target.is_empty() {
             bail!("config field `target` is empty");
         }
+        if fc.roster.is_empty() {
+            bail!(
+                "config field `roster` is empty: list the consortium's hospitals in ring order \
+                 (this node included); the hospital refuses rings naming anyone else"
+            );
+        }
+        let policy = protocol::HospitalPolicy {
+            roster: fc.roster.clone(),
+            min_ring: fc.min_ring,
+            allow_unmasked: fc.allow_unmasked,
+            max_rounds: fc.max_rounds,
+            max_eta: fc.max_eta,
+            share_metrics: fc.share_metrics,
+        };
         if fc.max_message_bytes < 1024 {
             bail!("max_message_bytes {} is too small", fc.max_message_bytes);
         }
@@ -203,6 +259,10 @@ impl Config {
             peer_dial: secs("peer_dial_secs", fc.peer_dial_secs)?,
             max_message_bytes: fc.max_message_bytes,
             idle_timeout: secs("idle_timeout_secs", fc.idle_timeout_secs)?,
+            policy,
+            state_path: fc.state_path,
+            mask_key_path: fc.mask_key_path,
+            audit_log_path: fc.audit_log_path,
             test_fault_corrupt_ring_passes: fc.test_fault_corrupt_ring_passes,
         })
     }
@@ -218,7 +278,8 @@ mod tests {
         let p = dir.path().join("h.json");
         std::fs::write(
             &p,
-            r#"{"name":"hospital-2","train_csv":"h2.csv","test_csv":"/abs/t.csv"}"#,
+            r#"{"name":"hospital-2","train_csv":"h2.csv","test_csv":"/abs/t.csv",
+                "roster":["hospital-1","hospital-2","hospital-3"]}"#,
         )
         .unwrap();
         let c = Config::load(Some(&p), &Overrides::default()).unwrap();

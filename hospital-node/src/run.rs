@@ -14,7 +14,9 @@ use node::pki::NodeIdentity;
 use node::process::peak_rss_bytes;
 use node::transport::{Endpoint, Hub, TransportOptions};
 use protocol::wire::Body;
-use protocol::{Envelope, HospitalConfig, HospitalEvent, HospitalMachine};
+use protocol::{
+    Envelope, HospitalConfig, HospitalEvent, HospitalMachine, HospitalState, LocalReport,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -80,11 +82,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         );
     }
 
-    let mut hcfg = HospitalConfig::new(cfg.name.clone());
+    let mask_key = load_or_create_mask_key(&cfg.mask_key_path)?;
+    let state = load_state(&cfg.state_path)?;
+    let mut hcfg = HospitalConfig::new(cfg.name.clone(), cfg.policy.roster.clone());
     hcfg.coordinator = cfg.coordinator_name.clone();
     hcfg.address = cfg.advertise.clone();
-    let mut machine = HospitalMachine::new(hcfg, train, test, rand::random())
+    hcfg.policy = cfg.policy.clone();
+    let mut machine = HospitalMachine::new(hcfg, train, test, mask_key, state)
         .context("invalid hospital setup")?;
+    let audit = node::audit::AuditLog::open(&cfg.audit_log_path)?;
 
     let options = TransportOptions {
         max_frame: cfg.max_message_bytes,
@@ -112,6 +118,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         history: BTreeMap::new(),
         faults_left: cfg.test_fault_corrupt_ring_passes,
         outcome: None,
+        audit,
     };
     let looped = driver::run(
         &mut machine,
@@ -124,7 +131,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     hub.shutdown(Duration::from_secs(3)).await;
     looped?;
     let history = role.history;
-    let report = match role.outcome {
+    let report: LocalReport = match role.outcome {
         Some(Ok(r)) => r,
         Some(Err(e)) => return Err(e),
         None => bail!("the run ended without a report"),
@@ -141,8 +148,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         peak_rss_bytes: peak_rss_bytes(),
     };
     if let Some(p) = &cfg.report_path {
+        // The local-only model never leaves this node: owner-only.
         let json = serde_json::to_vec_pretty(&out).context("serializing the report")?;
-        std::fs::write(p, json).with_context(|| format!("writing report {}", p.display()))?;
+        node::files::write_atomic(p, &json, 0o600, true)
+            .with_context(|| format!("writing report {}", p.display()))?;
     }
     progress(&json!({
         "event": "finished",
@@ -162,7 +171,8 @@ struct HospitalRole<'a> {
     pending: HashMap<String, Vec<Vec<u8>>>,
     history: BTreeMap<u32, Option<f64>>,
     faults_left: u32,
-    outcome: Option<Result<protocol::wire::Report>>,
+    outcome: Option<Result<LocalReport>>,
+    audit: node::audit::AuditLog,
 }
 
 impl Role<HospitalMachine> for HospitalRole<'_> {
@@ -209,6 +219,13 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             HospitalEvent::Dropped { reason } => {
                 tracing::warn!("dropped by the coordinator: {reason}");
             }
+            HospitalEvent::Persist { state, sync } => {
+                // Before any later transmit: the driver loop sends them after
+                // this returns.
+                let json = serde_json::to_vec_pretty(&*state).context("serializing the state")?;
+                node::files::write_atomic(&self.cfg.state_path, &json, 0o600, sync)
+                    .context("persisting the hospital's protocol state")?;
+            }
             HospitalEvent::Finished(report) => self.outcome = Some(Ok(report)),
             HospitalEvent::Failed(e) => {
                 self.outcome = Some(Err(
@@ -229,6 +246,10 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             self.faults_left -= 1;
             tracing::warn!(to = %to, "TEST FAULT INJECTION: sent a corrupted ring pass");
         }
+    }
+
+    fn on_encoded(&mut self, to: &str, env: &Envelope, bytes: usize) {
+        self.audit.record(to, env.body.kind(), env.round, bytes);
     }
 
     fn undeliverable(&mut self, to: &str, frame: Vec<u8>, hub: &mut Hub) {
@@ -283,4 +304,34 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             }
         }
     }
+}
+
+/// This node's secret mask key: created (0600) on first start, refused when
+/// others can read it.
+fn load_or_create_mask_key(path: &std::path::Path) -> Result<[u8; 32]> {
+    if !path.exists() {
+        let key: [u8; 32] = rand::random();
+        node::files::create_secret(path, &key)
+            .with_context(|| format!("creating the mask key {}", path.display()))?;
+        return Ok(key);
+    }
+    let bytes = node::files::read_secret(path)?;
+    bytes.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "mask key {} holds {} bytes, expected 32",
+            path.display(),
+            bytes.len()
+        )
+    })
+}
+
+/// The state this node persisted last, if any.
+fn load_state(path: &std::path::Path) -> Result<Option<HospitalState>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read(path).with_context(|| format!("reading state {}", path.display()))?;
+    let state = serde_json::from_slice(&text)
+        .with_context(|| format!("parsing state {}", path.display()))?;
+    Ok(Some(state))
 }

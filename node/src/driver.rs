@@ -117,6 +117,10 @@ pub trait Role<M: Machine> {
     /// hospital's test fault injection).
     fn on_transmit(&mut self, _to: &str, _env: &mut Envelope) {}
 
+    /// Called with every envelope once encoded, with its frame's size (the
+    /// hospital's audit log).
+    fn on_encoded(&mut self, _to: &str, _env: &Envelope, _bytes: usize) {}
+
     /// A frame for `to` found no live link. By default it is dropped: the
     /// machines re-send what matters after a reconnection.
     fn undeliverable(&mut self, to: &str, _frame: Vec<u8>, _hub: &mut Hub) {
@@ -166,6 +170,7 @@ pub async fn run<M: Machine, R: Role<M>>(
             tracing::trace!(peer = %to, kind = env.body.kind(), round = env.round, "sending");
             match encode_frame(&env, max_message_bytes) {
                 Ok(frame) => {
+                    role.on_encoded(&to, &env, frame.len());
                     if !hub.send(&to, frame.clone()) {
                         role.undeliverable(&to, frame, hub);
                     }

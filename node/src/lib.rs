@@ -10,16 +10,20 @@
 //!   and the clock and sends what it polls; each binary supplies a
 //!   [`driver::Role`] for what differs (what to do with events, where to send
 //!   a message that has no link yet).
-//! - [`config`], [`logging`], [`process`]: the binaries' shared config
-//!   helpers, log and progress output, and facts about the running process.
+//! - [`audit`]: a hospital's append-only log of what left it.
+//! - [`config`], [`logging`], [`files`], [`process`]: the binaries' shared
+//!   config helpers, log and progress output, atomic and secret files, and
+//!   facts about the running process.
 //!
 //! What this crate does not own: the protocol's rules (the `protocol` crate
 //! decides what to send and what to accept), the binaries' config schemas and
 //! command lines, and the model maths.
 
+pub mod audit;
 pub mod config;
 pub mod driver;
 mod error;
+pub mod files;
 pub mod logging;
 pub mod pki;
 pub mod process;

@@ -83,11 +83,10 @@ impl GradientCodec {
         &self,
         values: &[f64],
         masks: Option<&MaskSet>,
-        round: u32,
     ) -> Result<Vec<Ciphertext>> {
         let mut plaintexts = self.encode(values)?;
         if let Some(m) = masks {
-            m.apply(round, &mut plaintexts, self.pk.n());
+            m.apply(&mut plaintexts, self.pk.n());
         }
         plaintexts
             .par_iter()
@@ -148,24 +147,30 @@ impl GradientCodec {
             .collect()
     }
 
-    /// Decrypts and decodes a sum of `addends` gradients.
-    pub(crate) fn decrypt_sum(
-        &self,
-        sk: &PrivateKey,
-        cts: &[Ciphertext],
-        addends: u64,
-    ) -> Result<Vec<f64>> {
-        let plaintexts = cts
-            .par_iter()
+    /// Decrypts a running sum to its plaintexts in `[0, n)` (still masked).
+    pub(crate) fn decrypt_raw(&self, sk: &PrivateKey, cts: &[Ciphertext]) -> Result<Vec<BigUint>> {
+        cts.par_iter()
             .map(|c| sk.decrypt_raw(c).map_err(Error::Crypto))
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    /// Removes `masks` from plaintexts in place (the survivors' revealed masks).
+    pub(crate) fn unmask(&self, plaintexts: &mut [BigUint], masks: &[MaskSet]) {
+        let n = self.pk.n();
+        for m in masks {
+            m.remove(plaintexts, n);
+        }
+    }
+
+    /// Decodes unmasked plaintexts holding a sum of `addends` gradients.
+    pub(crate) fn decode_sum(&self, plaintexts: &[BigUint], addends: u64) -> Result<Vec<f64>> {
         if self.pack {
             self.packer
-                .decode(&plaintexts, self.len, addends)
+                .decode(plaintexts, self.len, addends)
                 .map_err(Error::Crypto)
         } else {
             let mut out = Vec::with_capacity(self.len);
-            for p in &plaintexts {
+            for p in plaintexts {
                 let v = self
                     .packer
                     .decode(std::slice::from_ref(p), 1, addends)

@@ -134,6 +134,17 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A hospital refused what the coordinator (or a peer) asked because its
+    /// own privacy policy or an earlier commitment forbids it.
+    #[error("refused {kind} from {peer}: {reason}")]
+    PolicyRefused {
+        /// Authenticated name of the sender of the refused message.
+        peer: String,
+        /// Message kind.
+        kind: &'static str,
+        /// What the policy or commitment forbids.
+        reason: String,
+    },
     /// Too few hospitals to run (or to go on) without leaking gradients.
     #[error(
         "refusing to run with {available} hospital(s), at least {min} are required \
@@ -157,6 +168,24 @@ pub enum Error {
         reference: String,
         /// The differing columns.
         detail: String,
+    },
+    /// A member set was asked to unmask and cannot complete: its members
+    /// committed to it, so the round is never completed with another set.
+    #[error(
+        "round {round} cannot complete: {} of the committed member set {} {} missing; \
+         a committed set never changes (each hospital refuses any other), so restart the \
+         missing hospital(s) and resume the coordinator",
+        missing.join(", "),
+        members.join(", "),
+        if missing.len() == 1 { "is" } else { "are" }
+    )]
+    SetIncomplete {
+        /// The round (1-based).
+        round: u32,
+        /// The committed set.
+        members: Vec<String>,
+        /// Its members that are missing.
+        missing: Vec<String>,
     },
     /// A round failed too many times in a row.
     #[error("round {round} failed {attempts} times; last reason: {reason}")]

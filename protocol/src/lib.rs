@@ -62,7 +62,10 @@ pub use coordinator::{
     RoundSummary, RunResults,
 };
 pub use error::{Error, Result};
-pub use hospital::{HospitalConfig, HospitalEvent, HospitalMachine};
+pub use hospital::{
+    Commitment, HospitalConfig, HospitalEvent, HospitalMachine, HospitalPolicy, HospitalState,
+    LocalReport,
+};
 pub use wire::{
     decode_payload, encode_frame, Envelope, FixedPoint, FrameDecoder, Member, RunId, RunParams,
     DEFAULT_MAX_MESSAGE_BYTES, PROTOCOL_VERSION,

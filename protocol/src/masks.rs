@@ -1,19 +1,28 @@
-//! Pairwise masks that cancel in the ring's sum.
+//! The masks that hide each hospital's contribution: pairwise masks that cancel
+//! in the sum, a self-mask per hospital, and the derivation of their seeds.
 //!
-//! Every pair of hospitals `(i, j)` in a ring shares a 32-byte seed `s_ij`, agreed
-//! over their direct authenticated channel for one mask epoch (the member earlier
-//! in that epoch's ring draws it and sends it, so a node only ever waits for nodes
-//! before it and a stall is blamed on the right node). For each packed plaintext a
-//! hospital encrypts, it adds `+PRG(s_ij)` for every peer `j` whose name orders
-//! after its own and `-PRG(s_ij)` for every peer whose name orders before, all
-//! modulo the Paillier modulus `n`. Each pair's two terms
-//! cancel, so the masks of all ring members sum to zero mod `n` and the decrypted
-//! aggregate is the plain sum of the encodings, while every single contribution is
-//! hidden by a one-time pad unless all of that hospital's peers collude.
+//! A hospital `i` of a round's masking set `M_i` adds to each packed plaintext
+//! it encrypts, all modulo the Paillier modulus `n`:
+//! - its **self-mask** `PRG(b_i)`, from a seed derived from its own mask key and
+//!   the model state it computed the gradient at ([`self_seed`]): the same state
+//!   always gives the same self-mask, so a re-sent contribution is identical;
+//! - for every other member `j` of `M_i`, `+PRG(s_ij)` if `j`'s name orders
+//!   after `i`'s and `-PRG(s_ij)` otherwise. `s_ij` is drawn by whichever of the
+//!   two comes first in the consortium roster ([`pair_seed`]) and sent to the
+//!   other over their authenticated channel; it is fixed for the whole round
+//!   (every attempt of a round reuses it).
 //!
-//! The PRG: ChaCha20 keyed with `SHA-256(domain || seed || epoch || round || index)`,
-//! so every (epoch, round, ciphertext index) gets an independent stream; a value is
-//! drawn by rejection sampling (bits(n) random bits, redrawn while >= n), so it is
+//! Pairwise terms of two members of the decrypted set cancel. What does not
+//! cancel is removed by the coordinator from what the survivors reveal after all
+//! of them committed to one member set `U` (see the hospital machine): each
+//! `i` in `U` reveals `b_i` and `s_ij` for every `j` in `M_i \ U`, never any
+//! other seed. A contribution that reaches an adversary alone is therefore
+//! hidden by `PRG(b_i)` unless `i` was unmasked as a survivor, and then by its
+//! pairwise masks with the other honest survivors.
+//!
+//! The PRG: ChaCha20 keyed with `SHA-256(domain || seed || round || index)`, so
+//! every (round, ciphertext index) gets an independent stream; a value is drawn
+//! by rejection sampling (bits(n) random bits, redrawn while >= n), so it is
 //! exactly uniform in `[0, n)`.
 
 use num_bigint::BigUint;
@@ -21,24 +30,42 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use sha2::{Digest, Sha256};
 
-/// Domain separation of the mask PRG's key derivation.
-const DOMAIN: &[u8] = b"private-training/pairwise-mask/v1";
+/// Domain separation of the pairwise-mask PRG's key derivation.
+const PAIR_DOMAIN: &[u8] = b"private-training/pairwise-mask/v2";
+/// Domain separation of the self-mask PRG's key derivation.
+const SELF_DOMAIN: &[u8] = b"private-training/self-mask/v2";
+/// Domain separation of seed derivation from a hospital's mask key.
+const SEED_DOMAIN: &[u8] = b"private-training/mask-seed/v2";
 
-/// Bytes of a pairwise seed.
+/// Bytes of a mask seed.
 pub const SEED_BYTES: usize = 32;
 
-/// The uniform mask value in `[0, n)` of one pair for one (epoch, round, index).
+/// A mask seed; wiped when dropped.
+pub type Seed = zeroize::Zeroizing<[u8; SEED_BYTES]>;
+
+/// Which of the two mask kinds a PRG stream belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaskKind {
+    /// A pairwise mask, shared by two hospitals.
+    Pair,
+    /// A hospital's own self-mask.
+    SelfMask,
+}
+
+/// The uniform mask value in `[0, n)` of one seed for one (round, index).
 pub fn prg_value(
+    kind: MaskKind,
     seed: &[u8; SEED_BYTES],
-    epoch: u64,
     round: u32,
     index: u64,
     n: &BigUint,
 ) -> BigUint {
     let mut h = Sha256::new();
-    h.update(DOMAIN);
+    h.update(match kind {
+        MaskKind::Pair => PAIR_DOMAIN,
+        MaskKind::SelfMask => SELF_DOMAIN,
+    });
     h.update(seed);
-    h.update(epoch.to_be_bytes());
     h.update(round.to_be_bytes());
     h.update(index.to_be_bytes());
     let key: [u8; 32] = h.finalize().into();
@@ -68,12 +95,51 @@ fn sample_below(rng: &mut ChaCha20Rng, n: &BigUint) -> BigUint {
     }
 }
 
-/// One hospital's seeds with its ring peers for one epoch.
+/// A hospital's self-mask seed for the model state `state` (a digest of its
+/// weights and training data): a pure function of its secret mask key and that
+/// state, so the same state always yields the same contribution.
+pub fn self_seed(mask_key: &[u8; SEED_BYTES], state: &[u8; 32]) -> Seed {
+    let mut h = Sha256::new();
+    h.update(SEED_DOMAIN);
+    h.update(b"self");
+    h.update(mask_key);
+    h.update(state);
+    zeroize::Zeroizing::new(h.finalize().into())
+}
+
+/// The pairwise seed that hospital `me` draws for `peer` in one round: a pure
+/// function of `me`'s mask key, the run, the round, the shared aggregate
+/// history (so a round replayed on another history gets other seeds) and the
+/// peer's name.
+pub fn pair_seed(
+    mask_key: &[u8; SEED_BYTES],
+    run_id: &str,
+    round: u32,
+    history: &[u8; 32],
+    peer: &str,
+) -> Seed {
+    let mut h = Sha256::new();
+    h.update(SEED_DOMAIN);
+    h.update(b"pair");
+    h.update(mask_key);
+    h.update((run_id.len() as u64).to_be_bytes());
+    h.update(run_id.as_bytes());
+    h.update(round.to_be_bytes());
+    h.update(history);
+    h.update((peer.len() as u64).to_be_bytes());
+    h.update(peer.as_bytes());
+    zeroize::Zeroizing::new(h.finalize().into())
+}
+
+/// One hospital's mask for one round: its self-mask seed (if any) and the
+/// seeds it shares with the other members of its masking set. The coordinator
+/// builds the same structure from what a survivor revealed to remove it.
 #[derive(Clone)]
 pub struct MaskSet {
     me: String,
-    epoch: u64,
-    seeds: Vec<(String, [u8; SEED_BYTES])>,
+    round: u32,
+    self_seed: Option<Seed>,
+    seeds: Vec<(String, Seed)>,
 }
 
 impl std::fmt::Debug for MaskSet {
@@ -82,37 +148,39 @@ impl std::fmt::Debug for MaskSet {
         let peers: Vec<&str> = self.seeds.iter().map(|(p, _)| p.as_str()).collect();
         f.debug_struct("MaskSet")
             .field("me", &self.me)
-            .field("epoch", &self.epoch)
+            .field("round", &self.round)
+            .field("self_mask", &self.self_seed.is_some())
             .field("peers", &peers)
             .finish()
     }
 }
 
 impl MaskSet {
-    /// The masks of `me` for `epoch`, from the seed shared with each other ring member.
+    /// The masks of `me` in `round`: an optional self-mask seed and the seed
+    /// shared with each other member of its masking set.
     pub fn new(
         me: impl Into<String>,
-        epoch: u64,
-        seeds: Vec<(String, [u8; SEED_BYTES])>,
+        round: u32,
+        self_seed: Option<Seed>,
+        seeds: Vec<(String, Seed)>,
     ) -> MaskSet {
         MaskSet {
             me: me.into(),
-            epoch,
+            round,
+            self_seed,
             seeds,
         }
     }
 
-    /// The epoch these seeds belong to.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// The combined mask of ciphertext `index` in `round`, in `[0, n)`.
-    pub fn mask(&self, round: u32, index: u64, n: &BigUint) -> BigUint {
-        let mut plus = BigUint::default();
+    /// The combined mask of ciphertext `index`, in `[0, n)`.
+    pub fn mask(&self, index: u64, n: &BigUint) -> BigUint {
+        let mut plus = match &self.self_seed {
+            Some(b) => prg_value(MaskKind::SelfMask, b, self.round, index, n),
+            None => BigUint::default(),
+        };
         let mut minus = BigUint::default();
         for (peer, seed) in &self.seeds {
-            let v = prg_value(seed, self.epoch, round, index, n);
+            let v = prg_value(MaskKind::Pair, seed, self.round, index, n);
             if peer.as_str() > self.me.as_str() {
                 plus += v;
             } else {
@@ -124,11 +192,19 @@ impl MaskSet {
         (plus + n - minus) % n
     }
 
-    /// Adds this hospital's masks to `plaintexts` (each in `[0, n)`), in place.
-    pub fn apply(&self, round: u32, plaintexts: &mut [BigUint], n: &BigUint) {
+    /// Adds this mask to `plaintexts` (each in `[0, n)`), in place.
+    pub fn apply(&self, plaintexts: &mut [BigUint], n: &BigUint) {
         for (i, m) in plaintexts.iter_mut().enumerate() {
-            let r = self.mask(round, i as u64, n);
+            let r = self.mask(i as u64, n);
             *m = (&*m + r) % n;
+        }
+    }
+
+    /// Subtracts this mask from `plaintexts` (each in `[0, n)`), in place.
+    pub fn remove(&self, plaintexts: &mut [BigUint], n: &BigUint) {
+        for (i, m) in plaintexts.iter_mut().enumerate() {
+            let r = self.mask(i as u64, n);
+            *m = (&*m + n - r) % n;
         }
     }
 }
@@ -141,7 +217,7 @@ mod tests {
 
     fn mask_sets(
         names: &[String],
-        epoch: u64,
+        round: u32,
         seed_of: impl Fn(usize, usize) -> [u8; 32],
     ) -> Vec<MaskSet> {
         let mut pair = BTreeMap::new();
@@ -154,9 +230,14 @@ mod tests {
             .map(|i| {
                 let seeds = (0..names.len())
                     .filter(|&j| j != i)
-                    .map(|j| (names[j].clone(), pair[&(i.min(j), i.max(j))]))
+                    .map(|j| {
+                        (
+                            names[j].clone(),
+                            zeroize::Zeroizing::new(pair[&(i.min(j), i.max(j))]),
+                        )
+                    })
                     .collect();
-                MaskSet::new(names[i].clone(), epoch, seeds)
+                MaskSet::new(names[i].clone(), round, None, seeds)
             })
             .collect()
     }
@@ -165,11 +246,12 @@ mod tests {
     fn prg_is_deterministic_and_separated() {
         let n = BigUint::from(1_000_003u64) * BigUint::from(999_983u64);
         let s = [7u8; 32];
-        assert_eq!(prg_value(&s, 1, 2, 3, &n), prg_value(&s, 1, 2, 3, &n));
-        assert_ne!(prg_value(&s, 1, 2, 3, &n), prg_value(&s, 1, 2, 4, &n));
-        assert_ne!(prg_value(&s, 1, 2, 3, &n), prg_value(&s, 2, 2, 3, &n));
-        assert_ne!(prg_value(&s, 1, 2, 3, &n), prg_value(&s, 1, 3, 3, &n));
-        assert!(prg_value(&s, 1, 2, 3, &n) < n);
+        let p = |kind, round, index| prg_value(kind, &s, round, index, &n);
+        assert_eq!(p(MaskKind::Pair, 2, 3), p(MaskKind::Pair, 2, 3));
+        assert_ne!(p(MaskKind::Pair, 2, 3), p(MaskKind::Pair, 2, 4));
+        assert_ne!(p(MaskKind::Pair, 2, 3), p(MaskKind::Pair, 3, 3));
+        assert_ne!(p(MaskKind::Pair, 2, 3), p(MaskKind::SelfMask, 2, 3));
+        assert!(p(MaskKind::SelfMask, 2, 3) < n);
     }
 
     #[test]
@@ -179,7 +261,7 @@ mod tests {
         let n = BigUint::from(5u32);
         let mut counts = [0u32; 5];
         for i in 0..5000u64 {
-            let v = prg_value(&[1; 32], 0, 0, i, &n);
+            let v = prg_value(MaskKind::Pair, &[1; 32], 0, i, &n);
             counts[usize::try_from(v.iter_u64_digits().next().unwrap_or(0)).unwrap()] += 1;
         }
         for c in counts {
@@ -191,7 +273,6 @@ mod tests {
         #[test]
         fn masks_of_any_ring_cancel(
             n_parties in 2usize..7,
-            epoch in any::<u64>(),
             round in any::<u32>(),
             salt in any::<u8>(),
             n_raw in proptest::collection::vec(any::<u8>(), 8..40),
@@ -200,9 +281,9 @@ mod tests {
             n |= BigUint::from(1u32); // odd and non-zero, like a Paillier modulus
             let names: Vec<String> = (0..n_parties).map(|i| format!("h{}", (i * 7 + salt as usize) % 97)).collect();
             prop_assume!(names.iter().collect::<std::collections::BTreeSet<_>>().len() == names.len());
-            let sets = mask_sets(&names, epoch, |i, j| [(i * 16 + j) as u8 ^ salt; 32]);
+            let sets = mask_sets(&names, round, |i, j| [(i * 16 + j) as u8 ^ salt; 32]);
             for index in 0..3u64 {
-                let total = sets.iter().fold(BigUint::default(), |acc, s| (acc + s.mask(round, index, &n)) % &n);
+                let total = sets.iter().fold(BigUint::default(), |acc, s| (acc + s.mask(index, &n)) % &n);
                 prop_assert_eq!(total, BigUint::default());
             }
             // Masked plaintexts sum to the plain sum.
@@ -210,12 +291,49 @@ mod tests {
             let mut sum_masked = BigUint::default();
             for (s, p) in sets.iter().zip(&plain) {
                 let mut v = vec![p.clone()];
-                s.apply(round, &mut v, &n);
+                s.apply(&mut v, &n);
                 prop_assert!(v[0] < n);
                 sum_masked = (sum_masked + &v[0]) % &n;
             }
             let sum_plain = plain.iter().fold(BigUint::default(), |a, p| (a + p) % &n);
             prop_assert_eq!(sum_masked, sum_plain);
         }
+    }
+
+    /// What the coordinator does with survivors' reveals: for a decrypted set
+    /// `U` of a masking set `M`, removing each survivor's self-mask and its
+    /// pairwise masks with `M \ U` leaves exactly the plain sum of `U`.
+    #[test]
+    fn reveals_of_the_survivors_unmask_their_sum() {
+        let n = BigUint::from(1_000_003u64) * BigUint::from(999_983u64);
+        let names: Vec<String> = (1..=5).map(|i| format!("hospital-{i}")).collect();
+        let seed = |i: usize, j: usize| zeroize::Zeroizing::new([(i * 16 + j) as u8; 32]);
+        let selfs: Vec<Seed> = (0..5)
+            .map(|i| zeroize::Zeroizing::new([200 + i as u8; 32]))
+            .collect();
+        let full = |i: usize, peers: &[usize]| {
+            let seeds = peers
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| (names[j].clone(), seed(i.min(j), i.max(j))))
+                .collect();
+            MaskSet::new(names[i].clone(), 9, Some(selfs[i].clone()), seeds)
+        };
+        let all = [0, 1, 2, 3, 4];
+        let survivors = [0, 1, 3, 4]; // hospital-3 dropped after masking
+        let plain: Vec<BigUint> = (0..5).map(|i| BigUint::from(1000 + i as u64)).collect();
+        let mut sum = BigUint::default();
+        for &i in &survivors {
+            let mut v = vec![plain[i].clone()];
+            full(i, &all).apply(&mut v, &n);
+            sum = (sum + &v[0]) % &n;
+        }
+        // Each survivor reveals its self seed and its seed with hospital-3 only.
+        let mut v = vec![sum];
+        for &i in &survivors {
+            full(i, &[i, 2]).remove(&mut v, &n);
+        }
+        let expected: BigUint = survivors.iter().map(|&i| &plain[i]).sum();
+        assert_eq!(v[0], expected % &n);
     }
 }

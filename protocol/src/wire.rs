@@ -271,14 +271,20 @@ pub struct Setup {
     pub history: Vec<AggregateRecord>,
 }
 
-/// Hospital -> hospital: a pairwise mask seed for one epoch, sent by the member
-/// earlier in that epoch's ring to the later one over their direct channel.
+/// Hospital -> every later member of the ring, once per round attempt: "I was
+/// given this ring", with the pair's mask seed (the member earlier in the
+/// consortium roster draws it). A member adds its contribution only once every
+/// earlier member confirmed the same ring this way, and accepts a running sum
+/// only from a predecessor that did; a coordinator that shows members
+/// different rings stalls the round instead of learning anything.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MaskSeed {
-    /// Mask epoch the seed is for.
+pub struct PeerRound {
+    /// Mask epoch (the round attempt).
     pub epoch: u64,
-    /// 32 random bytes.
+    /// SHA-256 of the run, round, epoch and ring names, as the sender saw them.
+    pub ring_hash: Bytes,
+    /// 32-byte pairwise seed for this round (fixed for all its attempts).
     pub seed: Bytes,
 }
 
@@ -308,21 +314,78 @@ pub struct RingPass {
     pub ciphertexts: Vec<Bytes>,
 }
 
-/// Hospital -> coordinator: "I have forwarded my part of this attempt"; lets the
-/// coordinator tell which ring member stalled when a round times out.
+/// Hospital -> coordinator: a receipt. `Started` says the sender is alive in
+/// this attempt (it processed the `RoundStart`); `SumReceived` that it
+/// received and accepted the running sum from its predecessor. The
+/// coordinator blames a stalled round on evidence: the last member that
+/// provably held the sum, unless its successor never showed it was alive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Forwarded {
+pub struct Receipt {
     /// Mask epoch of the round attempt.
     pub epoch: u64,
+    /// What it acknowledges.
+    pub stage: ReceiptStage,
 }
 
-/// Coordinator -> ring: the decrypted sum of the round's gradients.
+/// What a [`Receipt`] acknowledges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStage {
+    /// The attempt's `RoundStart` was processed.
+    Started,
+    /// The running sum from the predecessor was received and accepted.
+    SumReceived,
+}
+
+/// Coordinator -> the members of a decrypted attempt: "release the unmasking
+/// material for this member set". A hospital commits to one set per model
+/// state, persists it, and refuses any other.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unmask {
+    /// Mask epoch of the attempt whose sum was decrypted.
+    pub epoch: u64,
+    /// The members whose contributions the decrypted sum holds, ring order.
+    pub members: Vec<String>,
+}
+
+/// Hospital -> every other member of the set: "I committed to this set".
+/// A hospital reveals only once every member of its set sent the same hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerCommit {
+    /// SHA-256 of the run, round and member names of the committed set.
+    pub set_hash: Bytes,
+}
+
+/// One pairwise seed a survivor reveals: the one it shares with a member of its
+/// masking set that is not in the committed set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevealedSeed {
+    /// The other member of the pair (not in the committed set).
+    pub peer: String,
+    /// The 32-byte seed.
+    pub seed: Bytes,
+}
+
+/// Hospital -> coordinator: the unmasking material of the committed set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reveal {
+    /// Hash of the committed set (as in [`PeerCommit`]).
+    pub set_hash: Bytes,
+    /// The sender's self-mask seed for this contribution.
+    pub self_seed: Bytes,
+    /// Its seeds with masking-set members outside the committed set.
+    pub pair_seeds: Vec<RevealedSeed>,
+}
+
+/// Coordinator -> the committed set: the unmasked sum of the round's gradients.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Aggregate {
-    /// Mask epoch of the round attempt.
-    pub epoch: u64,
     /// The aggregate to apply.
     pub record: AggregateRecord,
 }
@@ -345,23 +408,34 @@ pub struct Abort {
     pub reason: String,
     /// Nodes dropped from the ring because of it (coordinator only).
     pub dropped: Vec<String>,
+    /// Hospital only: the member set it is committed to for this model state,
+    /// when it refuses another one; the coordinator retries with exactly it.
+    #[serde(default)]
+    pub committed: Option<Vec<String>>,
+    /// Hospital only: the failure is deterministic (retrying cannot help, e.g.
+    /// a gradient outside the fixed-point range); the run stops at once.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
-/// Hospital -> coordinator: the final results.
+/// Hospital -> coordinator: the end of its run. Holds nothing derived from the
+/// hospital's data alone unless its policy opts in: test metrics only with
+/// `share_metrics`, weights only in `global` mode (where they are a function of
+/// the aggregates, which the coordinator knows anyway).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
-    /// Weights of the local-only model.
-    pub local_weights: Vec<f64>,
-    /// Weights of the federated model.
-    pub weights: Vec<f64>,
-    /// Test MSE of the local-only model, when the hospital has a test set.
+    /// Weights of the federated model (`global` mode only).
+    #[serde(default)]
+    pub weights: Option<Vec<f64>>,
+    /// Test MSE of the local-only model (opt-in, with a test set).
+    #[serde(default)]
     pub local_test_mse: Option<f64>,
-    /// Test MSE of the federated model, when the hospital has a test set.
+    /// Test MSE of the federated model (opt-in, with a test set).
+    #[serde(default)]
     pub federated_test_mse: Option<f64>,
     /// The hospital process's peak resident set size in bytes, when its driver
-    /// measured it (`HospitalMachine::set_peak_rss_bytes`). Optional on the
-    /// wire so reports from builds without it still parse.
+    /// measured it (`HospitalMachine::set_peak_rss_bytes`).
     #[serde(default)]
     pub peak_rss_bytes: Option<u64>,
 }
@@ -376,15 +450,21 @@ pub enum Body {
     Rejoin(Hello),
     /// Coordinator -> hospital, on (re)joining.
     Setup(Setup),
-    /// Hospital -> hospital.
-    MaskSeed(MaskSeed),
+    /// Hospital -> hospital, once per attempt.
+    PeerRound(PeerRound),
     /// Coordinator -> ring.
     RoundStart(RoundStart),
     /// Hospital -> successor, tail -> coordinator.
     RingPass(RingPass),
-    /// Hospital -> coordinator.
-    Forwarded(Forwarded),
-    /// Coordinator -> ring.
+    /// Hospital -> coordinator, on accepting a running sum.
+    Receipt(Receipt),
+    /// Coordinator -> the decrypted attempt's members.
+    Unmask(Unmask),
+    /// Hospital -> hospital, on committing to a member set.
+    PeerCommit(PeerCommit),
+    /// Hospital -> coordinator, once every member committed.
+    Reveal(Reveal),
+    /// Coordinator -> the committed set.
     Aggregate(Aggregate),
     /// Hospital -> coordinator.
     RoundAck(RoundAck),
@@ -410,10 +490,13 @@ impl Body {
             Body::Hello(_) => "hello",
             Body::Rejoin(_) => "rejoin",
             Body::Setup(_) => "setup",
-            Body::MaskSeed(_) => "mask_seed",
+            Body::PeerRound(_) => "peer_round",
             Body::RoundStart(_) => "round_start",
             Body::RingPass(_) => "ring_pass",
-            Body::Forwarded(_) => "forwarded",
+            Body::Receipt(_) => "receipt",
+            Body::Unmask(_) => "unmask",
+            Body::PeerCommit(_) => "peer_commit",
+            Body::Reveal(_) => "reveal",
             Body::Aggregate(_) => "aggregate",
             Body::RoundAck(_) => "round_ack",
             Body::Abort(_) => "abort",
@@ -641,9 +724,13 @@ mod tests {
 
     #[test]
     fn report_without_peak_rss_still_parses() {
-        let json = r#"{"local_weights":[1.0],"weights":[2.0],"local_test_mse":null,"federated_test_mse":0.5}"#;
+        let json = r#"{"weights":[2.0],"local_test_mse":null,"federated_test_mse":0.5}"#;
         let r: Report = serde_json::from_str(json).unwrap();
         assert_eq!(r.peak_rss_bytes, None);
+        // Local-only weights are a function of one hospital's data: the format
+        // has no place for them.
+        let leaky = r#"{"local_weights":[1.0],"weights":[2.0]}"#;
+        assert!(serde_json::from_str::<Report>(leaky).is_err());
         assert_eq!(r.federated_test_mse, Some(0.5));
         let with = Report {
             peak_rss_bytes: Some(12 << 20),

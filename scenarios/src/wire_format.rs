@@ -86,6 +86,14 @@ pub fn provision(
             "target": h.target_name(),
             "test_csv": "test.csv",
             "report_path": format!("{name}-report.json"),
+            "roster": names,
+            // The scenario prints every hospital's local-only and federated MSE:
+            // its hospitals opt in to sharing their test metrics.
+            "share_metrics": true,
+            "allow_unmasked": !plan.masks,
+            "state_path": format!("{name}-state.json"),
+            "mask_key_path": format!("{name}-mask-key"),
+            "audit_log_path": format!("{name}-audit.jsonl"),
         });
         write_json(&wd.join(format!("{name}.json")), &cfg)?;
     }
@@ -147,9 +155,17 @@ pub fn read_results(
             .iter()
             .find(|h| h["name"] == name.as_str())
             .with_context(|| format!("{}: no result for {name}", path.display()))?;
-        let w = h["final_weights"]
+        // Seed-mode weights never leave a hospital: read its own report (the
+        // scenario plays every party on one machine).
+        let own_path = wd.join(format!("{name}-report.json"));
+        let own: Value = serde_json::from_str(
+            &fs::read_to_string(&own_path)
+                .with_context(|| format!("reading {}", own_path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", own_path.display()))?;
+        let w = own["final_weights"]
             .as_array()
-            .with_context(|| format!("{}: {name} sent no final report", path.display()))?;
+            .with_context(|| format!("{}: no final weights", own_path.display()))?;
         let w: Vec<f64> = w
             .iter()
             .map(|x| x.as_f64().context("a weight is not a number"))

@@ -9,31 +9,55 @@
 //! [`poll_transmit`](CoordinatorMachine::poll_transmit) and
 //! [`poll_event`](CoordinatorMachine::poll_event) after every call.
 //!
-//! Round flow: `RoundStart` to the ring; the hospitals pass the encrypted, masked,
-//! packed running sum head to tail (each also sends `Forwarded`); the tail sends it
-//! here; the coordinator decrypts only this aggregate, decodes it with
-//! `addends = ring size`, broadcasts it as an `Aggregate`, and the round completes
-//! when every ring member acknowledged the step. A `Checkpoint` event follows every
-//! completed round.
+//! # How to call it (as quinn-proto's `Connection`)
 //!
-//! Faults: a timeout while the sum travels drops the first ring member that did not
-//! forward; a timeout while waiting for acknowledgements drops those that did not
-//! acknowledge; a lost connection drops the node at once. Dropping happens only
-//! while at least `min_hospitals` remain, otherwise the run fails naming the missing
-//! nodes. An invalid ring pass (or a hospital's complaint about one) aborts the
-//! attempt; every retry uses a fresh mask epoch, so masks are never reused.
+//! Getters ([`run_id`](CoordinatorMachine::run_id),
+//! [`next_round`](CoordinatorMachine::next_round), ...), handlers
+//! (`handle_message`, `handle_timeout`, `peer_connected`, `peer_lost`) and
+//! `poll_*`. After every handler call drain `poll_event` first, then
+//! `poll_transmit`: a [`CoordinatorEvent::Checkpoint`] must be durable before
+//! any transmit polled after it is sent (the round's aggregate is in it, and
+//! `--resume` re-sends that same aggregate). Call `handle_timeout` once
+//! `next_deadline` has passed.
+//!
+//! # Round flow
+//!
+//! `RoundStart` to the ring; members confirm the ring to each other
+//! (`PeerRound`, with pairwise seeds) and pass the encrypted, masked, packed
+//! running sum head to tail, each receiver sending a `Receipt`; the tail sends
+//! the sum here. The coordinator decrypts it (still masked) and asks the ring
+//! to `Unmask` exactly its member set; each member commits to that set, tells
+//! the others, and once all agree sends its `Reveal` (self-mask seed, and seeds
+//! with masking-set members outside the set). With every reveal in, the
+//! coordinator removes the masks, decodes with `addends = set size`, makes the
+//! aggregate durable (a `Checkpoint` event) and broadcasts it as an
+//! `Aggregate`; the round completes when every member acknowledged the step.
+//!
+//! # Faults
+//!
+//! A timeout while the sum travels drops the last member that provably held it
+//! (the head, or the latest member whose receipt arrived); a lost connection
+//! drops the node at once. Retries of a round reuse each member's contribution
+//! (hospitals mask it per model state), so a retry reveals nothing new. Once a
+//! set was asked to unmask, the round completes with exactly that set or not at
+//! all: a missing member stops the run, naming it. A member that forces a second
+//! abort in one round (complaints, reconnects) is dropped with that reason.
+//! Dropping happens only while at least `min_hospitals` remain, otherwise the
+//! run fails naming the missing nodes.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use num_bigint::BigUint;
 use paillier::{KeyFingerprint, PrivateKey};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::GradientCodec;
 use crate::error::{Error, Result};
+use crate::masks::{MaskSet, SEED_BYTES};
 use crate::wire::{
-    Abort, Aggregate, AggregateRecord, Body, Bytes, Envelope, Hello, Member, Report, RingPass,
-    RoundAck, RoundStart, RunId, RunParams, Schema, Setup,
+    Abort, Aggregate, AggregateRecord, Body, Bytes, Envelope, Hello, Member, Report, Reveal,
+    RingPass, RoundAck, RoundStart, RunId, RunParams, Schema, Setup, Unmask,
 };
 
 /// Default node name of the coordinator.
@@ -122,6 +146,10 @@ pub struct Checkpoint {
     pub history: Vec<AggregateRecord>,
     /// Per-round summaries of the completed rounds.
     pub rounds: Vec<RoundSummary>,
+    /// The member set `next_round` was asked to unmask, if it was: a resumed
+    /// coordinator can complete that round with this set only.
+    #[serde(default)]
+    pub committed: Option<Vec<String>>,
 }
 
 /// One hospital's outcome.
@@ -225,10 +253,18 @@ struct Node {
 #[derive(Debug)]
 enum Step {
     Collecting {
-        forwarded: BTreeSet<String>,
+        /// Members that showed they are alive in this attempt.
+        started: BTreeSet<String>,
+        /// Members that acknowledged receiving the running sum.
+        received: BTreeSet<String>,
+    },
+    Unmasking {
+        /// The decrypted, still masked sum.
+        plaintexts: Vec<BigUint>,
+        /// Reveals received, by member.
+        reveals: BTreeMap<String, Reveal>,
     },
     Acking {
-        record: AggregateRecord,
         acked: BTreeMap<String, Option<f64>>,
     },
 }
@@ -272,6 +308,11 @@ pub struct CoordinatorMachine {
     attempts: u32,
     history: Vec<AggregateRecord>,
     summaries: Vec<RoundSummary>,
+    /// The member set `next_round` must be completed with, once asked to
+    /// unmask (or learned from a hospital committed to it).
+    committed: Option<Vec<String>>,
+    /// Aborts each member forced in the current round.
+    forced_aborts: BTreeMap<String, u32>,
     phase: Phase,
     transmits: VecDeque<(String, Envelope)>,
     events: VecDeque<CoordinatorEvent>,
@@ -355,6 +396,7 @@ impl CoordinatorMachine {
         m.next_round = cp.next_round;
         m.history = cp.history;
         m.summaries = cp.rounds;
+        m.committed = cp.committed;
         Ok(m)
     }
 
@@ -395,6 +437,8 @@ impl CoordinatorMachine {
             attempts: 0,
             history: Vec::new(),
             summaries: Vec::new(),
+            committed: None,
+            forced_aborts: BTreeMap::new(),
             phase: Phase::Joining { deadline },
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -404,6 +448,11 @@ impl CoordinatorMachine {
     /// The run's id.
     pub fn run_id(&self) -> &RunId {
         &self.run_id
+    }
+
+    /// The roster's hospital names, ring order.
+    pub fn roster(&self) -> Vec<String> {
+        self.config.roster.iter().map(|m| m.name.clone()).collect()
     }
 
     /// The first round not yet completed.
@@ -456,7 +505,11 @@ impl CoordinatorMachine {
             Phase::Round(rs) => rs.ring.iter().any(|n| n == name),
             _ => false,
         };
-        if in_ring {
+        let committed = self
+            .committed
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|n| n == name));
+        if in_ring && !committed {
             let ring_len = match &self.phase {
                 Phase::Round(rs) => rs.ring.len(),
                 _ => 0,
@@ -482,18 +535,55 @@ impl CoordinatorMachine {
         match &self.phase {
             Phase::Joining { .. } => self.try_start(now, true),
             Phase::Round(rs) => match &rs.step {
-                Step::Collecting { forwarded } => {
-                    let culprit = rs
+                Step::Collecting { started, received } => {
+                    // The last member that provably held the sum (the head, or
+                    // the latest whose receipt arrived) is blamed, unless its
+                    // successor never showed it was alive in this attempt.
+                    let holder = rs
                         .ring
                         .iter()
-                        .find(|n| !forwarded.contains(*n))
-                        .cloned()
-                        .unwrap_or_else(|| rs.ring[rs.ring.len() - 1].clone());
-                    let reason = format!(
-                        "round {} timed out waiting for {culprit} to pass the sum on",
-                        rs.round
-                    );
+                        .rposition(|n| received.contains(n))
+                        .unwrap_or(0);
+                    let (culprit, reason) = match rs.ring.get(holder + 1) {
+                        Some(next) if !started.contains(next) => (
+                            next.clone(),
+                            format!(
+                                "round {} timed out: {next} never answered this attempt",
+                                rs.round + 1
+                            ),
+                        ),
+                        _ if !started.contains(&rs.ring[holder]) => (
+                            rs.ring[holder].clone(),
+                            format!(
+                                "round {} timed out: {} never answered this attempt",
+                                rs.round + 1,
+                                rs.ring[holder]
+                            ),
+                        ),
+                        _ => (
+                            rs.ring[holder].clone(),
+                            format!(
+                                "round {} timed out: {} held the sum last and did not pass it on",
+                                rs.round + 1,
+                                rs.ring[holder]
+                            ),
+                        ),
+                    };
                     self.abort_round(now, reason, vec![culprit]);
+                }
+                Step::Unmasking { reveals, .. } => {
+                    let missing: Vec<String> = rs
+                        .ring
+                        .iter()
+                        .filter(|n| !reveals.contains_key(*n))
+                        .cloned()
+                        .collect();
+                    let err = Error::SetIncomplete {
+                        round: rs.round + 1,
+                        members: rs.ring.clone(),
+                        missing,
+                    };
+                    self.fail(err);
                 }
                 Step::Acking { acked, .. } => {
                     let missing: Vec<String> = rs
@@ -525,6 +615,8 @@ impl CoordinatorMachine {
                                 epoch,
                                 reason: reason.clone(),
                                 dropped: vec![name.clone()],
+                                committed: None,
+                                deterministic: false,
                             });
                             self.send(name, round, body);
                         }
@@ -569,22 +661,22 @@ impl CoordinatorMachine {
         }
         match env.body {
             Body::RingPass(p) => self.on_ring_pass(now, from, env.round, p),
-            Body::Forwarded(f) => {
-                let rs = self.current_round(from, kind, env.round, f.epoch)?;
-                match &mut rs.step {
-                    Step::Collecting { forwarded } => {
-                        forwarded.insert(from.to_owned());
-                        Ok(())
-                    }
-                    Step::Acking { .. } => Ok(()),
+            Body::Receipt(r) => {
+                let rs = self.current_round(from, kind, env.round, r.epoch)?;
+                if let Step::Collecting { started, received } = &mut rs.step {
+                    match r.stage {
+                        crate::wire::ReceiptStage::Started => started.insert(from.to_owned()),
+                        crate::wire::ReceiptStage::SumReceived => {
+                            started.insert(from.to_owned());
+                            received.insert(from.to_owned())
+                        }
+                    };
                 }
-            }
-            Body::RoundAck(a) => self.on_ack(now, from, env.round, a),
-            Body::Abort(a) => {
-                self.current_round(from, kind, env.round, a.epoch)?;
-                self.abort_round(now, format!("{from} reported: {}", a.reason), vec![]);
                 Ok(())
             }
+            Body::Reveal(r) => self.on_reveal(now, from, env.round, r),
+            Body::RoundAck(a) => self.on_ack(now, from, env.round, a),
+            Body::Abort(a) => self.on_hospital_abort(now, from, env.round, a),
             Body::Report(r) => self.on_report(from, env.round, r),
             other => Err(Error::Unexpected {
                 peer: from.to_owned(),
@@ -730,9 +822,17 @@ impl CoordinatorMachine {
                 let in_ring = rs.ring.iter().any(|n| n == from);
                 if previous == NodeState::Active && in_ring {
                     // It lost its state or our messages: set it up again and
-                    // restart the attempt with it.
+                    // restart the attempt with it, once per round.
                     self.nodes.get_mut(from).expect("present").state = NodeState::Resync;
-                    self.abort_round(now, format!("{from} reconnected"), vec![]);
+                    if self.count_forced_abort(from) {
+                        self.abort_round(
+                            now,
+                            format!("{from} reconnected a second time in this round"),
+                            vec![from.to_owned()],
+                        );
+                    } else {
+                        self.abort_round(now, format!("{from} reconnected"), vec![]);
+                    }
                 } else if previous != NodeState::Resync {
                     self.nodes.get_mut(from).expect("present").state = NodeState::Waiting;
                 }
@@ -852,11 +952,24 @@ impl CoordinatorMachine {
             .roster
             .iter()
             .filter(|m| self.nodes[&m.name].state == NodeState::Active)
+            .filter(|m| self.committed.as_ref().is_none_or(|c| c.contains(&m.name)))
             .map(|m| Member {
                 name: m.name.clone(),
                 address: self.nodes[&m.name].address.clone(),
             })
             .collect();
+        if let Some(c) = &self.committed {
+            if ring.len() != c.len() {
+                let present: Vec<&String> = ring.iter().map(|m| &m.name).collect();
+                let err = Error::SetIncomplete {
+                    round: self.next_round + 1,
+                    members: c.clone(),
+                    missing: c.iter().filter(|n| !present.contains(n)).cloned().collect(),
+                };
+                self.fail(err);
+                return;
+            }
+        }
         if ring.len() < self.min_hospitals() {
             let err = self.too_few(ring.len(), &[]);
             self.fail(err);
@@ -895,7 +1008,8 @@ impl CoordinatorMachine {
             ring: names,
             deadline: now + self.config.round_timeout,
             step: Step::Collecting {
-                forwarded: BTreeSet::new(),
+                started: BTreeSet::new(),
+                received: BTreeSet::new(),
             },
         });
     }
@@ -922,6 +1036,18 @@ impl CoordinatorMachine {
             ),
             _ => return,
         };
+        if let Some(c) = &self.committed {
+            if !acking && drop.iter().any(|n| c.contains(n)) {
+                // The set was asked to unmask: it completes as it is or not at all.
+                let err = Error::SetIncomplete {
+                    round: round + 1,
+                    members: c.clone(),
+                    missing: drop.clone(),
+                };
+                self.fail(err);
+                return;
+            }
+        }
         let remaining = ring
             .iter()
             .filter(|n| !drop.contains(n) && self.nodes[*n].state != NodeState::Dropped)
@@ -949,6 +1075,8 @@ impl CoordinatorMachine {
                     epoch,
                     reason: reason.clone(),
                     dropped: drop.clone(),
+                    committed: None,
+                    deterministic: false,
                 });
                 self.send(name, round, body);
             }
@@ -988,12 +1116,154 @@ impl CoordinatorMachine {
                 why: "the round's sum was already received".into(),
             });
         }
-        let addends = rs.ring.len() as u64;
         let codec = self.codec.as_ref().expect("a running round has a codec");
-        let decoded = codec
+        let decrypted = codec
             .parse(from, &p)
-            .and_then(|cts| codec.decrypt_sum(&self.sk, &cts, addends));
-        let sum = match decoded {
+            .and_then(|cts| codec.decrypt_raw(&self.sk, &cts));
+        let plaintexts = match decrypted {
+            Ok(pt) => pt,
+            Err(err) => {
+                self.abort_round(now, format!("rejected the sum: {err}"), vec![]);
+                return Err(err);
+            }
+        };
+        if !self.config.params.masks {
+            return self.finalize_aggregate(now, from, plaintexts);
+        }
+        // Ask exactly this attempt's members to unmask; from now on the round
+        // completes with this set or not at all.
+        let Phase::Round(rs) = &mut self.phase else {
+            unreachable!("checked above")
+        };
+        rs.step = Step::Unmasking {
+            plaintexts,
+            reveals: BTreeMap::new(),
+        };
+        rs.deadline = now + self.config.round_timeout;
+        let (epoch, ring) = (rs.epoch, rs.ring.clone());
+        self.committed = Some(ring.clone());
+        let body = Body::Unmask(Unmask {
+            epoch,
+            members: ring.clone(),
+        });
+        for name in &ring {
+            self.send(name, round, body.clone());
+        }
+        Ok(())
+    }
+
+    fn on_reveal(&mut self, now: Instant, from: &str, round: u32, r: Reveal) -> Result<()> {
+        let next_round = self.next_round;
+        let run_id = self.run_id.clone();
+        let roster: Vec<String> = self.config.roster.iter().map(|m| m.name.clone()).collect();
+        let rs = match &mut self.phase {
+            Phase::Round(rs) if rs.round == round => rs,
+            _ => {
+                return Err(if round < next_round {
+                    Error::StaleRound {
+                        peer: from.to_owned(),
+                        got: round,
+                        current: next_round,
+                    }
+                } else {
+                    Error::Unexpected {
+                        peer: from.to_owned(),
+                        kind: "reveal",
+                        why: "no round is being unmasked".into(),
+                    }
+                })
+            }
+        };
+        if !rs.ring.iter().any(|n| n == from) {
+            return Err(Error::UnknownPeer {
+                peer: from.to_owned(),
+                role: "in the set being unmasked",
+            });
+        }
+        let Step::Unmasking { reveals, .. } = &mut rs.step else {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "reveal",
+                why: "no set is being unmasked".into(),
+            });
+        };
+        let invalid = |reason: String| Error::InvalidMessage {
+            peer: from.to_owned(),
+            kind: "reveal",
+            reason,
+        };
+        if r.set_hash.0 != crate::hospital::state::set_hash(&run_id, round, &rs.ring) {
+            return Err(invalid("it is for another member set".into()));
+        }
+        if r.self_seed.0.len() != SEED_BYTES {
+            return Err(invalid("the self-mask seed is not 32 bytes".into()));
+        }
+        let mut peers = BTreeSet::new();
+        for p in &r.pair_seeds {
+            if p.seed.0.len() != SEED_BYTES
+                || rs.ring.contains(&p.peer)
+                || !roster.contains(&p.peer)
+                || !peers.insert(p.peer.as_str())
+            {
+                return Err(invalid(format!(
+                    "its seed with {:?} is malformed, repeated or with a member of the set",
+                    p.peer
+                )));
+            }
+        }
+        reveals.insert(from.to_owned(), r);
+        if reveals.len() < rs.ring.len() {
+            return Ok(());
+        }
+        // Every member revealed: remove the masks.
+        let Step::Unmasking {
+            mut plaintexts,
+            reveals,
+        } = std::mem::replace(
+            &mut rs.step,
+            Step::Collecting {
+                started: BTreeSet::new(),
+                received: BTreeSet::new(),
+            },
+        )
+        else {
+            unreachable!("matched above")
+        };
+        let seed = |b: &Bytes| {
+            let mut s = zeroize::Zeroizing::new([0u8; SEED_BYTES]);
+            s.copy_from_slice(&b.0);
+            s
+        };
+        let masks: Vec<MaskSet> = reveals
+            .iter()
+            .map(|(name, r)| {
+                let pairs = r
+                    .pair_seeds
+                    .iter()
+                    .map(|p| (p.peer.clone(), seed(&p.seed)))
+                    .collect();
+                MaskSet::new(name.clone(), round, Some(seed(&r.self_seed)), pairs)
+            })
+            .collect();
+        let codec = self.codec.as_ref().expect("a running round has a codec");
+        codec.unmask(&mut plaintexts, &masks);
+        self.finalize_aggregate(now, from, plaintexts)
+    }
+
+    /// Decodes the unmasked sum of the current attempt, makes it durable (a
+    /// checkpoint event, before any transmit) and broadcasts it.
+    fn finalize_aggregate(
+        &mut self,
+        now: Instant,
+        from: &str,
+        plaintexts: Vec<BigUint>,
+    ) -> Result<()> {
+        let Phase::Round(rs) = &self.phase else {
+            unreachable!("only within a round")
+        };
+        let (round, ring) = (rs.round, rs.ring.clone());
+        let codec = self.codec.as_ref().expect("a running round has a codec");
+        let sum = match codec.decode_sum(&plaintexts, ring.len() as u64) {
             Ok(sum) if sum.iter().all(|v| v.is_finite()) => sum,
             Ok(_) => {
                 let err = Error::InvalidMessage {
@@ -1001,37 +1271,116 @@ impl CoordinatorMachine {
                     kind: "ring_pass",
                     reason: "the aggregate decodes to non-finite values".into(),
                 };
-                self.abort_round(now, err.to_string(), vec![]);
-                return Err(err);
+                self.fail(err);
+                return Ok(());
             }
             Err(err) => {
-                self.abort_round(now, format!("rejected the sum: {err}"), vec![]);
-                return Err(err);
+                // The set is fixed: this cannot be retried with other members.
+                let err = Error::RoundFailed {
+                    round: round + 1,
+                    attempts: self.attempts,
+                    reason: format!("the unmasked aggregate does not decode: {err}"),
+                };
+                self.fail(err);
+                return Ok(());
             }
-        };
-        let Phase::Round(rs) = &mut self.phase else {
-            unreachable!("checked above")
         };
         let record = AggregateRecord {
             round,
             sum,
-            n_hospitals: rs.ring.len() as u32,
-            n_total_rows: rs.ring.iter().map(|n| self.nodes[n].rows).sum(),
+            n_hospitals: ring.len() as u32,
+            n_total_rows: ring.iter().map(|n| self.nodes[n].rows).sum(),
         };
-        let body = Body::Aggregate(Aggregate {
-            epoch: rs.epoch,
-            record: record.clone(),
+        self.history.push(record.clone());
+        self.summaries.push(RoundSummary {
+            round,
+            participants: ring.clone(),
+            test_mse: BTreeMap::new(),
+            attempts: self.attempts,
         });
-        rs.step = Step::Acking {
-            record,
-            acked: BTreeMap::new(),
-        };
-        rs.deadline = now + self.config.round_timeout;
-        let ring = rs.ring.clone();
+        self.next_round += 1;
+        self.committed = None;
+        // Durable before it is broadcast: a resumed coordinator re-sends this
+        // very aggregate instead of collecting a second one.
+        let checkpoint = self.checkpoint();
+        self.events
+            .push_back(CoordinatorEvent::Checkpoint(Box::new(checkpoint)));
+        let body = Body::Aggregate(Aggregate { record });
         for name in &ring {
             self.send(name, round, body.clone());
         }
+        let Phase::Round(rs) = &mut self.phase else {
+            unreachable!("only within a round")
+        };
+        rs.step = Step::Acking {
+            acked: BTreeMap::new(),
+        };
+        rs.deadline = now + self.config.round_timeout;
         Ok(())
+    }
+
+    /// A hospital's `Abort`: a complaint about the attempt, or a refusal that
+    /// names the set it is committed to.
+    fn on_hospital_abort(&mut self, now: Instant, from: &str, round: u32, a: Abort) -> Result<()> {
+        let epoch_ok =
+            matches!(&self.phase, Phase::Round(rs) if rs.round == round && rs.epoch == a.epoch);
+        if !epoch_ok {
+            self.current_round(from, "abort", round, a.epoch)?;
+        }
+        if a.deterministic {
+            // Retrying cannot help: stop now, with the cause.
+            let err = Error::RoundFailed {
+                round,
+                attempts: self.attempts,
+                reason: format!("{from} reported: {}", a.reason),
+            };
+            self.fail(err);
+            return Ok(());
+        }
+        if let Some(set) = a.committed {
+            let roster: Vec<&String> = self.config.roster.iter().map(|m| &m.name).collect();
+            if set.len() < self.min_hospitals() || set.iter().any(|n| !roster.contains(&n)) {
+                return Err(Error::InvalidMessage {
+                    peer: from.to_owned(),
+                    kind: "abort",
+                    reason: format!("it claims to be committed to an impossible set {set:?}"),
+                });
+            }
+            match &self.committed {
+                Some(c) if *c != set => {
+                    let err = Error::RoundFailed {
+                        round: round + 1,
+                        attempts: self.attempts,
+                        reason: format!(
+                            "{from} is committed to the member set {set:?}, others to {c:?}; \
+                             the round cannot complete"
+                        ),
+                    };
+                    self.fail(err);
+                    return Ok(());
+                }
+                _ => self.committed = Some(set),
+            }
+            self.abort_round(now, format!("{from} refused: {}", a.reason), vec![]);
+            return Ok(());
+        }
+        if self.count_forced_abort(from) {
+            self.abort_round(
+                now,
+                format!("{from} forced a second abort of this round: {}", a.reason),
+                vec![from.to_owned()],
+            );
+        } else {
+            self.abort_round(now, format!("{from} reported: {}", a.reason), vec![]);
+        }
+        Ok(())
+    }
+
+    /// Counts an abort `name` caused; `true` when it is its second this round.
+    fn count_forced_abort(&mut self, name: &str) -> bool {
+        let n = self.forced_aborts.entry(name.to_owned()).or_insert(0);
+        *n += 1;
+        *n >= 2
     }
 
     fn on_ack(&mut self, now: Instant, from: &str, round: u32, a: RoundAck) -> Result<()> {
@@ -1056,7 +1405,7 @@ impl CoordinatorMachine {
                 return Err(Error::Unexpected {
                     peer: from.to_owned(),
                     kind: "round_ack",
-                    why: format!("round {round} is not running"),
+                    why: format!("round {} is not running", round + 1),
                 })
             }
         };
@@ -1066,7 +1415,7 @@ impl CoordinatorMachine {
                 role: "in this round's ring",
             });
         }
-        let Step::Acking { acked, .. } = &mut rs.step else {
+        let Step::Acking { acked } = &mut rs.step else {
             return Err(Error::Unexpected {
                 peer: from.to_owned(),
                 kind: "round_ack",
@@ -1094,7 +1443,7 @@ impl CoordinatorMachine {
         match &self.phase {
             Phase::Round(RoundState {
                 ring,
-                step: Step::Acking { acked, .. },
+                step: Step::Acking { acked },
                 ..
             }) => ring
                 .iter()
@@ -1107,25 +1456,17 @@ impl CoordinatorMachine {
         let Phase::Round(rs) = std::mem::replace(&mut self.phase, Phase::Failed) else {
             return;
         };
-        let Step::Acking { record, acked } = rs.step else {
+        let Step::Acking { acked } = rs.step else {
             self.phase = Phase::Round(rs);
             return;
         };
-        let summary = RoundSummary {
-            round: rs.round,
-            participants: rs.ring,
-            test_mse: acked,
-            attempts: self.attempts,
-        };
-        self.history.push(record);
-        self.summaries.push(summary.clone());
-        self.next_round += 1;
+        let summary = self.summaries.last_mut().expect("finalized before acks");
+        summary.test_mse = acked;
+        let summary = summary.clone();
         self.attempts = 0;
+        self.forced_aborts.clear();
         self.events
             .push_back(CoordinatorEvent::RoundCompleted(summary));
-        let checkpoint = self.checkpoint();
-        self.events
-            .push_back(CoordinatorEvent::Checkpoint(Box::new(checkpoint)));
         self.begin_round(now);
     }
 
@@ -1145,6 +1486,7 @@ impl CoordinatorMachine {
             next_round: self.next_round,
             history: self.history.clone(),
             rounds: self.summaries.clone(),
+            committed: self.committed.clone(),
         }
     }
 
@@ -1196,20 +1538,17 @@ impl CoordinatorMachine {
                 role: "a participant at the end of training",
             });
         }
-        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        let weights_ok = |w: &Option<Vec<f64>>| {
+            w.as_ref()
+                .is_none_or(|v| v.len() == n_features && v.iter().all(|x| x.is_finite()))
+        };
         let mse_ok = |m: Option<f64>| m.is_none_or(|x| x.is_finite() && x >= 0.0);
-        if r.weights.len() != n_features
-            || r.local_weights.len() != n_features
-            || !finite(&r.weights)
-            || !finite(&r.local_weights)
-            || !mse_ok(r.local_test_mse)
-            || !mse_ok(r.federated_test_mse)
-        {
+        if !weights_ok(&r.weights) || !mse_ok(r.local_test_mse) || !mse_ok(r.federated_test_mse) {
             return Err(Error::InvalidMessage {
                 peer: from.to_owned(),
                 kind: "report",
                 reason: format!(
-                    "expected {n_features} finite weights and finite non-negative MSEs"
+                    "expected {n_features} finite weights (if any) and finite non-negative MSEs"
                 ),
             });
         }

@@ -1,41 +1,70 @@
-//! A hospital's state machine: joining, mask-seed agreement, its part of each
-//! round, the model step and the final report, with no I/O.
+//! A hospital's state machine: joining, its own policy checks, ring
+//! confirmation and pairwise seeds, its masked contribution, the commitment to
+//! one member set per model state, the model step and the final report, with
+//! no I/O.
 //!
-//! The driver feeds it authenticated messages from the coordinator and from ring
-//! peers, tells it when the coordinator connection comes up (it then says hello),
-//! and drains [`poll_transmit`](HospitalMachine::poll_transmit) (to the coordinator
-//! or to a ring peer, whom the driver connects to on demand using the addresses in
-//! [`HospitalEvent::RingChanged`]) and [`poll_event`](HospitalMachine::poll_event).
+//! # How to call it (as quinn-proto's `Connection`)
 //!
-//! The model is always a pure function of the local data and the aggregate history:
-//! on every `Setup` the hospital recomputes its weights from its local-only model
-//! (mode `seed`) or from zeros (mode `global`) by replaying the history, so a
-//! hospital that rejoins, or meets a resumed coordinator, ends with exactly the
-//! model of an uninterrupted run.
+//! Four kinds of methods: getters ([`name`](HospitalMachine::name),
+//! [`weights`](HospitalMachine::weights), ...), handlers named `handle_*` and
+//! `peer_*` that feed it input, and `poll_*` that drain its output. After
+//! every handler call, drain [`poll_event`](HospitalMachine::poll_event)
+//! first, then [`poll_transmit`](HospitalMachine::poll_transmit): a
+//! [`HospitalEvent::Persist`] with `sync: true` must be durable before any
+//! transmit polled after it is sent (the commitment must survive a crash
+//! before anything that relies on it leaves), and a
+//! [`HospitalEvent::RingChanged`] tells the driver whom it will send to.
+//! Hospitals keep no timers; [`next_deadline`](HospitalMachine::next_deadline)
+//! is always `None`.
+//!
+//! # What it enforces (see the README's threat model)
+//!
+//! - Its own [`HospitalPolicy`]: a `Setup` with masks off, too many rounds or
+//!   an out-of-bounds learning rate, and a ring or member set that names anyone
+//!   outside the consortium (the coordinator included), is out of roster order
+//!   or smaller than `min_ring`, are refused with an error naming what was
+//!   wrong.
+//! - Ring confirmation: every member of an attempt sends every other a
+//!   [`PeerRound`] carrying the hash of the ring it was given; nothing leaves
+//!   for the ring before all confirmed the same ring.
+//! - One member set per model state: the contribution is masked with a
+//!   self-mask derived from the mask key and the model state, plus pairwise
+//!   masks fixed for the round. Unmasking material (the self-mask seed and the
+//!   seeds with members outside the set) is released only for a set this node
+//!   committed to, persisted durably first, keyed by the model state's digest
+//!   (so another run or a replayed round at the same weights is bound by it
+//!   too), and only after every member of the set confirmed the same set. Any
+//!   other set is refused, naming the committed one.
+//! - A replayed history must match the aggregates this node applied.
+//! - Nothing derived from its data alone leaves: the report carries weights
+//!   only in `global` mode and test metrics only when the policy shares them.
 
-use std::collections::{BTreeMap, VecDeque};
+mod policy;
+pub(crate) mod state;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use learning::ndarray::Array1;
 use learning::{Dataset, Mode};
 use paillier::{Ciphertext, PublicKey};
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+
+pub use policy::{HospitalPolicy, MIN_RING};
+pub use state::{ring_hash, set_hash, Commitment, HospitalState, STATE_VERSION};
 
 use crate::codec::GradientCodec;
 use crate::coordinator::DEFAULT_COORDINATOR_NAME;
 use crate::error::{Error, Result};
-use crate::masks::{MaskSet, SEED_BYTES};
+use crate::masks::{pair_seed, self_seed, MaskSet, Seed, SEED_BYTES};
 use crate::wire::{
-    Abort, AggregateRecord, Body, Bytes, Envelope, Forwarded, Hello, MaskSeed, Member, Report,
-    RingPass, RoundAck, RoundStart, RunId, RunParams, Setup,
+    Abort, Aggregate, AggregateRecord, Body, Bytes, Envelope, Hello, PeerCommit, PeerRound, Report,
+    Reveal, RevealedSeed, RingPass, RoundAck, RoundStart, RunId, RunParams, Setup, Unmask,
 };
 
 /// Most messages held back because they arrived before what they depend on.
 const MAX_DEFERRED: usize = 64;
-/// How far ahead of the current epoch a mask seed may be (epochs of a later
-/// coordinator incarnation jump by 2^32, so "ahead" is bounded by count instead).
-const MAX_STORED_SEEDS: usize = 1024;
+/// Most bytes of ciphertexts held back in deferred messages.
+const MAX_DEFERRED_BYTES: usize = 64 << 20;
 
 /// Configuration of a hospital node.
 #[derive(Clone, Debug)]
@@ -47,18 +76,22 @@ pub struct HospitalConfig {
     /// Address where peers reach this node, announced in the hello (None: the
     /// coordinator's roster address is used).
     pub address: Option<String>,
+    /// This hospital's own policy.
+    pub policy: HospitalPolicy,
     /// INSECURE, tests only: accept public keys below `paillier::MIN_KEY_BITS`
     /// from the coordinator. `false` by default.
     pub dangerous_accept_small_test_keys: bool,
 }
 
 impl HospitalConfig {
-    /// A configuration with the default coordinator name.
-    pub fn new(name: impl Into<String>) -> HospitalConfig {
+    /// A configuration with the default coordinator name and the default
+    /// policy for the consortium `roster` (hospital names, ring order).
+    pub fn new(name: impl Into<String>, roster: Vec<String>) -> HospitalConfig {
         HospitalConfig {
             name: name.into(),
             coordinator: DEFAULT_COORDINATOR_NAME.to_owned(),
             address: None,
+            policy: HospitalPolicy::new(roster),
             dangerous_accept_small_test_keys: false,
         }
     }
@@ -79,8 +112,16 @@ pub enum HospitalEvent {
     RingChanged {
         /// Mask epoch.
         epoch: u64,
-        /// The ring, head first (includes this node).
-        ring: Vec<Member>,
+        /// The ring, head first (includes this node), with addresses.
+        ring: Vec<crate::wire::Member>,
+    },
+    /// Write this state (atomically, mode 0600). When `sync`, it must be
+    /// durable (fsynced) before any transmit polled after this event is sent.
+    Persist {
+        /// The state to write.
+        state: Box<HospitalState>,
+        /// Whether later transmits depend on it being durable.
+        sync: bool,
     },
     /// A round completed and the step was taken.
     RoundCompleted {
@@ -103,10 +144,25 @@ pub enum HospitalEvent {
         /// Why.
         reason: String,
     },
-    /// The final report was accepted; the run is complete.
-    Finished(Report),
+    /// The run is complete; this node's own full report (it keeps it: what
+    /// went to the coordinator is the reduced [`Report`]).
+    Finished(LocalReport),
     /// The coordinator stopped the run.
     Failed(Error),
+}
+
+/// This node's own end-of-run record, for its local report file: everything,
+/// including what never leaves the node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalReport {
+    /// Weights of the local-only model.
+    pub local_weights: Vec<f64>,
+    /// Weights of the federated model.
+    pub weights: Vec<f64>,
+    /// Test MSE of the local-only model, when there is a test set.
+    pub local_test_mse: Option<f64>,
+    /// Test MSE of the federated model, when there is a test set.
+    pub federated_test_mse: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -116,36 +172,57 @@ struct RunState {
     codec: GradientCodec,
     local_weights: Array1<f64>,
     weights: Array1<f64>,
-    completed: u32,
+    history: Vec<AggregateRecord>,
 }
 
-#[derive(Debug)]
-struct RoundState {
-    round: u32,
+impl RunState {
+    fn completed(&self) -> u32 {
+        self.history.len() as u32
+    }
+}
+
+/// One attempt of the current round.
+struct Attempt {
     epoch: u64,
-    ring: Vec<Member>,
-    /// Running sum received from the predecessor, parsed.
+    names: Vec<String>,
+    ring_hash: Vec<u8>,
+    confirmed: BTreeSet<String>,
     incoming: Option<Vec<Ciphertext>>,
-    /// This node's encrypted, masked gradient, computed as soon as its seeds are
-    /// in (before the predecessor's sum arrives, so encryption overlaps the ring).
-    contribution: Option<Vec<Ciphertext>>,
     sent: bool,
 }
 
+/// The current round: what holds across its attempts.
+struct RoundState {
+    round: u32,
+    /// Digest of the model state this round's gradient is computed at.
+    state: [u8; 32],
+    /// Pairwise seeds of this round, drawn or received, by peer.
+    seeds: BTreeMap<String, Seed>,
+    /// The masking set, fixed once this node's contribution was computed.
+    masked_for: Option<Vec<String>>,
+    /// The committed member set (also persisted).
+    committed: Option<Vec<String>>,
+    /// Set hashes other members committed to.
+    peer_commits: BTreeMap<String, Vec<u8>>,
+    /// Whether the reveal for the latest `Unmask` went out.
+    revealed: bool,
+    attempt: Option<Attempt>,
+}
+
 /// A hospital's protocol state machine.
-#[derive(Debug)]
 pub struct HospitalMachine {
     config: HospitalConfig,
     train: Dataset,
     test: Option<Dataset>,
-    rng: ChaCha20Rng,
-    /// Local-only model, cached by (rounds, eta bits).
+    data: [u8; 32],
+    mask_key: Seed,
+    /// Local-only model, cached by (mode, rounds, eta bits).
     local_cache: Option<((Mode, u32, u64), Array1<f64>)>,
+    persisted: HospitalState,
     run: Option<RunState>,
     round: Option<RoundState>,
-    seeds: BTreeMap<(u64, String), [u8; SEED_BYTES]>,
     deferred: VecDeque<(String, Envelope)>,
-    report: Option<Report>,
+    report_sent: Option<LocalReport>,
     /// Latest peak RSS the driver measured; goes into the report.
     peak_rss_bytes: Option<u64>,
     finished: bool,
@@ -153,14 +230,31 @@ pub struct HospitalMachine {
     events: VecDeque<HospitalEvent>,
 }
 
+impl std::fmt::Debug for HospitalMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The mask key and the round's seeds are secrets: never printed.
+        f.debug_struct("HospitalMachine")
+            .field("name", &self.config.name)
+            .field("run", &self.run.as_ref().map(|r| r.run_id.as_str()))
+            .field("completed_rounds", &self.completed_rounds())
+            .field("round", &self.round.as_ref().map(|r| r.round))
+            .field("commitments", &self.persisted.commitments.len())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HospitalMachine {
-    /// A hospital with its training data and optional test data. `rng_seed` seeds
-    /// the generator of pairwise mask seeds; the driver passes OS randomness.
+    /// A hospital with its training data, optional test data, its secret mask
+    /// key (32 random bytes the driver keeps in a 0600 file: the same key must
+    /// come back after a restart) and the state it persisted last (`None` on
+    /// first start).
     pub fn new(
         config: HospitalConfig,
         train: Dataset,
         test: Option<Dataset>,
-        rng_seed: [u8; 32],
+        mask_key: [u8; SEED_BYTES],
+        persisted: Option<HospitalState>,
     ) -> Result<HospitalMachine> {
         if config.name.is_empty() || config.name == config.coordinator {
             return Err(Error::Config(format!(
@@ -168,6 +262,10 @@ impl HospitalMachine {
                 config.name
             )));
         }
+        config
+            .policy
+            .validate(&config.name, &config.coordinator)
+            .map_err(|e| Error::Config(format!("{}: {e}", config.name)))?;
         if train.n_rows() == 0 {
             return Err(Error::Config(format!(
                 "{} has no training rows",
@@ -182,17 +280,35 @@ impl HospitalMachine {
                 )));
             }
         }
+        let persisted = match persisted {
+            Some(s) if s.version != STATE_VERSION => {
+                return Err(Error::Config(format!(
+                    "the state file has format version {} (this build reads {STATE_VERSION})",
+                    s.version
+                )))
+            }
+            Some(s) if s.name != config.name => {
+                return Err(Error::Config(format!(
+                    "the state file belongs to {:?}, not {:?}",
+                    s.name, config.name
+                )))
+            }
+            Some(s) => s,
+            None => HospitalState::new(config.name.clone()),
+        };
+        let data = state::data_digest(&train);
         Ok(HospitalMachine {
             config,
             train,
             test,
-            rng: ChaCha20Rng::from_seed(rng_seed),
+            data,
+            mask_key: zeroize::Zeroizing::new(mask_key),
             local_cache: None,
+            persisted,
             run: None,
             round: None,
-            seeds: BTreeMap::new(),
             deferred: VecDeque::new(),
-            report: None,
+            report_sent: None,
             peak_rss_bytes: None,
             finished: false,
             transmits: VecDeque::new(),
@@ -212,13 +328,17 @@ impl HospitalMachine {
 
     /// Rounds completed in the current run.
     pub fn completed_rounds(&self) -> u32 {
-        self.run.as_ref().map_or(0, |r| r.completed)
+        self.run.as_ref().map_or(0, RunState::completed)
+    }
+
+    /// The state this node would persist now.
+    pub fn state(&self) -> &HospitalState {
+        &self.persisted
     }
 
     /// Records this process's peak resident set size in bytes, as the driver
     /// measured it (the machine does no I/O). The latest value goes into the
-    /// final [`Report`]; drivers call this before feeding messages so the
-    /// report, produced when `Finish` arrives, carries a recent figure.
+    /// final [`Report`].
     pub fn set_peak_rss_bytes(&mut self, bytes: u64) {
         self.peak_rss_bytes = Some(bytes);
     }
@@ -260,18 +380,24 @@ impl HospitalMachine {
     pub fn peer_lost(&mut self, _now: Instant, _name: &str) {}
 
     fn say_hello(&mut self) {
+        // After a restart the persisted run says where this node was.
+        let (run_id, completed) = match (&self.run, &self.persisted.run) {
+            (Some(r), _) => (Some(r.run_id.clone()), r.completed()),
+            (None, Some((id, h))) => (Some(id.clone()), h.len() as u32),
+            (None, None) => (None, 0),
+        };
         let hello = Hello {
             name: self.config.name.clone(),
             schema: self.train.schema(),
             rows: self.train.n_rows() as u64,
             address: self.config.address.clone(),
-            completed_rounds: self.run.as_ref().map(|r| r.completed),
+            completed_rounds: run_id.as_ref().map(|_| completed),
         };
-        let (run_id, round, body) = match &self.run {
-            Some(r) => (r.run_id.clone(), r.completed, Body::Rejoin(hello)),
-            None => (RunId::new("none").expect("valid"), 0, Body::Hello(hello)),
+        let (run_id, body) = match run_id {
+            Some(id) => (id, Body::Rejoin(hello)),
+            None => (RunId::new("none").expect("valid"), Body::Hello(hello)),
         };
-        let env = Envelope::new(run_id, round, self.config.name.clone(), body);
+        let env = Envelope::new(run_id, completed, self.config.name.clone(), body);
         self.transmits
             .push_back((self.config.coordinator.clone(), env));
     }
@@ -284,6 +410,18 @@ impl HospitalMachine {
             .expect("only sends within a run");
         let env = Envelope::new(run_id, round, self.config.name.clone(), body);
         self.transmits.push_back((to.to_owned(), env));
+    }
+
+    fn send_coordinator(&mut self, round: u32, body: Body) {
+        let c = self.config.coordinator.clone();
+        self.send(&c, round, body);
+    }
+
+    fn persist(&mut self, sync: bool) {
+        self.events.push_back(HospitalEvent::Persist {
+            state: Box::new(self.persisted.clone()),
+            sync,
+        });
     }
 
     /// Handles one message from the authenticated peer `from`. An `Err` means the
@@ -312,11 +450,20 @@ impl HospitalMachine {
         }
     }
 
+    /// Holds `env` back until what it depends on arrives, within a bound on
+    /// count and ciphertext bytes (the oldest go first).
     fn defer(&mut self, from: &str, env: Envelope) {
-        if self.deferred.len() >= MAX_DEFERRED {
-            self.deferred.pop_front();
-        }
+        let size = |e: &Envelope| match &e.body {
+            Body::RingPass(p) => p.ciphertexts.iter().map(|c| c.0.len()).sum(),
+            _ => 0,
+        };
         self.deferred.push_back((from.to_owned(), env));
+        let mut bytes: usize = self.deferred.iter().map(|(_, e)| size(e)).sum();
+        while self.deferred.len() > MAX_DEFERRED || bytes > MAX_DEFERRED_BYTES {
+            if let Some((_, e)) = self.deferred.pop_front() {
+                bytes -= size(&e);
+            }
+        }
     }
 
     fn dispatch(&mut self, _now: Instant, from: &str, env: Envelope) -> Result<()> {
@@ -330,18 +477,31 @@ impl HospitalMachine {
             });
         }
         let from_coordinator = from == self.config.coordinator;
-        if !from_coordinator && !matches!(env.body, Body::MaskSeed(_) | Body::RingPass(_)) {
+        let peer_message = matches!(
+            env.body,
+            Body::PeerRound(_) | Body::PeerCommit(_) | Body::RingPass(_)
+        );
+        if !from_coordinator {
+            if self.config.policy.position(from).is_none() {
+                return Err(Error::UnknownPeer {
+                    peer: from.to_owned(),
+                    role: "a hospital of this consortium",
+                });
+            }
+            if !peer_message {
+                return Err(Error::Unexpected {
+                    peer: from.to_owned(),
+                    kind,
+                    why: "hospitals only send ring confirmations, commitments and ring passes \
+                          to each other"
+                        .into(),
+                });
+            }
+        } else if peer_message {
             return Err(Error::Unexpected {
                 peer: from.to_owned(),
                 kind,
-                why: "hospitals only send mask seeds and ring passes to each other".into(),
-            });
-        }
-        if from_coordinator && matches!(env.body, Body::MaskSeed(_) | Body::RingPass(_)) {
-            return Err(Error::Unexpected {
-                peer: from.to_owned(),
-                kind,
-                why: "the coordinator never sends it".into(),
+                why: "only hospitals send it".into(),
             });
         }
         if let Body::Setup(s) = env.body {
@@ -376,18 +536,49 @@ impl HospitalMachine {
             });
         }
         let round = env.round;
+        let completed = run.completed();
+        // One freshness rule for every round-scoped message: older rounds are
+        // over; a peer's message for the next round waits for its RoundStart.
+        if !matches!(env.body, Body::Finish | Body::Done | Body::Abort(_)) {
+            if round < completed {
+                return Err(Error::StaleRound {
+                    peer: from.to_owned(),
+                    got: round,
+                    current: completed,
+                });
+            }
+            if round > completed {
+                if !from_coordinator && round == completed + 1 {
+                    self.defer(from, env);
+                    return Ok(());
+                }
+                if from_coordinator {
+                    // We missed aggregates (e.g. a lost message): ask to be set up again.
+                    self.say_hello();
+                }
+                return Err(Error::FutureRound {
+                    peer: from.to_owned(),
+                    got: round,
+                    current: completed,
+                });
+            }
+        }
+        if !from_coordinator && !self.ready_for(&env.body) {
+            // Its RoundStart (or the attempt it belongs to) has not reached us yet.
+            self.defer(from, env);
+            return Ok(());
+        }
         match env.body {
             Body::RoundStart(rs) => self.on_round_start(from, round, rs),
-            Body::MaskSeed(m) => {
-                self.on_mask_seed(from, m)?;
-                self.progress()
-            }
+            Body::PeerRound(m) => self.on_peer_round(from, round, m),
             Body::RingPass(p) => self.on_ring_pass(from, round, p),
-            Body::Aggregate(a) => self.on_aggregate(from, round, a.epoch, a.record),
+            Body::Unmask(u) => self.on_unmask(from, round, u),
+            Body::PeerCommit(c) => self.on_peer_commit(from, round, c),
+            Body::Aggregate(a) => self.on_aggregate(from, round, a),
             Body::Abort(a) => self.on_abort(from, round, a),
             Body::Finish => self.on_finish(from, round),
             Body::Done => {
-                let report = self.report.clone().ok_or_else(|| Error::Unexpected {
+                let report = self.report_sent.clone().ok_or_else(|| Error::Unexpected {
                     peer: from.to_owned(),
                     kind,
                     why: "no report was sent".into(),
@@ -401,6 +592,22 @@ impl HospitalMachine {
                 kind: other.kind(),
                 why: "hospitals do not accept it".into(),
             }),
+        }
+    }
+
+    /// Whether a peer's message can be handled now: its round attempt is here.
+    fn ready_for(&self, body: &Body) -> bool {
+        let attempt_epoch = self
+            .round
+            .as_ref()
+            .and_then(|r| r.attempt.as_ref())
+            .map(|a| a.epoch);
+        match body {
+            Body::PeerRound(PeerRound { epoch, .. }) | Body::RingPass(RingPass { epoch, .. }) => {
+                attempt_epoch.is_some_and(|e| e >= *epoch)
+            }
+            Body::PeerCommit(_) => self.round.is_some(),
+            _ => true,
         }
     }
 
@@ -437,9 +644,14 @@ impl HospitalMachine {
             )));
         }
         let p = &s.params;
-        if !(p.eta.is_finite() && p.eta > 0.0) {
-            return Err(invalid(format!("eta {} is not positive and finite", p.eta)));
-        }
+        self.config
+            .policy
+            .check_params(p)
+            .map_err(|e| Error::PolicyRefused {
+                peer: from.to_owned(),
+                kind: "setup",
+                reason: e,
+            })?;
         let n_features = self.train.n_features();
         if s.history.len() > p.rounds as usize {
             return Err(invalid("history is longer than the run".into()));
@@ -454,6 +666,34 @@ impl HospitalMachine {
                 return Err(invalid(format!("history entry {i} is malformed")));
             }
         }
+        // A replayed history must extend what this node itself applied.
+        if let Some((id, mine)) = &self.persisted.run {
+            if *id == run_id {
+                if s.history.len() < mine.len() {
+                    return Err(Error::PolicyRefused {
+                        peer: from.to_owned(),
+                        kind: "setup",
+                        reason: format!(
+                            "the history has {} rounds, but this hospital already applied {} \
+                             (was the coordinator restarted from an old checkpoint?)",
+                            s.history.len(),
+                            mine.len()
+                        ),
+                    });
+                }
+                if let Some(i) = (0..mine.len()).find(|&i| s.history[i] != mine[i]) {
+                    return Err(Error::PolicyRefused {
+                        peer: from.to_owned(),
+                        kind: "setup",
+                        reason: format!(
+                            "round {} of the history differs from the aggregate this hospital \
+                             applied",
+                            i + 1
+                        ),
+                    });
+                }
+            }
+        }
         let codec = GradientCodec::new(&pk, p.fixed_point, p.pack, n_features)
             .map_err(|e| invalid(e.to_string()))?;
         let local = self.local_model(p.mode, p.rounds, p.eta);
@@ -464,22 +704,23 @@ impl HospitalMachine {
         for r in &s.history {
             apply(p.mode, &mut weights, r, p.eta);
         }
-        let completed = s.history.len() as u32;
         if self.run.as_ref().is_some_and(|r| r.run_id != run_id) {
             // Another run: nothing of the old one may leak into it.
-            self.seeds.clear();
             self.deferred.retain(|(_, e)| e.run_id == run_id);
         }
+        let completed = s.history.len() as u32;
+        self.persisted.run = Some((run_id.clone(), s.history.clone()));
         self.run = Some(RunState {
             run_id: run_id.clone(),
             params: s.params,
             codec,
             local_weights: local,
             weights,
-            completed,
+            history: s.history,
         });
         self.round = None;
-        self.report = None;
+        self.report_sent = None;
+        self.persist(false);
         self.events.push_back(HospitalEvent::SetUp {
             run_id,
             completed_rounds: completed,
@@ -487,117 +728,180 @@ impl HospitalMachine {
         Ok(())
     }
 
+    /// The round state of `round`, created (with the persisted commitment of
+    /// its model state, if any) when this is the first message of the round.
+    fn round_state(&mut self, round: u32) -> &mut RoundState {
+        if self.round.as_ref().is_none_or(|r| r.round != round) {
+            let run = self.run.as_ref().expect("within a run");
+            let state = state::model_state(&self.data, &run.weights);
+            let commitment = self.persisted.commitments.get(&state::hex(&state));
+            self.round = Some(RoundState {
+                round,
+                state,
+                seeds: BTreeMap::new(),
+                masked_for: commitment.map(|c| c.masked_for.clone()),
+                committed: commitment.map(|c| c.members.clone()),
+                peer_commits: BTreeMap::new(),
+                revealed: false,
+                attempt: None,
+            });
+        }
+        self.round.as_mut().expect("just set")
+    }
+
+    fn refuse_set(&mut self, from: &str, round: u32, epoch: u64, why: String) -> Error {
+        let committed = self.round.as_ref().and_then(|r| r.committed.clone());
+        self.send_coordinator(
+            round,
+            Body::Abort(Abort {
+                epoch,
+                reason: format!("{} refuses: {why}", self.config.name),
+                dropped: Vec::new(),
+                committed,
+                deterministic: false,
+            }),
+        );
+        Error::PolicyRefused {
+            peer: from.to_owned(),
+            kind: "round_start",
+            reason: why,
+        }
+    }
+
+    fn receipt(&mut self, round: u32, epoch: u64, stage: crate::wire::ReceiptStage) {
+        self.send_coordinator(round, Body::Receipt(crate::wire::Receipt { epoch, stage }));
+    }
+
     fn on_round_start(&mut self, from: &str, round: u32, rs: RoundStart) -> Result<()> {
         let run = self.run.as_ref().expect("checked by dispatch");
-        let (completed, rounds, masks) = (run.completed, run.params.rounds, run.params.masks);
-        if round < completed {
-            return Err(Error::StaleRound {
-                peer: from.to_owned(),
-                got: round,
-                current: completed,
-            });
-        }
-        if round > completed {
-            // We missed aggregates (e.g. a lost message): ask to be set up again.
-            self.say_hello();
-            return Err(Error::FutureRound {
-                peer: from.to_owned(),
-                got: round,
-                current: completed,
-            });
-        }
-        if round >= rounds {
+        if round >= run.params.rounds {
             return Err(Error::InvalidMessage {
                 peer: from.to_owned(),
                 kind: "round_start",
-                reason: format!("round {round} is beyond the run's {rounds} rounds"),
+                reason: format!(
+                    "round {} is beyond the run's {} rounds",
+                    round + 1,
+                    run.params.rounds
+                ),
             });
         }
-        if let Some(cur) = &self.round {
-            if rs.epoch <= cur.epoch && cur.round == round {
+        let names: Vec<String> = rs.ring.iter().map(|m| m.name.clone()).collect();
+        if let Err(why) = self.config.policy.check_set(&self.config.name, &names) {
+            let why = format!("the ring {names:?} is refused: {why}");
+            return Err(self.refuse_set(from, round, rs.epoch, why));
+        }
+        let me = self.config.name.clone();
+        let r = self.round_state(round);
+        if let Some(a) = &r.attempt {
+            if rs.epoch <= a.epoch {
                 return Err(Error::WrongEpoch {
                     peer: from.to_owned(),
                     got: rs.epoch,
-                    current: cur.epoch,
+                    current: a.epoch,
                 });
             }
         }
-        let me = self.config.name.clone();
-        let mut names: Vec<&str> = rs.ring.iter().map(|m| m.name.as_str()).collect();
-        let positions = names.iter().filter(|n| **n == me).count();
-        names.sort_unstable();
-        names.dedup();
-        if positions != 1 || names.len() != rs.ring.len() || rs.ring.len() < 2 {
-            return Err(Error::InvalidMessage {
-                peer: from.to_owned(),
-                kind: "round_start",
-                reason: "the ring must name this node once and no node twice".into(),
+        if let Some(c) = &r.committed {
+            if *c != names {
+                let why = format!(
+                    "this model state is committed to the member set {c:?}; the ring {names:?} \
+                     is another"
+                );
+                return Err(self.refuse_set(from, round, rs.epoch, why));
+            }
+        }
+        if let Some(m) = &r.masked_for {
+            if let Some(x) = names.iter().find(|n| !m.contains(n)) {
+                let why = format!(
+                    "{x} is not in the set this round's contribution was masked for ({m:?})"
+                );
+                return Err(self.refuse_set(from, round, rs.epoch, why));
+            }
+        }
+        let run = self.run.as_ref().expect("checked");
+        let ring_hash = state::ring_hash(&run.run_id, round, rs.epoch, &names);
+        let history = state::history_digest(&run.history);
+        let run_id = run.run_id.clone();
+        let my_pos = self.config.policy.position(&me).expect("validated");
+        let mut out = Vec::new();
+        let r = self.round.as_mut().expect("present");
+        // This node draws the seed of every pair with a member after it.
+        for peer in names.iter().filter(|n| **n != me) {
+            if my_pos < self.config.policy.position(peer).expect("checked") {
+                let s = pair_seed(&self.mask_key, run_id.as_str(), round, &history, peer);
+                let bytes = Bytes(s.to_vec());
+                r.seeds.insert(peer.clone(), s);
+                out.push((peer.clone(), bytes));
+            }
+        }
+        r.attempt = Some(Attempt {
+            epoch: rs.epoch,
+            names,
+            ring_hash: ring_hash.clone(),
+            confirmed: BTreeSet::new(),
+            incoming: None,
+            sent: false,
+        });
+        for (peer, seed) in out {
+            let body = Body::PeerRound(PeerRound {
+                epoch: rs.epoch,
+                ring_hash: Bytes(ring_hash.clone()),
+                seed,
             });
-        }
-        // Seeds of older epochs are never needed again.
-        self.seeds.retain(|(e, _), _| *e >= rs.epoch);
-        if masks {
-            // The earlier member of each pair in this epoch's ring draws the seed:
-            // a node then only ever waits for nodes before it, so the first ring
-            // member that fails to forward is the one at fault.
-            let me_pos = rs
-                .ring
-                .iter()
-                .position(|m| m.name == me)
-                .expect("validated");
-            let later: Vec<String> = rs.ring[me_pos + 1..]
-                .iter()
-                .map(|m| m.name.clone())
-                .collect();
-            for peer in later {
-                let mut seed = [0u8; SEED_BYTES];
-                self.rng.fill_bytes(&mut seed);
-                self.seeds.insert((rs.epoch, peer.clone()), seed);
-                let body = Body::MaskSeed(MaskSeed {
-                    epoch: rs.epoch,
-                    seed: Bytes(seed.to_vec()),
-                });
-                self.send(&peer, round, body);
-            }
+            self.send(&peer, round, body);
         }
         self.events.push_back(HospitalEvent::RingChanged {
             epoch: rs.epoch,
-            ring: rs.ring.clone(),
-        });
-        self.round = Some(RoundState {
-            round,
-            epoch: rs.epoch,
             ring: rs.ring,
-            incoming: None,
-            contribution: None,
-            sent: false,
         });
+        self.receipt(round, rs.epoch, crate::wire::ReceiptStage::Started);
         self.progress()
     }
 
-    fn on_mask_seed(&mut self, from: &str, m: MaskSeed) -> Result<()> {
-        if let Some(cur) = &self.round {
-            if m.epoch < cur.epoch {
-                return Err(Error::WrongEpoch {
-                    peer: from.to_owned(),
-                    got: m.epoch,
-                    current: cur.epoch,
-                });
-            }
-            if m.epoch == cur.epoch {
-                let pos = |n: &str| cur.ring.iter().position(|m| m.name == n);
-                let before_me = match (pos(from), pos(&self.config.name)) {
-                    (Some(f), Some(me)) => f < me,
-                    _ => false,
-                };
-                if !before_me {
-                    return Err(Error::Unexpected {
-                        peer: from.to_owned(),
-                        kind: "mask_seed",
-                        why: "only ring members before this node send it seeds".into(),
-                    });
-                }
-            }
+    fn on_peer_round(&mut self, from: &str, round: u32, m: PeerRound) -> Result<()> {
+        let me = self.config.name.clone();
+        let my_pos = self.config.policy.position(&me).expect("validated");
+        let from_pos = self.config.policy.position(from).expect("checked");
+        let r = self.round.as_mut().expect("ready_for checked");
+        let a = r.attempt.as_mut().expect("ready_for checked");
+        if m.epoch < a.epoch {
+            return Err(Error::WrongEpoch {
+                peer: from.to_owned(),
+                got: m.epoch,
+                current: a.epoch,
+            });
+        }
+        if !a.names.iter().any(|n| n == from) {
+            return Err(Error::UnknownPeer {
+                peer: from.to_owned(),
+                role: "in this attempt's ring",
+            });
+        }
+        if m.ring_hash.0 != a.ring_hash {
+            let epoch = a.epoch;
+            let why = format!("{from} was given another ring for this attempt than this node");
+            self.send_coordinator(
+                round,
+                Body::Abort(Abort {
+                    epoch,
+                    reason: format!("{me}: {why}"),
+                    dropped: Vec::new(),
+                    committed: None,
+                    deterministic: false,
+                }),
+            );
+            return Err(Error::PolicyRefused {
+                peer: from.to_owned(),
+                kind: "peer_round",
+                reason: why,
+            });
+        }
+        if from_pos > my_pos {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "peer_round",
+                why: "only ring members before this node send it seeds".into(),
+            });
         }
         let seed: [u8; SEED_BYTES] =
             m.seed
@@ -606,105 +910,70 @@ impl HospitalMachine {
                 .try_into()
                 .map_err(|_| Error::InvalidMessage {
                     peer: from.to_owned(),
-                    kind: "mask_seed",
+                    kind: "peer_round",
                     reason: format!("seed has {} bytes, expected {SEED_BYTES}", m.seed.0.len()),
                 })?;
-        let key = (m.epoch, from.to_owned());
-        if let Some(old) = self.seeds.get(&key) {
-            if *old != seed {
+        if let Some(old) = r.seeds.get(from) {
+            if **old != seed {
                 return Err(Error::Unexpected {
                     peer: from.to_owned(),
-                    kind: "mask_seed",
-                    why: format!("a different seed for epoch {} was already agreed", m.epoch),
+                    kind: "peer_round",
+                    why: "a different seed for this round was already agreed".into(),
                 });
             }
-            return Ok(());
         }
-        if self.seeds.len() >= MAX_STORED_SEEDS {
-            return Err(Error::Unexpected {
-                peer: from.to_owned(),
-                kind: "mask_seed",
-                why: "too many seeds held for future epochs".into(),
-            });
-        }
-        self.seeds.insert(key, seed);
-        Ok(())
+        r.seeds
+            .insert(from.to_owned(), zeroize::Zeroizing::new(seed));
+        a.confirmed.insert(from.to_owned());
+        self.progress()
     }
 
     fn on_ring_pass(&mut self, from: &str, round: u32, p: RingPass) -> Result<()> {
-        let completed = self.run.as_ref().expect("checked").completed;
-        let (cur_round, cur_epoch) = match &self.round {
-            Some(r) => (r.round, r.epoch),
-            None => (completed, 0),
-        };
-        if round < completed || (round == cur_round && p.epoch < cur_epoch) {
-            return if round < completed {
-                Err(Error::StaleRound {
-                    peer: from.to_owned(),
-                    got: round,
-                    current: completed,
-                })
-            } else {
-                Err(Error::WrongEpoch {
-                    peer: from.to_owned(),
-                    got: p.epoch,
-                    current: cur_epoch,
-                })
-            };
+        let me = self.config.name.clone();
+        let r = self.round.as_ref().expect("ready_for checked");
+        let a = r.attempt.as_ref().expect("ready_for checked");
+        if p.epoch < a.epoch {
+            return Err(Error::WrongEpoch {
+                peer: from.to_owned(),
+                got: p.epoch,
+                current: a.epoch,
+            });
         }
-        let ready = self
-            .round
-            .as_ref()
-            .is_some_and(|r| r.round == round && r.epoch == p.epoch && !r.sent);
-        if !ready {
-            if round > completed + 1 {
-                return Err(Error::FutureRound {
-                    peer: from.to_owned(),
-                    got: round,
-                    current: completed,
-                });
-            }
-            // Its RoundStart has not reached us yet.
-            let run_id = self.run.as_ref().expect("checked").run_id.clone();
-            let env = Envelope::new(run_id, round, from, Body::RingPass(p));
-            self.defer(from, env);
-            return Ok(());
-        }
-        let rs = self.round.as_ref().expect("ready");
-        let pos = rs
-            .ring
-            .iter()
-            .position(|m| m.name == self.config.name)
-            .expect("validated");
-        if pos == 0 || rs.ring[pos - 1].name != from {
+        let pos = a.names.iter().position(|n| *n == me).expect("validated");
+        if pos == 0 || a.names[pos - 1] != from {
             return Err(Error::Unexpected {
                 peer: from.to_owned(),
                 kind: "ring_pass",
                 why: "it is not this node's predecessor in the ring".into(),
             });
         }
-        if rs.incoming.is_some() {
+        if a.incoming.is_some() || a.sent {
             return Err(Error::Unexpected {
                 peer: from.to_owned(),
                 kind: "ring_pass",
                 why: "this attempt's sum was already received".into(),
             });
         }
+        let epoch = a.epoch;
         let run = self.run.as_ref().expect("checked");
         match run.codec.parse(from, &p) {
             Ok(cts) => {
-                self.round.as_mut().expect("ready").incoming = Some(cts);
+                let r = self.round.as_mut().expect("present");
+                r.attempt.as_mut().expect("present").incoming = Some(cts);
+                // The receipt makes this node the provable holder of the sum.
+                self.receipt(round, epoch, crate::wire::ReceiptStage::SumReceived);
                 self.progress()
             }
             Err(err) => {
                 // Tell the coordinator so it can abort and retry the round.
                 let body = Body::Abort(Abort {
-                    epoch: p.epoch,
-                    reason: format!("rejected the running sum: {err}"),
+                    epoch,
+                    reason: format!("rejected the running sum from {from}: {err}"),
                     dropped: Vec::new(),
+                    committed: None,
+                    deterministic: false,
                 });
-                let coordinator = self.config.coordinator.clone();
-                self.send(&coordinator, round, body);
+                self.send_coordinator(round, body);
                 Err(err)
             }
         }
@@ -712,151 +981,268 @@ impl HospitalMachine {
 
     /// Sends this node's contribution once everything it needs is there.
     fn progress(&mut self) -> Result<()> {
-        let (Some(run), Some(rs)) = (&self.run, &self.round) else {
+        let me = self.config.name.clone();
+        let (Some(run), Some(r)) = (&self.run, &mut self.round) else {
             return Ok(());
         };
-        if rs.sent {
+        let Some(a) = &r.attempt else {
+            return Ok(());
+        };
+        let pos = a.names.iter().position(|n| *n == me).expect("validated");
+        // Every earlier member must have confirmed this ring (and sent its seed).
+        if a.sent || a.confirmed.len() < pos {
             return Ok(());
         }
-        let me = &self.config.name;
-        let pos = rs
-            .ring
-            .iter()
-            .position(|m| &m.name == me)
-            .expect("validated");
+        if pos > 0 && a.incoming.is_none() {
+            return Ok(());
+        }
+        let masked_for = r.masked_for.get_or_insert_with(|| a.names.clone()).clone();
         let masks = if run.params.masks {
-            let mut seeds = Vec::with_capacity(rs.ring.len() - 1);
-            for m in rs.ring.iter().filter(|m| &m.name != me) {
-                match self.seeds.get(&(rs.epoch, m.name.clone())) {
-                    Some(s) => seeds.push((m.name.clone(), *s)),
-                    None => return Ok(()),
+            let mut seeds = Vec::with_capacity(masked_for.len());
+            for peer in masked_for.iter().filter(|n| **n != me) {
+                match r.seeds.get(peer) {
+                    Some(s) => seeds.push((peer.clone(), s.clone())),
+                    // A member of the masking set that is not in this attempt
+                    // and whose seed never arrived: cannot happen, since the set
+                    // was fixed only once every member had confirmed.
+                    None => {
+                        return Err(Error::Config(format!(
+                            "no pairwise seed with {peer} for round {}",
+                            r.round + 1
+                        )))
+                    }
                 }
             }
-            Some(MaskSet::new(me.clone(), rs.epoch, seeds))
+            Some(MaskSet::new(
+                me.clone(),
+                r.round,
+                Some(self_seed(&self.mask_key, &r.state)),
+                seeds,
+            ))
         } else {
             None
         };
-        if rs.contribution.is_none() {
-            let grad = learning::gradient(self.train.x(), self.train.y(), &run.weights).to_vec();
-            let (round, epoch) = (rs.round, rs.epoch);
-            match run.codec.encrypt(&grad, masks.as_ref(), round) {
-                Ok(mine) => self.round.as_mut().expect("present").contribution = Some(mine),
-                Err(err) => {
-                    // E.g. a gradient value beyond the fixed-point range: the run
-                    // cannot go on as configured; the coordinator must hear why.
-                    let body = Body::Abort(Abort {
-                        epoch,
-                        reason: format!("cannot encrypt its gradient: {err}"),
-                        dropped: Vec::new(),
-                    });
-                    let coordinator = self.config.coordinator.clone();
-                    self.send(&coordinator, round, body);
-                    return Err(err);
-                }
+        let grad = learning::gradient(self.train.x(), self.train.y(), &run.weights).to_vec();
+        let (round, epoch) = (r.round, a.epoch);
+        let mine = match run.codec.encrypt(&grad, masks.as_ref()) {
+            Ok(mine) => mine,
+            Err(err) => {
+                // E.g. a gradient value beyond the fixed-point range: the run
+                // cannot go on as configured; the coordinator must hear why.
+                let body = Body::Abort(Abort {
+                    epoch,
+                    reason: format!("cannot encrypt its gradient: {err}"),
+                    dropped: Vec::new(),
+                    committed: None,
+                    deterministic: true,
+                });
+                self.send_coordinator(round, body);
+                return Err(err);
             }
-        }
-        let (Some(run), Some(rs)) = (&self.run, &self.round) else {
-            return Ok(());
         };
-        if pos > 0 && rs.incoming.is_none() {
-            return Ok(());
-        }
-        let mine = rs.contribution.as_ref().expect("computed above");
-        let total = match &rs.incoming {
-            Some(inc) => run.codec.add(inc, mine)?,
-            None => mine.clone(),
+        let a = r.attempt.as_mut().expect("present");
+        let total = match a.incoming.take() {
+            Some(inc) => run.codec.add(&inc, &mine)?,
+            None => mine,
         };
-        let pass = run.codec.to_wire(rs.epoch, &total);
-        let (round, epoch) = (rs.round, rs.epoch);
-        let next = rs.ring.get(pos + 1).map(|m| m.name.clone());
-        let coordinator = self.config.coordinator.clone();
+        let pass = run.codec.to_wire(epoch, &total);
+        a.sent = true;
+        let next = a.names.get(pos + 1).cloned();
         match next {
-            Some(succ) => {
-                self.send(&succ, round, Body::RingPass(pass));
-                self.send(&coordinator, round, Body::Forwarded(Forwarded { epoch }));
-            }
-            None => self.send(&coordinator, round, Body::RingPass(pass)),
+            Some(succ) => self.send(&succ, round, Body::RingPass(pass)),
+            None => self.send_coordinator(round, Body::RingPass(pass)),
         }
-        let rs = self.round.as_mut().expect("present");
-        rs.sent = true;
-        rs.incoming = None;
-        rs.contribution = None;
         Ok(())
     }
 
-    fn on_aggregate(
-        &mut self,
-        from: &str,
-        round: u32,
-        epoch: u64,
-        record: AggregateRecord,
-    ) -> Result<()> {
-        let completed = self.run.as_ref().expect("checked").completed;
-        let Some(rs) = &self.round else {
-            return Err(if round < completed {
-                Error::StaleRound {
-                    peer: from.to_owned(),
-                    got: round,
-                    current: completed,
+    fn on_unmask(&mut self, from: &str, round: u32, u: Unmask) -> Result<()> {
+        let me = self.config.name.clone();
+        let masks_on = self.run.as_ref().expect("checked").params.masks;
+        let refuse = |reason: String| Error::PolicyRefused {
+            peer: from.to_owned(),
+            kind: "unmask",
+            reason,
+        };
+        if !masks_on {
+            return Err(refuse("the run has no masks to remove".into()));
+        }
+        let Some(r) = self.round.as_ref().filter(|r| r.round == round) else {
+            return Err(refuse(format!(
+                "this node has not contributed to round {}",
+                round + 1
+            )));
+        };
+        let Some(masked_for) = r.masked_for.clone() else {
+            return Err(refuse(format!(
+                "this node has not contributed to round {}",
+                round + 1
+            )));
+        };
+        if let Err(why) = self.config.policy.check_set(&me, &u.members) {
+            let why = format!("the member set {:?} is refused: {why}", u.members);
+            return Err(self.refuse_set(from, round, u.epoch, why));
+        }
+        if let Some(x) = u.members.iter().find(|n| !masked_for.contains(n)) {
+            let why = format!("{x} is not in the set this contribution was masked for");
+            return Err(self.refuse_set(from, round, u.epoch, why));
+        }
+        let r = self.round.as_mut().expect("present");
+        match &r.committed {
+            Some(c) if *c != u.members => {
+                let why = format!(
+                    "this model state is committed to the member set {c:?}; refusing {:?}",
+                    u.members
+                );
+                return Err(self.refuse_set(from, round, u.epoch, why));
+            }
+            Some(_) => {}
+            None => {
+                // Commit, durably, before anything that relies on it leaves.
+                r.committed = Some(u.members.clone());
+                let key = state::hex(&r.state);
+                self.persisted.commitments.insert(
+                    key,
+                    Commitment {
+                        members: u.members.clone(),
+                        masked_for,
+                    },
+                );
+                self.persist(true);
+            }
+        }
+        let r = self.round.as_mut().expect("present");
+        r.revealed = false;
+        let run_id = &self.run.as_ref().expect("checked").run_id;
+        let hash = state::set_hash(run_id, round, &u.members);
+        for peer in u.members.iter().filter(|n| **n != me) {
+            let body = Body::PeerCommit(PeerCommit {
+                set_hash: Bytes(hash.clone()),
+            });
+            self.send(peer, round, body);
+        }
+        self.maybe_reveal(round)
+    }
+
+    fn on_peer_commit(&mut self, from: &str, round: u32, c: PeerCommit) -> Result<()> {
+        let r = self.round.as_mut().expect("ready_for checked");
+        r.peer_commits.insert(from.to_owned(), c.set_hash.0);
+        self.maybe_reveal(round)
+    }
+
+    /// Releases the unmasking material once this node committed and every
+    /// other member of the set confirmed the same set.
+    fn maybe_reveal(&mut self, round: u32) -> Result<()> {
+        let me = self.config.name.clone();
+        let run_id = self.run.as_ref().expect("checked").run_id.clone();
+        let Some(r) = self.round.as_mut() else {
+            return Ok(());
+        };
+        let (Some(members), Some(masked_for)) = (&r.committed, &r.masked_for) else {
+            return Ok(());
+        };
+        if r.revealed {
+            return Ok(());
+        }
+        let hash = state::set_hash(&run_id, round, members);
+        for peer in members.iter().filter(|n| **n != me) {
+            match r.peer_commits.get(peer) {
+                None => return Ok(()),
+                Some(h) if *h != hash => {
+                    return Err(Error::PolicyRefused {
+                        peer: peer.clone(),
+                        kind: "peer_commit",
+                        reason: "it committed to another member set than this node".into(),
+                    })
                 }
-            } else {
-                Error::Unexpected {
-                    peer: from.to_owned(),
-                    kind: "aggregate",
-                    why: "no round is running here".into(),
-                }
+                Some(_) => {}
+            }
+        }
+        let mut pair_seeds = Vec::new();
+        for peer in masked_for
+            .iter()
+            .filter(|n| **n != me && !members.contains(n))
+        {
+            let s = r
+                .seeds
+                .get(peer)
+                .ok_or_else(|| Error::Config(format!("no pairwise seed with {peer} to reveal")))?;
+            pair_seeds.push(RevealedSeed {
+                peer: peer.clone(),
+                seed: Bytes(s.to_vec()),
+            });
+        }
+        let reveal = Reveal {
+            set_hash: Bytes(hash),
+            self_seed: Bytes(self_seed(&self.mask_key, &r.state).to_vec()),
+            pair_seeds,
+        };
+        r.revealed = true;
+        self.send_coordinator(round, Body::Reveal(reveal));
+        Ok(())
+    }
+
+    fn on_aggregate(&mut self, from: &str, round: u32, a: Aggregate) -> Result<()> {
+        let record = a.record;
+        let masks_on = self.run.as_ref().expect("checked").params.masks;
+        let Some(r) = self.round.as_ref().filter(|r| r.round == round) else {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "aggregate",
+                why: "no round is running here".into(),
             });
         };
-        if round != rs.round || record.round != round {
-            return Err(if round < rs.round {
-                Error::StaleRound {
-                    peer: from.to_owned(),
-                    got: round,
-                    current: rs.round,
-                }
-            } else {
-                Error::FutureRound {
-                    peer: from.to_owned(),
-                    got: round,
-                    current: rs.round,
-                }
-            });
-        }
-        if epoch != rs.epoch {
-            return Err(Error::WrongEpoch {
+        let members = if masks_on {
+            r.committed.clone()
+        } else {
+            r.attempt
+                .as_ref()
+                .filter(|a| a.sent)
+                .map(|a| a.names.clone())
+        };
+        let Some(members) = members else {
+            return Err(Error::Unexpected {
                 peer: from.to_owned(),
-                got: epoch,
-                current: rs.epoch,
+                kind: "aggregate",
+                why: "this node did not take part in this round's sum".into(),
             });
-        }
+        };
         let n_features = self.train.n_features();
-        if record.sum.len() != n_features
+        if record.round != round
+            || record.sum.len() != n_features
             || !record.sum.iter().all(|v| v.is_finite())
-            || record.n_hospitals as usize != rs.ring.len()
+            || record.n_hospitals as usize != members.len()
             || record.n_total_rows == 0
         {
             return Err(Error::InvalidMessage {
                 peer: from.to_owned(),
                 kind: "aggregate",
                 reason: format!(
-                    "expected {n_features} finite values summed over {} hospitals",
-                    rs.ring.len()
+                    "expected round {}'s {n_features} finite values summed over {} hospitals",
+                    round + 1,
+                    members.len()
                 ),
             });
         }
+        let share = self.config.policy.share_metrics;
         let run = self.run.as_mut().expect("checked");
         apply(run.params.mode, &mut run.weights, &record, run.params.eta);
-        run.completed += 1;
+        run.history.push(record);
         let weights = run.weights.to_vec();
         let test_mse = self
             .test
             .as_ref()
             .map(|t| learning::mse(t.x(), t.y(), &run.weights));
+        if let Some((_, h)) = &mut self.persisted.run {
+            h.clone_from(&run.history);
+        }
+        // The round's seeds are never needed again.
         self.round = None;
-        self.send(
-            &self.config.coordinator.clone(),
+        self.persist(false);
+        self.send_coordinator(
             round,
-            Body::RoundAck(RoundAck { test_mse }),
+            Body::RoundAck(RoundAck {
+                test_mse: test_mse.filter(|_| share),
+            }),
         );
         self.events.push_back(HospitalEvent::RoundCompleted {
             round,
@@ -868,14 +1254,16 @@ impl HospitalMachine {
 
     fn on_abort(&mut self, from: &str, round: u32, a: Abort) -> Result<()> {
         if a.dropped.iter().any(|n| n == &self.config.name) {
-            self.round = None;
+            if let Some(r) = &mut self.round {
+                r.attempt = None;
+            }
             self.events
                 .push_back(HospitalEvent::Dropped { reason: a.reason });
             // Still alive: ask to come back at the next round boundary.
             self.say_hello();
             return Ok(());
         }
-        let completed = self.run.as_ref().expect("checked").completed;
+        let completed = self.completed_rounds();
         if round < completed {
             return Err(Error::StaleRound {
                 peer: from.to_owned(),
@@ -883,8 +1271,12 @@ impl HospitalMachine {
                 current: completed,
             });
         }
-        if self.round.as_ref().is_some_and(|r| r.epoch == a.epoch) {
-            self.round = None;
+        // The attempt ends; what holds for the round (seeds, masking set,
+        // commitment) stays.
+        if let Some(r) = &mut self.round {
+            if r.attempt.as_ref().is_some_and(|x| x.epoch == a.epoch) {
+                r.attempt = None;
+            }
         }
         self.events.push_back(HospitalEvent::RoundAborted {
             round,
@@ -895,31 +1287,32 @@ impl HospitalMachine {
 
     fn on_finish(&mut self, from: &str, round: u32) -> Result<()> {
         let run = self.run.as_ref().expect("checked");
-        let (completed, rounds) = (run.completed, run.params.rounds);
+        let (completed, rounds) = (run.completed(), run.params.rounds);
         if round != rounds || completed != rounds {
             // Missed aggregates: ask for a Setup with the full history first.
             self.say_hello();
             return Err(Error::Unexpected {
                 peer: from.to_owned(),
                 kind: "finish",
-                why: format!("finish for round {round} after {completed} of {rounds} rounds"),
+                why: format!("finish after {completed} of {rounds} rounds"),
             });
         }
-        let run = self.run.as_ref().expect("checked");
         let mse = |w: &Array1<f64>| self.test.as_ref().map(|t| learning::mse(t.x(), t.y(), w));
-        let report = Report {
+        let local = LocalReport {
             local_weights: run.local_weights.to_vec(),
             weights: run.weights.to_vec(),
             local_test_mse: mse(&run.local_weights),
             federated_test_mse: mse(&run.weights),
+        };
+        let share = self.config.policy.share_metrics;
+        let report = Report {
+            weights: (run.params.mode == Mode::Global).then(|| local.weights.clone()),
+            local_test_mse: local.local_test_mse.filter(|_| share),
+            federated_test_mse: local.federated_test_mse.filter(|_| share),
             peak_rss_bytes: self.peak_rss_bytes,
         };
-        self.report = Some(report.clone());
-        self.send(
-            &self.config.coordinator.clone(),
-            round,
-            Body::Report(report),
-        );
+        self.report_sent = Some(local);
+        self.send_coordinator(round, Body::Report(report));
         Ok(())
     }
 }

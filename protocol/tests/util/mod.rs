@@ -15,7 +15,7 @@ use paillier::PrivateKey;
 use protocol::wire::{Body, Envelope, FixedPoint, Member, RunId, RunParams};
 use protocol::{
     Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, Error, HospitalConfig,
-    HospitalEvent, HospitalMachine,
+    HospitalEvent, HospitalMachine, HospitalState,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -102,6 +102,7 @@ pub struct Sim {
     pub coord: Option<CoordinatorMachine>,
     pub hospitals: BTreeMap<String, HospitalMachine>,
     pub datasets: BTreeMap<String, Dataset>,
+    pub tests: BTreeMap<String, Option<Dataset>>,
     pub in_flight: Vec<Packet>,
     link_clock: BTreeMap<(String, String), Instant>,
     seq: u64,
@@ -117,6 +118,12 @@ pub struct Sim {
     /// (receiver, error) of every rejected message.
     pub rejected: Vec<(String, Error)>,
     pub delivered: u64,
+    /// The consortium's hospitals in ring order (every hospital's policy roster).
+    pub roster: Vec<String>,
+    /// Each hospital's latest persisted state (what survives a restart).
+    pub persisted: BTreeMap<String, HospitalState>,
+    /// Hook applied to every hospital's config before it is built.
+    pub hospital_config: Option<Box<dyn Fn(&mut HospitalConfig)>>,
 }
 
 impl Sim {
@@ -128,8 +135,15 @@ impl Sim {
     /// As [`Sim::new`] with a given key.
     pub fn with_key(config: CoordinatorConfig, key: PrivateKey, data: Vec<Dataset>) -> Sim {
         let now = Instant::now();
+        let roster = config.roster.iter().map(|m| m.name.clone()).collect();
+        let masks = config.params.masks;
         let coord = CoordinatorMachine::new(config, key, now).expect("coordinator");
         let mut sim = Sim::empty(now, Some(coord));
+        sim.roster = roster;
+        if !masks {
+            // An unmasked run needs every hospital's own consent.
+            sim.hospital_config = Some(Box::new(|c| c.policy.allow_unmasked = true));
+        }
         for (i, d) in data.into_iter().enumerate() {
             sim.add_hospital(&hospital_name(i), d, None);
         }
@@ -137,11 +151,13 @@ impl Sim {
     }
 
     pub fn empty(now: Instant, coord: Option<CoordinatorMachine>) -> Sim {
+        let roster = coord.as_ref().map(|c| c.roster()).unwrap_or_default();
         Sim {
             now,
             coord,
             hospitals: BTreeMap::new(),
             datasets: BTreeMap::new(),
+            tests: BTreeMap::new(),
             in_flight: Vec::new(),
             link_clock: BTreeMap::new(),
             seq: 0,
@@ -154,16 +170,64 @@ impl Sim {
             hospital_events: BTreeMap::new(),
             rejected: Vec::new(),
             delivered: 0,
+            roster,
+            persisted: BTreeMap::new(),
+            hospital_config: None,
         }
     }
 
     pub fn add_hospital(&mut self, name: &str, train: Dataset, test: Option<Dataset>) {
-        let mut cfg = HospitalConfig::new(name);
-        cfg.dangerous_accept_small_test_keys = true;
-        let seed = [self.hospitals.len() as u8 + 1; 32];
-        let h = HospitalMachine::new(cfg, train.clone(), test, seed).expect("hospital");
-        self.datasets.insert(name.to_owned(), train);
+        self.datasets.insert(name.to_owned(), train.clone());
+        self.tests.insert(name.to_owned(), test.clone());
+        let h = self.build_hospital(name, train, test, None);
         self.hospitals.insert(name.to_owned(), h);
+        self.connect(name);
+    }
+
+    /// The mask key of hospital `name` (fixed per name, as a key file would be).
+    pub fn mask_key(name: &str) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        for (i, b) in name.bytes().enumerate() {
+            k[i % 32] ^= b.wrapping_mul(31).wrapping_add(i as u8);
+        }
+        k
+    }
+
+    fn build_hospital(
+        &self,
+        name: &str,
+        train: Dataset,
+        test: Option<Dataset>,
+        state: Option<HospitalState>,
+    ) -> HospitalMachine {
+        let roster = match (&self.coord, self.roster.is_empty()) {
+            (Some(c), true) => c.roster(),
+            _ => self.roster.clone(),
+        };
+        let mut cfg = HospitalConfig::new(name, roster);
+        cfg.dangerous_accept_small_test_keys = true;
+        // The harness plays the scenarios, which opt in to sharing metrics.
+        cfg.policy.share_metrics = true;
+        if let Some(f) = &self.hospital_config {
+            f(&mut cfg);
+        }
+        HospitalMachine::new(cfg, train, test, Sim::mask_key(name), state).expect("hospital")
+    }
+
+    /// The hospital process `name` crashes and restarts: its memory is lost,
+    /// its persisted state and mask key come back; it reconnects.
+    pub fn restart_hospital(&mut self, name: &str) {
+        self.in_flight.retain(|p| p.from != name && p.to != name);
+        let state = self.persisted.get(name).cloned();
+        let train = self.datasets[name].clone();
+        let test = self.tests[name].clone();
+        let h = self.build_hospital(name, train, test, state);
+        self.hospitals.insert(name.to_owned(), h);
+        self.dead.remove(name);
+        let now = self.now;
+        if let Some(c) = self.coord.as_mut() {
+            c.peer_lost(now, name);
+        }
         self.connect(name);
     }
 
@@ -278,6 +342,10 @@ impl Sim {
                 }
                 let log = self.hospital_events.entry(name.clone()).or_default();
                 while let Some(e) = h.poll_event() {
+                    if let HospitalEvent::Persist { state, .. } = &e {
+                        // The driver writes it before any later transmit.
+                        self.persisted.insert(name.clone(), (**state).clone());
+                    }
                     log.push(e);
                 }
             }
@@ -425,16 +493,25 @@ impl Sim {
             .count()
     }
 
-    /// Final weights each hospital reported.
+    /// Final weights of each hospital whose report reached the coordinator,
+    /// from its own local report (seed-mode weights never leave a hospital).
     pub fn final_weights(&self) -> BTreeMap<String, Vec<f64>> {
-        self.finished()
+        let reported: Vec<&str> = self
+            .finished()
             .expect("finished")
             .hospitals
             .iter()
-            .filter_map(|h| {
-                h.report
-                    .as_ref()
-                    .map(|r| (h.name.clone(), r.weights.clone()))
+            .filter(|h| h.report.is_some())
+            .map(|h| h.name.as_str())
+            .collect();
+        self.hospital_events
+            .iter()
+            .filter(|(name, _)| reported.contains(&name.as_str()))
+            .filter_map(|(name, log)| {
+                log.iter().find_map(|e| match e {
+                    HospitalEvent::Finished(r) => Some((name.clone(), r.weights.clone())),
+                    _ => None,
+                })
             })
             .collect()
     }
