@@ -2,10 +2,8 @@
 //! subcommand (criterion benches live in `benches/`). Each row is measured
 //! with `std::time::Instant` over `iterations` runs on one fresh key.
 
-use crate::error::Result;
-use crate::keys::{generate_keypair_insecure_for_tests, PublicKey};
-use crate::packing::{Packer, PackingSpec};
 use num_bigint::{BigUint, RandBigInt};
+use paillier::{generate_keypair_insecure_for_tests, Packer, PackingSpec, PublicKey, Result};
 use rand::rngs::OsRng;
 use std::time::Instant;
 

@@ -20,9 +20,9 @@
 //! publishing one. Modular exponentiation is regular and uses masked table
 //! lookups, but no constant-time guarantee is claimed (see [`arith`]).
 //!
-//! What this crate does not do: network I/O, python-paillier's JSON key and
-//! ciphertext formats and the command-line tool (those live in the `phe`
-//! module and the `paillier` binary, owned separately).
+//! What this crate does not do: I/O of any kind, python-paillier's JSON key and
+//! ciphertext files, the command-line tool and its bench table (those live in
+//! the `paillier-cli` package: its `phe` module and the `paillier` binary).
 //!
 //! ```
 //! use paillier::generate_keypair_insecure_for_tests;
@@ -34,13 +34,11 @@
 //! ```
 
 pub mod arith;
-pub mod bench;
 pub mod ciphertext;
 pub mod encoding;
 mod error;
 pub mod keys;
 pub mod packing;
-pub mod phe;
 pub mod prime;
 pub mod scheme;
 pub mod vector;
