@@ -42,6 +42,13 @@ pub(crate) fn from_limbs(limbs: &[u64]) -> BigUint {
     BigUint::new(v32)
 }
 
+/// Overwrites a `BigUint`'s digit buffer with zeros in place (assigning an
+/// all-zero slice of the same length reuses the existing allocation).
+pub(crate) fn wipe(x: &mut BigUint) {
+    let digits = x.bits().div_ceil(32) as usize;
+    x.assign_from_slice(&vec![0u32; digits]);
+}
+
 /// Montgomery arithmetic modulo a fixed odd modulus `m > 1`, with `R = 2^(64 k)`
 /// where `k` is the modulus' limb count.
 #[derive(Clone)]
@@ -100,7 +107,7 @@ impl Monty {
         self.r2.zeroize();
         self.one.zeroize();
         self.minv = 0;
-        crate::keys::wipe(&mut self.modulus);
+        wipe(&mut self.modulus);
     }
 
     /// The modulus.

@@ -3,7 +3,8 @@
 //! is in `[1, n^2)` and is a unit (`gcd(c, n) = 1`).
 
 use crate::error::{Error, Result};
-use crate::keys::{KeyFingerprint, PublicKey};
+use crate::fingerprint::KeyFingerprint;
+use crate::keys::PublicKey;
 use num_bigint::BigUint;
 use num_integer::Integer;
 use num_traits::One;

@@ -3,18 +3,18 @@
 //! zeroized on drop, `Debug` without secrets), [`KeyFingerprint`], and key
 //! generation.
 
-use crate::arith::{mod_inverse_vartime, FixedBaseTable, Monty};
+use crate::arith::{from_limbs, mod_inverse_vartime, to_limbs, FixedBaseTable, Monty};
 use crate::error::{Error, Result};
+pub use crate::fingerprint::KeyFingerprint;
 use crate::prime;
 use num_bigint::{BigUint, RandBigInt};
 use num_integer::Integer;
 use num_traits::{One, Zero};
 use rand::rngs::OsRng;
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-/// Default modulus size for [`crate::generate_keypair`] callers that have no
+/// Default modulus size for [`generate_keypair`] callers that have no
 /// reason to choose: 128-bit security per NIST SP 800-57.
 pub const DEFAULT_KEY_BITS: usize = 3072;
 /// Smallest modulus the normal (non-test) paths accept: 112-bit security.
@@ -23,63 +23,6 @@ pub const MIN_KEY_BITS: usize = 2048;
 pub const MAX_KEY_BITS: usize = 8192;
 /// Smallest modulus even the `_insecure_for_tests` paths accept.
 pub const MIN_INSECURE_KEY_BITS: usize = 64;
-
-/// SHA-256 of `n`'s big-endian bytes: identifies a key in messages and errors.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyFingerprint(pub [u8; 32]);
-
-impl KeyFingerprint {
-    /// Fingerprint of modulus `n`.
-    pub fn of_modulus(n: &BigUint) -> KeyFingerprint {
-        KeyFingerprint(Sha256::digest(n.to_bytes_be()).into())
-    }
-
-    /// The 32 digest bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// All 64 hex digits.
-    pub fn to_hex(&self) -> String {
-        crate::wire::hex_encode(&self.0)
-    }
-
-    /// Parses 64 hex digits.
-    pub fn from_hex(s: &str) -> Result<KeyFingerprint> {
-        let b = crate::wire::hex_decode(s)
-            .ok_or_else(|| Error::malformed("key fingerprint", "not a hex string"))?;
-        let arr: [u8; 32] = b
-            .try_into()
-            .map_err(|_| Error::malformed("key fingerprint", "must be 32 bytes (64 hex digits)"))?;
-        Ok(KeyFingerprint(arr))
-    }
-}
-
-impl fmt::Display for KeyFingerprint {
-    /// The first 16 hex digits (64 bits): enough to tell keys apart in logs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex()[..16])
-    }
-}
-
-impl fmt::Debug for KeyFingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyFingerprint({})", self.to_hex())
-    }
-}
-
-impl serde::Serialize for KeyFingerprint {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for KeyFingerprint {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        KeyFingerprint::from_hex(&s).map_err(serde::de::Error::custom)
-    }
-}
 
 /// Security level in bits of an `n`-bit modulus per NIST SP 800-57 Part 1
 /// Table 2 (factoring-based: 1024 -> 80, 2048 -> 112, 3072 -> 128,
@@ -252,6 +195,29 @@ impl PublicKey {
         &self.inner.monty_n2
     }
 
+    /// `(1 + m n) mod n^2` for `m < n`: `g^m` with `g = n + 1`, no division needed.
+    pub(crate) fn g_pow(&self, m: &BigUint) -> BigUint {
+        m * self.n() + 1u32
+    }
+
+    /// A fresh random `n`-th residue `h_s^a` (DJN), in Montgomery form mod `n^2`.
+    pub(crate) fn djn_noise_mont(&self) -> Vec<u64> {
+        let djn = self.djn();
+        let a = OsRng.gen_biguint(djn.exponent_bits as u64);
+        djn.table.pow_mont(&a)
+    }
+
+    /// `x * noise mod n^2` where `noise` is in Montgomery form: one
+    /// multiplication, result in normal form.
+    pub(crate) fn mul_by_mont(&self, x: &BigUint, noise_mont: &[u64]) -> BigUint {
+        let mo = self.monty_n2();
+        let k = mo.limbs();
+        let xl = to_limbs(x, k);
+        let mut out = vec![0u64; k];
+        mo.mul_into(&xl, noise_mont, &mut out);
+        from_limbs(&out)
+    }
+
     /// Builds the DJN table now instead of on first encryption (it takes tens of
     /// milliseconds and a few MiB per key).
     pub fn precompute(&self) {
@@ -339,13 +305,6 @@ impl Clone for PrivateKey {
     }
 }
 
-/// Overwrites a `BigUint`'s digit buffer with zeros in place (assigning an
-/// all-zero slice of the same length reuses the existing allocation).
-pub(crate) fn wipe(x: &mut BigUint) {
-    let digits = x.bits().div_ceil(32) as usize;
-    x.assign_from_slice(&vec![0u32; digits]);
-}
-
 impl Drop for PrivateKey {
     fn drop(&mut self) {
         for x in [
@@ -360,7 +319,7 @@ impl Drop for PrivateKey {
             &mut self.n_mod_phi_q2,
             &mut self.p2_inv_q2,
         ] {
-            wipe(x);
+            crate::arith::wipe(x);
         }
         self.monty_p2.zeroize();
         self.monty_q2.zeroize();

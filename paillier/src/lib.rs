@@ -1,17 +1,23 @@
 //! Paillier additively homomorphic encryption, built to be fast and hard to
 //! misuse, and compatible with python-paillier's (phe 1.5) number encoding.
 //!
-//! Layers, each in its own module (lower layers know nothing of higher ones):
+//! Layers, lowest first; a module names only modules of lower layers (checked
+//! from the sources by `tests/layers.rs`):
 //!
-//! 1. [`arith`]: Montgomery arithmetic on 64-bit limbs, fixed-window modular
-//!    exponentiation, the fixed-base table; [`prime`]: probable-prime
-//!    generation.
-//! 2. [`keys`] and [`scheme`]: keys, the three encryption paths (DJN
-//!    fixed-base default, textbook, key holder's CRT), CRT decryption;
-//!    [`ciphertext`]: validated ciphertexts and homomorphic operations.
-//! 3. [`encoding`]: phe's `EncodedNumber` / `EncryptedNumber`; [`packing`]:
-//!    many fixed-point values per plaintext; [`vector`]: parallel vector ops.
-//! 4. [`wire`]: compact binary forms and serde (JSON) forms, all validating.
+//! 1. [`arith`] (Montgomery arithmetic on 64-bit limbs, modular
+//!    exponentiation, the fixed-base table, inverses) and `hex`: no
+//!    dependency inside the crate.
+//! 2. [`prime`] (probable-prime generation) and `fingerprint`
+//!    ([`KeyFingerprint`], the SHA-256 of a modulus).
+//! 3. `error`: the crate's [`Error`].
+//! 4. [`keys`]: keys, their derived constants and DJN table, key generation.
+//! 5. [`ciphertext`]: validated ciphertexts and homomorphic operations.
+//! 6. [`scheme`]: the three encryption paths (DJN fixed-base default,
+//!    textbook, key holder's CRT) and CRT decryption.
+//! 7. [`encoding`]: phe's `EncodedNumber` / `EncryptedNumber`.
+//! 8. [`packing`] (many fixed-point values per plaintext) and [`vector`]
+//!    (parallel vector operations), independent of each other.
+//! 9. [`wire`]: compact binary forms and serde (JSON) forms, all validating.
 //!
 //! Security notes: keys below 2048 bits exist only through APIs named
 //! `_insecure_for_tests`. The default encryption path rests on the
@@ -37,6 +43,8 @@ pub mod arith;
 pub mod ciphertext;
 pub mod encoding;
 mod error;
+mod fingerprint;
+mod hex;
 pub mod keys;
 pub mod packing;
 pub mod prime;
