@@ -18,7 +18,11 @@
 //! of the whole table, and the final Montgomery subtraction is masked. This is
 //! a best-effort hardening in safe Rust, not an audited constant-time
 //! guarantee (the compiler may still introduce branches). Everything in this
-//! module named `_vartime` makes no such attempt and must only see public data.
+//! module named `_vartime` makes no such attempt: its doc says which
+//! arguments its timing leaks, and each call site passes only public values
+//! there or says why the leak is acceptable. Secrets (the primes, values
+//! derived from them) get inverses from [`inverse_mod_prime`] (Fermat, through
+//! the regular exponentiation) and [`lift_inverse`].
 
 use num_bigint::BigUint;
 use num_traits::{One, Zero};
@@ -299,11 +303,13 @@ impl Monty {
     /// multiplications for a `k`-bit exponent, against `k / w` plus a
     /// table twice as large for [`pow`](Self::pow)).
     ///
-    /// Variable time: the sequence of squarings and multiplications follows
-    /// the exponent's bits (as GMP's `mpz_powm`, which python-paillier uses
-    /// for the same operation). Only for exponents whose bit pattern may
-    /// leak through timing, such as a plaintext scalar the caller does not
-    /// keep secret from observers of its timing.
+    /// Variable time. Leaks `exp`: the sequence of squarings and
+    /// multiplications follows its bits and length (as GMP's `mpz_powm`,
+    /// which python-paillier uses for the same operation). `base` and the
+    /// modulus go through the same regular multiplications as [`pow`](Self::pow)
+    /// and are not what leaks. Only for exponents whose bit pattern may leak
+    /// through timing, such as a plaintext scalar the caller does not keep
+    /// secret from observers of its timing.
     pub fn pow_vartime(&self, base: &BigUint, exp: &BigUint) -> BigUint {
         let k = self.limbs();
         let ebits = exp.bits();
@@ -805,9 +811,13 @@ impl FixedBaseTable {
     }
 }
 
-/// Modular inverse by Lehmer's extended Euclidean algorithm (variable time:
-/// only for public values or values whose timing leaks nothing). `None` when
+/// Modular inverse by Lehmer's extended Euclidean algorithm. `None` when
 /// `gcd(a, m) != 1`.
+///
+/// Variable time. Leaks both `a` and `m`: the number of steps, the quotients
+/// and the sizes of the intermediate values follow the continued fraction of
+/// `a / m`. Only for public values (a ciphertext and `n^2`); for a secret
+/// prime modulus use [`inverse_mod_prime`].
 ///
 /// Lehmer (Knuth, TAOCP vol. 2, 4.5.2, Algorithm L): the quotients of many
 /// consecutive Euclid steps are found from the leading 64 bits alone, and
@@ -865,20 +875,56 @@ pub fn mod_inverse_vartime(a: &BigUint, m: &BigUint) -> Option<BigUint> {
     s0.mod_floor(&m_i).to_biguint()
 }
 
-/// `c^-1 mod n^2` (variable time, public values only): the inverse mod `n`
-/// by extended Euclid on half-size numbers, then one Newton (Hensel) step
-/// `x (2 - c x)`, which doubles the precision from mod `n` to mod `n^2`.
-/// Euclid's cost grows with the square of the size, so this is several times
-/// faster than [`mod_inverse_vartime`] directly mod `n^2`. `None` when
-/// `gcd(c, n) != 1`.
+/// `c^-1 mod n^2`: the inverse mod `n` by extended Euclid on half-size
+/// numbers, then one Newton (Hensel) step ([`lift_inverse`]), which doubles
+/// the precision from mod `n` to mod `n^2`. Euclid's cost grows with the
+/// square of the size, so this is several times faster than
+/// [`mod_inverse_vartime`] directly mod `n^2`. `None` when `gcd(c, n) != 1`.
+///
+/// Variable time. Leaks `c` and `n` (through [`mod_inverse_vartime`]): only
+/// for public values, such as a ciphertext and its key's modulus.
 pub fn inverse_mod_square_vartime(c: &BigUint, n: &BigUint) -> Option<BigUint> {
     let n2 = n * n;
     let c = c % &n2;
     let x0 = mod_inverse_vartime(&c, n)?;
-    // c x0 = 1 + t n; x = x0 (2 - c x0) = x0 (1 - t n) mod n^2.
-    let cx = (&c * &x0) % &n2;
-    let two_minus = (&n2 + 2u32 - cx) % &n2;
-    Some((x0 * two_minus) % n2)
+    Some(lift_inverse(&c, &x0, &n2))
+}
+
+/// From `x0 = c^-1 mod n` to `c^-1 mod n^2` (`n2 = n^2`) by one Newton
+/// (Hensel) step: `c x0 = 1 + t n`, so `x0 (2 - c x0) = x0 (1 - t n)` is the
+/// inverse mod `n^2`. Three products and reductions whatever the values, no
+/// branch on them: fit for secrets (as everywhere in this crate, the
+/// `num-bigint` products themselves are not claimed constant-time).
+pub fn lift_inverse(c: &BigUint, x0: &BigUint, n2: &BigUint) -> BigUint {
+    let cx = (c * x0) % n2;
+    let two_minus = (n2 + 2u32 - cx) % n2;
+    (x0 * two_minus) % n2
+}
+
+/// `a^-1 mod p` for an odd prime `p`, by Fermat's little theorem:
+/// `a^(p - 2) mod p` through the regular [`Monty::pow`], so the operations
+/// performed depend only on the bit length of `p`, never on the bits of `a`
+/// or `p`. For secret values (the CRT constants of a private key), where
+/// [`mod_inverse_vartime`] would leak both. `None` when `a = 0 mod p` or `p`
+/// is not odd and at least 3; a composite `p` gives no inverse either (the
+/// result is checked: `a x = 1 mod p`). The Montgomery constants of `p` are
+/// wiped before returning.
+pub fn inverse_mod_prime(a: &BigUint, p: &BigUint) -> Option<BigUint> {
+    let mut mo = Monty::new(p)?;
+    let mut e = p - 2u32;
+    let mut x = mo.pow(a, &e);
+    let mut check = (a * &x) % p;
+    // Branches only on the outcome: whether the key is accepted is public.
+    let ok = check.is_one();
+    wipe(&mut e);
+    wipe(&mut check);
+    mo.zeroize();
+    if ok {
+        Some(x)
+    } else {
+        wipe(&mut x);
+        None
+    }
 }
 
 #[cfg(test)]
@@ -1102,6 +1148,51 @@ mod tests {
         assert_eq!(
             inverse_mod_square_vartime(&BigUint::from(3u32), &n),
             mod_inverse_vartime(&BigUint::from(3u32), &(&n * &n))
+        );
+    }
+
+    #[test]
+    fn fermat_inverse_and_lift_match_euclid() {
+        let mut r = rng();
+        // Primes: 65537, 2^127 - 1, 2^255 - 19, 2^521 - 1.
+        let primes = [
+            BigUint::from(65537u32),
+            (BigUint::one() << 127u32) - 1u32,
+            (BigUint::one() << 255u32) - 19u32,
+            (BigUint::one() << 521u32) - 1u32,
+        ];
+        for p in &primes {
+            let p2 = p * p;
+            for a in [
+                r.gen_biguint_below(p),
+                r.gen_biguint(2 * p.bits()),
+                BigUint::one(),
+                p - 1u32,
+            ] {
+                let want = mod_inverse_vartime(&a, p);
+                assert_eq!(inverse_mod_prime(&a, p), want, "{a} mod {p}");
+                if let Some(x0) = want {
+                    assert_eq!(
+                        Some(lift_inverse(&a, &x0, &p2)),
+                        mod_inverse_vartime(&a, &p2)
+                    );
+                }
+            }
+            assert_eq!(inverse_mod_prime(&BigUint::zero(), p), None);
+            assert_eq!(inverse_mod_prime(p, p), None);
+        }
+        // Even or tiny moduli, and a composite (no Fermat inverse for 2 mod 91).
+        assert_eq!(
+            inverse_mod_prime(&BigUint::from(3u32), &BigUint::from(10u32)),
+            None
+        );
+        assert_eq!(
+            inverse_mod_prime(&BigUint::from(3u32), &BigUint::one()),
+            None
+        );
+        assert_eq!(
+            inverse_mod_prime(&BigUint::from(2u32), &BigUint::from(91u32)),
+            None
         );
     }
 

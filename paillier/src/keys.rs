@@ -3,7 +3,7 @@
 //! zeroized on drop, `Debug` without secrets), [`KeyFingerprint`], and key
 //! generation.
 
-use crate::arith::{from_limbs, mod_inverse_vartime, to_limbs, FixedBaseTable, Monty};
+use crate::arith::{from_limbs, inverse_mod_prime, lift_inverse, to_limbs, FixedBaseTable, Monty};
 use crate::error::{Error, Result};
 pub use crate::fingerprint::KeyFingerprint;
 use crate::prime;
@@ -21,7 +21,9 @@ pub const DEFAULT_KEY_BITS: usize = 3072;
 pub const MIN_KEY_BITS: usize = 2048;
 /// Largest modulus any path accepts (bounds the work a peer can cause).
 pub const MAX_KEY_BITS: usize = 8192;
-/// Smallest modulus even the `_insecure_for_tests` paths accept.
+/// Smallest modulus even the `_insecure_for_tests` paths accept (feature
+/// `hazmat-insecure-small-keys`).
+#[cfg(feature = "hazmat-insecure-small-keys")]
 pub const MIN_INSECURE_KEY_BITS: usize = 64;
 
 /// Security level in bits of an `n`-bit modulus per NIST SP 800-57 Part 1
@@ -120,7 +122,9 @@ impl PublicKey {
     }
 
     /// Like [`from_n`](Self::from_n) but accepts moduli down to
-    /// [`MIN_INSECURE_KEY_BITS`]. INSECURE: for tests and known-answer vectors only.
+    /// [`MIN_INSECURE_KEY_BITS`]. INSECURE: for tests and known-answer vectors only
+    /// (feature `hazmat-insecure-small-keys`).
+    #[cfg(feature = "hazmat-insecure-small-keys")]
     pub fn from_n_insecure_for_tests(n: BigUint) -> Result<PublicKey> {
         check_modulus(&n, MIN_INSECURE_KEY_BITS)?;
         Ok(Self::build(n))
@@ -339,7 +343,9 @@ impl PrivateKey {
     }
 
     /// Like [`from_primes`](Self::from_primes) but accepts small keys.
-    /// INSECURE: for tests and known-answer vectors only.
+    /// INSECURE: for tests and known-answer vectors only (feature
+    /// `hazmat-insecure-small-keys`).
+    #[cfg(feature = "hazmat-insecure-small-keys")]
     pub fn from_primes_insecure_for_tests(p: BigUint, q: BigUint) -> Result<PrivateKey> {
         Self::from_primes_min(p, q, MIN_INSECURE_KEY_BITS)
     }
@@ -363,21 +369,30 @@ impl PrivateKey {
         // python-paillier orders the primes so that q < p is not required; we
         // keep them as given but the CRT needs p^-1 mod q, which exists for
         // distinct primes.
-        let p_sq = &p * &p;
-        let q_sq = &q * &q;
+        let mut p_sq = &p * &p;
+        let mut q_sq = &q * &q;
         let monty_p2 = Monty::new(&p_sq).ok_or(Error::InvalidKey("p is even"))?;
         let monty_q2 = Monty::new(&q_sq).ok_or(Error::InvalidKey("q is even"))?;
         let p_minus_1 = &p - 1u32;
         let q_minus_1 = &q - 1u32;
         let g = public.g();
-        let hp = mod_inverse_vartime(&l_function(&monty_p2.pow(&g, &p_minus_1), &p), &p)
+        // Every inverse here has a secret modulus (p, q or q^2), so none may go
+        // through mod_inverse_vartime: Fermat's inverse through the regular
+        // exponentiation (p and q are prime: checked by Miller-Rabin in
+        // from_primes, generated as such otherwise), then a Hensel lift.
+        let hp = inverse_mod_prime(&l_function(&monty_p2.pow(&g, &p_minus_1), &p), &p)
             .ok_or(Error::InvalidKey("h_p is not invertible"))?;
-        let hq = mod_inverse_vartime(&l_function(&monty_q2.pow(&g, &q_minus_1), &q), &q)
+        let hq = inverse_mod_prime(&l_function(&monty_q2.pow(&g, &q_minus_1), &q), &q)
             .ok_or(Error::InvalidKey("h_q is not invertible"))?;
         let p_inv_q =
-            mod_inverse_vartime(&p, &q).ok_or(Error::InvalidKey("p not invertible mod q"))?;
-        let p2_inv_q2 = mod_inverse_vartime(&p_sq, &q_sq)
-            .ok_or(Error::InvalidKey("p^2 not invertible mod q^2"))?;
+            inverse_mod_prime(&p, &q).ok_or(Error::InvalidKey("p not invertible mod q"))?;
+        // (p^2)^-1 mod q is (p^-1)^2 mod q; lifted to q^2. It exists whenever
+        // p^-1 mod q does.
+        let mut p2_inv_q = (&p_inv_q * &p_inv_q) % &q;
+        let p2_inv_q2 = lift_inverse(&p_sq, &p2_inv_q, &q_sq);
+        for x in [&mut p2_inv_q, &mut p_sq, &mut q_sq] {
+            crate::arith::wipe(x);
+        }
         let n = public.n();
         let n_mod_phi_p2 = n % (&p * &p_minus_1);
         let n_mod_phi_q2 = n % (&q * &q_minus_1);
@@ -428,7 +443,8 @@ pub fn generate_keypair(bits: usize) -> Result<(PublicKey, PrivateKey)> {
 }
 
 /// Like [`generate_keypair`] but accepts sizes down to [`MIN_INSECURE_KEY_BITS`].
-/// INSECURE below 2048 bits: for tests only.
+/// INSECURE below 2048 bits: for tests only (feature `hazmat-insecure-small-keys`).
+#[cfg(feature = "hazmat-insecure-small-keys")]
 pub fn generate_keypair_insecure_for_tests(bits: usize) -> Result<(PublicKey, PrivateKey)> {
     if bits < MIN_INSECURE_KEY_BITS {
         return Err(Error::KeySize {

@@ -20,7 +20,8 @@
 //! 9. [`wire`]: compact binary forms and serde (JSON) forms, all validating.
 //!
 //! Security notes: keys below 2048 bits exist only through APIs named
-//! `_insecure_for_tests`. The default encryption path rests on the
+//! `_insecure_for_tests`, compiled only with the cargo feature
+//! `hazmat-insecure-small-keys` (off by default; for dev-dependencies). The default encryption path rests on the
 //! short-exponent DCR assumption of Damgard-Jurik-Nielsen (see [`scheme`]).
 //! Homomorphic results are not re-randomized; call `rerandomize` before
 //! publishing one. Modular exponentiation is regular and uses masked table
@@ -31,8 +32,7 @@
 //! the `paillier-cli` package: its `phe` module and the `paillier` binary).
 //!
 //! ```
-//! use paillier::generate_keypair_insecure_for_tests;
-//! let (pk, sk) = generate_keypair_insecure_for_tests(512).unwrap();
+//! let (pk, sk) = paillier::generate_keypair(2048).unwrap();
 //! let a = pk.encrypt_f64(1.5).unwrap();
 //! let b = pk.encrypt_f64(-0.25).unwrap();
 //! let sum = a.add(&b).unwrap().mul_f64(2.0).unwrap();
@@ -56,8 +56,10 @@ pub use ciphertext::Ciphertext;
 pub use encoding::{EncodedNumber, EncryptedNumber};
 pub use error::{Error, Result};
 pub use keys::{
-    generate_keypair, generate_keypair_insecure_for_tests, KeyFingerprint, PrivateKey, PublicKey,
-    DEFAULT_KEY_BITS, MAX_KEY_BITS, MIN_INSECURE_KEY_BITS, MIN_KEY_BITS,
+    generate_keypair, KeyFingerprint, PrivateKey, PublicKey, DEFAULT_KEY_BITS, MAX_KEY_BITS,
+    MIN_KEY_BITS,
 };
+#[cfg(feature = "hazmat-insecure-small-keys")]
+pub use keys::{generate_keypair_insecure_for_tests, MIN_INSECURE_KEY_BITS};
 pub use num_bigint::{BigInt, BigUint};
 pub use packing::{PackedCiphertext, Packer, PackingSpec};

@@ -148,7 +148,9 @@ impl PublicKey {
         PublicKey::from_n(Self::n_from_bytes(b)?)
     }
 
-    /// Parses the binary form accepting small keys. INSECURE: tests only.
+    /// Parses the binary form accepting small keys. INSECURE: tests only
+    /// (feature `hazmat-insecure-small-keys`).
+    #[cfg(feature = "hazmat-insecure-small-keys")]
     pub fn from_bytes_insecure_for_tests(b: &[u8]) -> Result<PublicKey> {
         PublicKey::from_n_insecure_for_tests(Self::n_from_bytes(b)?)
     }
