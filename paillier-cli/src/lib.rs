@@ -1,7 +1,7 @@
 //! python-paillier 1.5 interoperability on top of the [`paillier`] library:
 //!
-//! - [`phe`]: pheutil's JWK-style key files and `{"v", "e"}` ciphertexts;
-//! - [`bench`]: wall-clock timings of the library's main operations, printed
+//! - [`phe`](mod@phe): pheutil's JWK-style key files and `{"v", "e"}` ciphertexts;
+//! - [`bench`](mod@bench): wall-clock timings of the library's main operations, printed
 //!   by `paillier bench` (with `--vs-phe`, next to python-paillier's);
 //! - the `paillier` binary (`src/main.rs`): pheutil's command line.
 //!
