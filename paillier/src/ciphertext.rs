@@ -3,7 +3,8 @@
 //! is in `[1, n^2)` and is a unit (`gcd(c, n) = 1`).
 
 use crate::error::{Error, Result};
-use crate::keys::{KeyFingerprint, PublicKey};
+use crate::fingerprint::KeyFingerprint;
+use crate::keys::PublicKey;
 use num_bigint::BigUint;
 use num_integer::Integer;
 use num_traits::One;
@@ -115,6 +116,7 @@ impl Ciphertext {
 
     /// Negation: decrypts to `-m mod n` (the inverse of `c` mod `n^2`).
     pub fn neg(&self) -> Ciphertext {
+        // Variable time in c and n^2, both public.
         let inv = crate::arith::mod_inverse_vartime(&self.c, self.pk.n_squared())
             .expect("a valid ciphertext is a unit mod n^2");
         Ciphertext::new_unchecked(self.pk.clone(), inv)

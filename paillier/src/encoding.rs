@@ -416,6 +416,14 @@ impl EncryptedNumber {
     }
 
     /// phe `__mul__` with an already encoded scalar.
+    ///
+    /// Timing: the running time follows the scalar's value (its magnitude,
+    /// bit pattern and sign go through [`Monty::pow_vartime`] and, for a
+    /// negative scalar, an inverse), as in python-paillier. Multiply only by
+    /// scalars that may leak to whoever can time this process; the
+    /// ciphertext's value does not leak beyond what it is (public).
+    ///
+    /// [`Monty::pow_vartime`]: crate::arith::Monty::pow_vartime
     pub fn mul_encoded(&self, e: &EncodedNumber) -> Result<EncryptedNumber> {
         self.public_key().check_same(e.public_key())?;
         let exponent = check_exponent(self.exponent as i64 + e.exponent as i64)?;

@@ -1,15 +1,15 @@
 //! The crate's single error type. Every rejection the library makes, whether of
 //! local arguments or of bytes received from a peer, is one of these variants.
 
-use crate::keys::KeyFingerprint;
+use crate::fingerprint::KeyFingerprint;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A key size was requested or parsed that the calling API does not allow
-    /// (below [`crate::MIN_KEY_BITS`] on the normal path, or odd / tiny on the
-    /// insecure test path).
+    /// (below the 2048-bit `MIN_KEY_BITS` on the normal path, or odd / tiny on
+    /// the insecure test path).
     #[error("key size {bits} bits is not allowed: {reason}")]
     KeySize {
         /// The offending size in bits.

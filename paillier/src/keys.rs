@@ -3,83 +3,28 @@
 //! zeroized on drop, `Debug` without secrets), [`KeyFingerprint`], and key
 //! generation.
 
-use crate::arith::{mod_inverse_vartime, FixedBaseTable, Monty};
+use crate::arith::{from_limbs, inverse_mod_prime, lift_inverse, to_limbs, FixedBaseTable, Monty};
 use crate::error::{Error, Result};
+pub use crate::fingerprint::KeyFingerprint;
 use crate::prime;
 use num_bigint::{BigUint, RandBigInt};
 use num_integer::Integer;
 use num_traits::{One, Zero};
 use rand::rngs::OsRng;
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-/// Default modulus size for [`crate::generate_keypair`] callers that have no
+/// Default modulus size for [`generate_keypair`] callers that have no
 /// reason to choose: 128-bit security per NIST SP 800-57.
 pub const DEFAULT_KEY_BITS: usize = 3072;
 /// Smallest modulus the normal (non-test) paths accept: 112-bit security.
 pub const MIN_KEY_BITS: usize = 2048;
 /// Largest modulus any path accepts (bounds the work a peer can cause).
 pub const MAX_KEY_BITS: usize = 8192;
-/// Smallest modulus even the `_insecure_for_tests` paths accept.
+/// Smallest modulus even the `_insecure_for_tests` paths accept (feature
+/// `hazmat-insecure-small-keys`).
+#[cfg(feature = "hazmat-insecure-small-keys")]
 pub const MIN_INSECURE_KEY_BITS: usize = 64;
-
-/// SHA-256 of `n`'s big-endian bytes: identifies a key in messages and errors.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyFingerprint(pub [u8; 32]);
-
-impl KeyFingerprint {
-    /// Fingerprint of modulus `n`.
-    pub fn of_modulus(n: &BigUint) -> KeyFingerprint {
-        KeyFingerprint(Sha256::digest(n.to_bytes_be()).into())
-    }
-
-    /// The 32 digest bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// All 64 hex digits.
-    pub fn to_hex(&self) -> String {
-        crate::wire::hex_encode(&self.0)
-    }
-
-    /// Parses 64 hex digits.
-    pub fn from_hex(s: &str) -> Result<KeyFingerprint> {
-        let b = crate::wire::hex_decode(s)
-            .ok_or_else(|| Error::malformed("key fingerprint", "not a hex string"))?;
-        let arr: [u8; 32] = b
-            .try_into()
-            .map_err(|_| Error::malformed("key fingerprint", "must be 32 bytes (64 hex digits)"))?;
-        Ok(KeyFingerprint(arr))
-    }
-}
-
-impl fmt::Display for KeyFingerprint {
-    /// The first 16 hex digits (64 bits): enough to tell keys apart in logs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex()[..16])
-    }
-}
-
-impl fmt::Debug for KeyFingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyFingerprint({})", self.to_hex())
-    }
-}
-
-impl serde::Serialize for KeyFingerprint {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for KeyFingerprint {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        KeyFingerprint::from_hex(&s).map_err(serde::de::Error::custom)
-    }
-}
 
 /// Security level in bits of an `n`-bit modulus per NIST SP 800-57 Part 1
 /// Table 2 (factoring-based: 1024 -> 80, 2048 -> 112, 3072 -> 128,
@@ -177,7 +122,9 @@ impl PublicKey {
     }
 
     /// Like [`from_n`](Self::from_n) but accepts moduli down to
-    /// [`MIN_INSECURE_KEY_BITS`]. INSECURE: for tests and known-answer vectors only.
+    /// [`MIN_INSECURE_KEY_BITS`]. INSECURE: for tests and known-answer vectors only
+    /// (feature `hazmat-insecure-small-keys`).
+    #[cfg(feature = "hazmat-insecure-small-keys")]
     pub fn from_n_insecure_for_tests(n: BigUint) -> Result<PublicKey> {
         check_modulus(&n, MIN_INSECURE_KEY_BITS)?;
         Ok(Self::build(n))
@@ -250,6 +197,29 @@ impl PublicKey {
 
     pub(crate) fn monty_n2(&self) -> &Monty {
         &self.inner.monty_n2
+    }
+
+    /// `(1 + m n) mod n^2` for `m < n`: `g^m` with `g = n + 1`, no division needed.
+    pub(crate) fn g_pow(&self, m: &BigUint) -> BigUint {
+        m * self.n() + 1u32
+    }
+
+    /// A fresh random `n`-th residue `h_s^a` (DJN), in Montgomery form mod `n^2`.
+    pub(crate) fn djn_noise_mont(&self) -> Vec<u64> {
+        let djn = self.djn();
+        let a = OsRng.gen_biguint(djn.exponent_bits as u64);
+        djn.table.pow_mont(&a)
+    }
+
+    /// `x * noise mod n^2` where `noise` is in Montgomery form: one
+    /// multiplication, result in normal form.
+    pub(crate) fn mul_by_mont(&self, x: &BigUint, noise_mont: &[u64]) -> BigUint {
+        let mo = self.monty_n2();
+        let k = mo.limbs();
+        let xl = to_limbs(x, k);
+        let mut out = vec![0u64; k];
+        mo.mul_into(&xl, noise_mont, &mut out);
+        from_limbs(&out)
     }
 
     /// Builds the DJN table now instead of on first encryption (it takes tens of
@@ -339,13 +309,6 @@ impl Clone for PrivateKey {
     }
 }
 
-/// Overwrites a `BigUint`'s digit buffer with zeros in place (assigning an
-/// all-zero slice of the same length reuses the existing allocation).
-pub(crate) fn wipe(x: &mut BigUint) {
-    let digits = x.bits().div_ceil(32) as usize;
-    x.assign_from_slice(&vec![0u32; digits]);
-}
-
 impl Drop for PrivateKey {
     fn drop(&mut self) {
         for x in [
@@ -360,7 +323,7 @@ impl Drop for PrivateKey {
             &mut self.n_mod_phi_q2,
             &mut self.p2_inv_q2,
         ] {
-            wipe(x);
+            crate::arith::wipe(x);
         }
         self.monty_p2.zeroize();
         self.monty_q2.zeroize();
@@ -380,7 +343,9 @@ impl PrivateKey {
     }
 
     /// Like [`from_primes`](Self::from_primes) but accepts small keys.
-    /// INSECURE: for tests and known-answer vectors only.
+    /// INSECURE: for tests and known-answer vectors only (feature
+    /// `hazmat-insecure-small-keys`).
+    #[cfg(feature = "hazmat-insecure-small-keys")]
     pub fn from_primes_insecure_for_tests(p: BigUint, q: BigUint) -> Result<PrivateKey> {
         Self::from_primes_min(p, q, MIN_INSECURE_KEY_BITS)
     }
@@ -404,21 +369,30 @@ impl PrivateKey {
         // python-paillier orders the primes so that q < p is not required; we
         // keep them as given but the CRT needs p^-1 mod q, which exists for
         // distinct primes.
-        let p_sq = &p * &p;
-        let q_sq = &q * &q;
+        let mut p_sq = &p * &p;
+        let mut q_sq = &q * &q;
         let monty_p2 = Monty::new(&p_sq).ok_or(Error::InvalidKey("p is even"))?;
         let monty_q2 = Monty::new(&q_sq).ok_or(Error::InvalidKey("q is even"))?;
         let p_minus_1 = &p - 1u32;
         let q_minus_1 = &q - 1u32;
         let g = public.g();
-        let hp = mod_inverse_vartime(&l_function(&monty_p2.pow(&g, &p_minus_1), &p), &p)
+        // Every inverse here has a secret modulus (p, q or q^2), so none may go
+        // through mod_inverse_vartime: Fermat's inverse through the regular
+        // exponentiation (p and q are prime: checked by Miller-Rabin in
+        // from_primes, generated as such otherwise), then a Hensel lift.
+        let hp = inverse_mod_prime(&l_function(&monty_p2.pow(&g, &p_minus_1), &p), &p)
             .ok_or(Error::InvalidKey("h_p is not invertible"))?;
-        let hq = mod_inverse_vartime(&l_function(&monty_q2.pow(&g, &q_minus_1), &q), &q)
+        let hq = inverse_mod_prime(&l_function(&monty_q2.pow(&g, &q_minus_1), &q), &q)
             .ok_or(Error::InvalidKey("h_q is not invertible"))?;
         let p_inv_q =
-            mod_inverse_vartime(&p, &q).ok_or(Error::InvalidKey("p not invertible mod q"))?;
-        let p2_inv_q2 = mod_inverse_vartime(&p_sq, &q_sq)
-            .ok_or(Error::InvalidKey("p^2 not invertible mod q^2"))?;
+            inverse_mod_prime(&p, &q).ok_or(Error::InvalidKey("p not invertible mod q"))?;
+        // (p^2)^-1 mod q is (p^-1)^2 mod q; lifted to q^2. It exists whenever
+        // p^-1 mod q does.
+        let mut p2_inv_q = (&p_inv_q * &p_inv_q) % &q;
+        let p2_inv_q2 = lift_inverse(&p_sq, &p2_inv_q, &q_sq);
+        for x in [&mut p2_inv_q, &mut p_sq, &mut q_sq] {
+            crate::arith::wipe(x);
+        }
         let n = public.n();
         let n_mod_phi_p2 = n % (&p * &p_minus_1);
         let n_mod_phi_q2 = n % (&q * &q_minus_1);
@@ -469,7 +443,8 @@ pub fn generate_keypair(bits: usize) -> Result<(PublicKey, PrivateKey)> {
 }
 
 /// Like [`generate_keypair`] but accepts sizes down to [`MIN_INSECURE_KEY_BITS`].
-/// INSECURE below 2048 bits: for tests only.
+/// INSECURE below 2048 bits: for tests only (feature `hazmat-insecure-small-keys`).
+#[cfg(feature = "hazmat-insecure-small-keys")]
 pub fn generate_keypair_insecure_for_tests(bits: usize) -> Result<(PublicKey, PrivateKey)> {
     if bits < MIN_INSECURE_KEY_BITS {
         return Err(Error::KeySize {

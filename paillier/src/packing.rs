@@ -18,7 +18,8 @@
 
 use crate::ciphertext::Ciphertext;
 use crate::error::{Error, Result};
-use crate::keys::{KeyFingerprint, PrivateKey, PublicKey};
+use crate::fingerprint::KeyFingerprint;
+use crate::keys::{PrivateKey, PublicKey};
 use num_bigint::BigUint;
 use rayon::prelude::*;
 

@@ -40,11 +40,6 @@ impl PublicKey {
         }
     }
 
-    /// `(1 + m n) mod n^2` for `m < n`: `g^m` with `g = n + 1`, no division needed.
-    pub(crate) fn g_pow(&self, m: &BigUint) -> BigUint {
-        m * self.n() + 1u32
-    }
-
     /// A fresh uniform unit of `Z*_n`.
     pub(crate) fn random_unit(&self) -> BigUint {
         let n = self.n();
@@ -54,24 +49,6 @@ impl PublicKey {
                 return r;
             }
         }
-    }
-
-    /// A fresh random `n`-th residue `h_s^a` (DJN), in Montgomery form mod `n^2`.
-    pub(crate) fn djn_noise_mont(&self) -> Vec<u64> {
-        let djn = self.djn();
-        let a = OsRng.gen_biguint(djn.exponent_bits as u64);
-        djn.table.pow_mont(&a)
-    }
-
-    /// `x * noise mod n^2` where `noise` is in Montgomery form: one
-    /// multiplication, result in normal form.
-    pub(crate) fn mul_by_mont(&self, x: &BigUint, noise_mont: &[u64]) -> BigUint {
-        let mo = self.monty_n2();
-        let k = mo.limbs();
-        let xl = crate::arith::to_limbs(x, k);
-        let mut out = vec![0u64; k];
-        mo.mul_into(&xl, noise_mont, &mut out);
-        crate::arith::from_limbs(&out)
     }
 
     /// Encrypts `m` in `[0, n)` with the default DJN fixed-base path (see the

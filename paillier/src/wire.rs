@@ -21,40 +21,13 @@
 use crate::ciphertext::Ciphertext;
 use crate::encoding::{check_exponent, EncryptedNumber};
 use crate::error::{Error, Result};
-use crate::keys::{byte_len, KeyFingerprint, PrivateKey, PublicKey, MAX_KEY_BITS};
+use crate::fingerprint::KeyFingerprint;
+use crate::keys::{byte_len, PrivateKey, PublicKey, MAX_KEY_BITS};
 use crate::packing::PackedCiphertext;
 use num_bigint::BigUint;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Lowercase hex of bytes.
-pub fn hex_encode(b: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for &x in b {
-        s.push(D[(x >> 4) as usize] as char);
-        s.push(D[(x & 15) as usize] as char);
-    }
-    s
-}
-
-/// Bytes of an even-length hex string (either case); `None` if malformed.
-pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let val = |c: u8| -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    };
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| Some(val(p[0])? << 4 | val(p[1])?))
-        .collect()
-}
+pub use crate::hex::{hex_decode, hex_encode};
 
 /// A `BigUint` from hex digits (any length, either case), bounded in size.
 pub(crate) fn biguint_from_hex(what: &'static str, s: &str) -> Result<BigUint> {
@@ -175,7 +148,9 @@ impl PublicKey {
         PublicKey::from_n(Self::n_from_bytes(b)?)
     }
 
-    /// Parses the binary form accepting small keys. INSECURE: tests only.
+    /// Parses the binary form accepting small keys. INSECURE: tests only
+    /// (feature `hazmat-insecure-small-keys`).
+    #[cfg(feature = "hazmat-insecure-small-keys")]
     pub fn from_bytes_insecure_for_tests(b: &[u8]) -> Result<PublicKey> {
         PublicKey::from_n_insecure_for_tests(Self::n_from_bytes(b)?)
     }
@@ -309,7 +284,32 @@ impl PackedCiphertext {
     }
 }
 
+impl KeyFingerprint {
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Result<KeyFingerprint> {
+        let b =
+            hex_decode(s).ok_or_else(|| Error::malformed("key fingerprint", "not a hex string"))?;
+        let arr: [u8; 32] = b
+            .try_into()
+            .map_err(|_| Error::malformed("key fingerprint", "must be 32 bytes (64 hex digits)"))?;
+        Ok(KeyFingerprint(arr))
+    }
+}
+
 // ---- serde (JSON) forms ----
+
+impl serde::Serialize for KeyFingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyFingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KeyFingerprint::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -79,7 +79,8 @@ pub struct HospitalConfig {
     /// This hospital's own policy.
     pub policy: HospitalPolicy,
     /// INSECURE, tests only: accept public keys below `paillier::MIN_KEY_BITS`
-    /// from the coordinator. `false` by default.
+    /// from the coordinator. `false` by default; has an effect only when the
+    /// crate's `hazmat-insecure-small-keys` feature is on.
     pub dangerous_accept_small_test_keys: bool,
 }
 
@@ -630,10 +631,11 @@ impl HospitalMachine {
             kind: "setup",
             reason,
         };
-        let pk = if self.config.dangerous_accept_small_test_keys {
-            PublicKey::from_bytes_insecure_for_tests(&s.public_key.0)
-        } else {
-            PublicKey::from_bytes(&s.public_key.0)
+        // Without the hazmat feature the flag cannot lower the 2048-bit floor.
+        let pk = match self.config.dangerous_accept_small_test_keys {
+            #[cfg(feature = "hazmat-insecure-small-keys")]
+            true => PublicKey::from_bytes_insecure_for_tests(&s.public_key.0),
+            _ => PublicKey::from_bytes(&s.public_key.0),
         }
         .map_err(|e| invalid(format!("public key: {e}")))?;
         if pk.fingerprint() != s.key_fingerprint {

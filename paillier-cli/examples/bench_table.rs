@@ -1,4 +1,4 @@
-//! Prints `paillier::bench::run` timings: `cargo run --release -p paillier
+//! Prints `paillier_cli::bench::run` timings: `cargo run --release -p paillier-cli
 //! --example bench_table -- [bits] [iterations]`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<24} {:>6} {:>6} {:>12} {:>12} {:>14}",
         "operation", "bits", "iters", "median ms", "mean ms", "ms per value"
     );
-    for r in paillier::bench::run(bits, iterations)? {
+    for r in paillier_cli::bench::run(bits, iterations)? {
         println!(
             "{:<24} {:>6} {:>6} {:>12.4} {:>12.4} {:>14.5}",
             r.operation,

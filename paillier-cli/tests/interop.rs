@@ -13,8 +13,8 @@ use interop_util::{
     pheutil, pheutil_key, pheutil_stdin, KeyFiles,
 };
 use num_bigint::{BigInt, RandBigInt};
-use paillier::phe::{python_float_repr, PheValue};
 use paillier::EncodedNumber;
+use paillier_cli::phe::{python_float_repr, PheValue};
 use std::path::Path;
 
 /// Plaintexts and how Python prints `float(plaintext)`.

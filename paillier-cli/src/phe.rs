@@ -21,18 +21,16 @@
 //! Parsing validates everything (key sizes and moduli through
 //! [`PublicKey::from_n`] and [`PrivateKey::from_primes`], ciphertext range and
 //! `gcd(c, n) = 1`, exponent range) and never panics on file contents. The
-//! encoding and the arithmetic themselves live in [`crate::encoding`]; this
+//! encoding and the arithmetic themselves live in [`paillier::encoding`]; this
 //! module does no I/O.
 
-use crate::ciphertext::Ciphertext;
-use crate::encoding::{EncodedNumber, EncryptedNumber, BASE};
-use crate::error::{Error, Result};
-use crate::keys::{KeyFingerprint, PrivateKey, PublicKey, MAX_KEY_BITS};
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use num_bigint::{BigInt, BigUint};
 use num_traits::Zero;
+use paillier::encoding::{EncodedNumber, EncryptedNumber, BASE};
+use paillier::{Ciphertext, Error, KeyFingerprint, PrivateKey, PublicKey, Result, MAX_KEY_BITS};
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -54,6 +52,15 @@ const PUBLIC_KEY: &str = "python-paillier public key";
 const PRIVATE_KEY: &str = "python-paillier private key";
 const CIPHERTEXT: &str = "python-paillier ciphertext";
 
+/// [`Error::Malformed`]: the library's error for bytes or text that do not
+/// parse, which file contents that are not pheutil's format are too.
+fn malformed(what: &'static str, reason: impl Into<String>) -> Error {
+    Error::Malformed {
+        what,
+        reason: reason.into(),
+    }
+}
+
 /// pheutil's base64url: URL-safe alphabet, written without padding. Reading
 /// accepts padding too, as Python's `urlsafe_b64decode` does after phe pads.
 const BASE64URL: GeneralPurpose = GeneralPurpose::new(
@@ -74,14 +81,14 @@ pub fn uint_to_base64url(x: &BigUint) -> String {
 fn base64url_to_uint(s: &str, what: &'static str, member: &str) -> Result<BigUint> {
     // Four base64 characters per three bytes: a bound on the work before decoding.
     if s.len() > (MAX_KEY_BITS / 8 + 3) / 3 * 4 {
-        return Err(Error::malformed(what, format!("\"{member}\" is too long")));
+        return Err(malformed(what, format!("\"{member}\" is too long")));
     }
-    let bytes = BASE64URL.decode(s).map_err(|e| {
-        Error::malformed(what, format!("\"{member}\" is not unpadded base64url: {e}"))
-    })?;
+    let bytes = BASE64URL
+        .decode(s)
+        .map_err(|e| malformed(what, format!("\"{member}\" is not unpadded base64url: {e}")))?;
     let x = BigUint::from_bytes_be(&bytes);
     if x.is_zero() {
-        return Err(Error::malformed(what, format!("\"{member}\" is zero")));
+        return Err(malformed(what, format!("\"{member}\" is zero")));
     }
     Ok(x)
 }
@@ -89,18 +96,18 @@ fn base64url_to_uint(s: &str, what: &'static str, member: &str) -> Result<BigUin
 /// Parses a document's text as a JSON object.
 fn parse_object(text: &str, what: &'static str) -> Result<Map<String, Value>> {
     if text.len() > MAX_DOCUMENT_BYTES {
-        return Err(Error::malformed(
+        return Err(malformed(
             what,
             format!("document is larger than {MAX_DOCUMENT_BYTES} bytes"),
         ));
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(Error::malformed(
+        Ok(other) => Err(malformed(
             what,
             format!("expected a JSON object, found {}", json_kind(&other)),
         )),
-        Err(e) => Err(Error::malformed(what, format!("not valid JSON: {e}"))),
+        Err(e) => Err(malformed(what, format!("not valid JSON: {e}"))),
     }
 }
 
@@ -122,11 +129,11 @@ fn string_member<'a>(
 ) -> Result<&'a str> {
     match map.get(member) {
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(Error::malformed(
+        Some(other) => Err(malformed(
             what,
             format!("\"{member}\" must be a string, found {}", json_kind(other)),
         )),
-        None => Err(Error::malformed(what, format!("missing \"{member}\""))),
+        None => Err(malformed(what, format!("missing \"{member}\""))),
     }
 }
 
@@ -135,7 +142,7 @@ fn kid_member(map: &Map<String, Value>, what: &'static str) -> Result<Option<Str
     match map.get("kid") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(Error::malformed(
+        Some(other) => Err(malformed(
             what,
             format!("\"kid\" must be a string, found {}", json_kind(other)),
         )),
@@ -145,7 +152,7 @@ fn kid_member(map: &Map<String, Value>, what: &'static str) -> Result<Option<Str
 fn check_kty(map: &Map<String, Value>, what: &'static str) -> Result<()> {
     let kty = string_member(map, "kty", what)?;
     if kty != KTY {
-        return Err(Error::malformed(
+        return Err(malformed(
             what,
             format!("\"kty\" is {kty:?}, expected {KTY:?} (a python-paillier key)"),
         ));
@@ -161,11 +168,11 @@ fn key_ops<'a>(map: &'a Map<String, Value>, what: &'static str) -> Result<Option
             .iter()
             .map(|v| {
                 v.as_str()
-                    .ok_or_else(|| Error::malformed(what, "\"key_ops\" must be a list of strings"))
+                    .ok_or_else(|| malformed(what, "\"key_ops\" must be a list of strings"))
             })
             .collect::<Result<Vec<_>>>()
             .map(Some),
-        Some(other) => Err(Error::malformed(
+        Some(other) => Err(malformed(
             what,
             format!("\"key_ops\" must be a list, found {}", json_kind(other)),
         )),
@@ -195,7 +202,7 @@ impl PhePublicKey {
 
     fn from_map(map: &Map<String, Value>) -> Result<PhePublicKey> {
         if ["p", "q", "pub"].iter().any(|m| map.contains_key(*m)) {
-            return Err(Error::malformed(
+            return Err(malformed(
                 PUBLIC_KEY,
                 "this is a private key (it has \"p\", \"q\" or \"pub\"), where a public key \
                  is expected: extract the public key with `paillier extract`",
@@ -204,7 +211,7 @@ impl PhePublicKey {
         check_kty(map, PUBLIC_KEY)?;
         let alg = string_member(map, "alg", PUBLIC_KEY)?;
         if alg != ALG {
-            return Err(Error::malformed(
+            return Err(malformed(
                 PUBLIC_KEY,
                 format!("\"alg\" is {alg:?}, expected {ALG:?}"),
             ));
@@ -264,7 +271,7 @@ impl PhePrivateKey {
     pub fn from_json(text: &str) -> Result<PhePrivateKey> {
         let map = parse_object(text, PRIVATE_KEY)?;
         if !map.contains_key("p") && !map.contains_key("q") && map.contains_key("n") {
-            return Err(Error::malformed(
+            return Err(malformed(
                 PRIVATE_KEY,
                 "this is a public key (it has \"n\" but no \"p\" and \"q\"), where the private \
                  key is expected: decryption needs the file `genpkey` wrote",
@@ -273,24 +280,19 @@ impl PhePrivateKey {
         check_kty(&map, PRIVATE_KEY)?;
         match key_ops(&map, PRIVATE_KEY)? {
             Some(ops) if ops.contains(&"decrypt") => {}
-            _ => {
-                return Err(Error::malformed(
-                    PRIVATE_KEY,
-                    "\"key_ops\" must list \"decrypt\"",
-                ))
-            }
+            _ => return Err(malformed(PRIVATE_KEY, "\"key_ops\" must list \"decrypt\"")),
         }
         let p = base64url_to_uint(string_member(&map, "p", PRIVATE_KEY)?, PRIVATE_KEY, "p")?;
         let q = base64url_to_uint(string_member(&map, "q", PRIVATE_KEY)?, PRIVATE_KEY, "q")?;
         let public = match map.get("pub") {
             Some(Value::Object(m)) => PhePublicKey::from_map(m)?,
             Some(other) => {
-                return Err(Error::malformed(
+                return Err(malformed(
                     PRIVATE_KEY,
                     format!("\"pub\" must be an object, found {}", json_kind(other)),
                 ))
             }
-            None => return Err(Error::malformed(PRIVATE_KEY, "missing \"pub\"")),
+            None => return Err(malformed(PRIVATE_KEY, "missing \"pub\"")),
         };
         // Cheap consistency check before the primality tests of from_primes.
         if &(&p * &q) != public.key.n() {
@@ -364,7 +366,7 @@ pub fn parse_ciphertext(pk: &PublicKey, text: &str) -> Result<EncryptedNumber> {
         let found = fp
             .as_str()
             .ok_or_else(|| {
-                Error::malformed(
+                malformed(
                     CIPHERTEXT,
                     format!("\"{FINGERPRINT_MEMBER}\" must be a hex string"),
                 )
@@ -382,36 +384,36 @@ pub fn parse_ciphertext(pk: &PublicKey, text: &str) -> Result<EncryptedNumber> {
         Some(Value::Number(x)) => match x.as_u64() {
             Some(x) => BigUint::from(x),
             None => {
-                return Err(Error::malformed(
+                return Err(malformed(
                     CIPHERTEXT,
                     "\"v\" must be a non-negative integer written as a decimal string",
                 ))
             }
         },
         Some(other) => {
-            return Err(Error::malformed(
+            return Err(malformed(
                 CIPHERTEXT,
                 format!("\"v\" must be a decimal string, found {}", json_kind(other)),
             ))
         }
-        None => return Err(Error::malformed(CIPHERTEXT, "missing \"v\"")),
+        None => return Err(malformed(CIPHERTEXT, "missing \"v\"")),
     };
     let e = match map.get("e") {
-        Some(Value::Number(x)) => x.as_i64().ok_or_else(|| {
-            Error::malformed(CIPHERTEXT, format!("\"e\" must be an integer, found {x}"))
-        })?,
+        Some(Value::Number(x)) => x
+            .as_i64()
+            .ok_or_else(|| malformed(CIPHERTEXT, format!("\"e\" must be an integer, found {x}")))?,
         Some(other) => {
-            return Err(Error::malformed(
+            return Err(malformed(
                 CIPHERTEXT,
                 format!("\"e\" must be an integer, found {}", json_kind(other)),
             ))
         }
-        None => return Err(Error::malformed(CIPHERTEXT, "missing \"e\"")),
+        None => return Err(malformed(CIPHERTEXT, "missing \"e\"")),
     };
     let exponent = i32::try_from(e).map_err(|_| Error::ExponentOutOfRange {
         exponent: e,
-        min: crate::encoding::MIN_EXPONENT,
-        max: crate::encoding::MAX_EXPONENT,
+        min: paillier::encoding::MIN_EXPONENT,
+        max: paillier::encoding::MAX_EXPONENT,
     })?;
     let ct = Ciphertext::from_biguint(pk, v)?;
     EncryptedNumber::new(ct, exponent)
@@ -421,7 +423,7 @@ pub fn parse_ciphertext(pk: &PublicKey, text: &str) -> Result<EncryptedNumber> {
 /// quadratic decimal conversion), as a number.
 fn parse_decimal(s: &str, pk: &PublicKey) -> Result<BigUint> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::malformed(
+        return Err(malformed(
             CIPHERTEXT,
             "\"v\" must be a string of decimal digits",
         ));
@@ -432,7 +434,7 @@ fn parse_decimal(s: &str, pk: &PublicKey) -> Result<BigUint> {
         return Err(Error::InvalidCiphertext("c >= n^2"));
     }
     s.parse::<BigUint>()
-        .map_err(|e| Error::malformed(CIPHERTEXT, format!("\"v\": {e}")))
+        .map_err(|e| malformed(CIPHERTEXT, format!("\"v\": {e}")))
 }
 
 /// The ciphertext document as pheutil lays it out, `{"v": "<decimal>", "e":
@@ -690,7 +692,7 @@ mod tests {
     /// One 2048-bit key pair for the whole module (the formats refuse smaller keys).
     fn keys() -> &'static (PublicKey, PrivateKey) {
         static KEYS: OnceLock<(PublicKey, PrivateKey)> = OnceLock::new();
-        KEYS.get_or_init(|| crate::keys::generate_keypair(2048).expect("2048-bit key generation"))
+        KEYS.get_or_init(|| paillier::generate_keypair(2048).expect("2048-bit key generation"))
     }
 
     #[test]
@@ -867,7 +869,7 @@ mod tests {
         doc["q"] = doc["p"].clone();
         assert!(err_text(PhePrivateKey::from_json(&doc.to_string())).contains("p * q"));
         // Another key's public part.
-        let (other, _) = crate::keys::generate_keypair_insecure_for_tests(2048).unwrap();
+        let (other, _) = paillier::generate_keypair(2048).unwrap();
         let mut doc = good.clone();
         doc["pub"] = public_doc(&other);
         assert!(err_text(PhePrivateKey::from_json(&doc.to_string())).contains("p * q"));
@@ -950,7 +952,7 @@ mod tests {
         assert!(err_text(parse_ciphertext(pk, &ct_doc(&v, "-32.5"))).contains("integer"));
         assert!(err_text(parse_ciphertext(pk, &ct_doc(&v, "\"-32\""))).contains("integer"));
         // A ciphertext under another key, caught by its fingerprint.
-        let (other, _) = crate::keys::generate_keypair_insecure_for_tests(2048).unwrap();
+        let (other, _) = paillier::generate_keypair(2048).unwrap();
         let foreign =
             ciphertext_to_json(&pheutil_encrypt(&other, 1.0, Randomness::FixedBase).unwrap());
         let e = parse_ciphertext(pk, &foreign).unwrap_err();

@@ -2,10 +2,8 @@
 //! subcommand (criterion benches live in `benches/`). Each row is measured
 //! with `std::time::Instant` over `iterations` runs on one fresh key.
 
-use crate::error::Result;
-use crate::keys::{generate_keypair_insecure_for_tests, PublicKey};
-use crate::packing::{Packer, PackingSpec};
 use num_bigint::{BigUint, RandBigInt};
+use paillier::{generate_keypair, Packer, PackingSpec, PublicKey, Result};
 use rand::rngs::OsRng;
 use std::time::Instant;
 
@@ -73,22 +71,22 @@ pub const BENCH_PACKING: PackingSpec = PackingSpec {
     max_addends: 1024,
 };
 
-/// Measures every operation at `bits` (small sizes allowed: the key comes from
-/// the insecure-for-tests generator so tests can run this quickly).
-/// Key generation runs `min(iterations, 10)` times.
+/// Measures every operation at `bits` (2048 to 8192, even: the sizes
+/// [`generate_keypair`] accepts). Key generation runs `min(iterations, 10)`
+/// times.
 pub fn run(bits: usize, iterations: usize) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     let mut kg_err = None;
     rows.push(measure("keygen", bits, iterations.min(10), 1, || {
-        if let Err(e) = generate_keypair_insecure_for_tests(bits) {
+        if let Err(e) = generate_keypair(bits) {
             kg_err = Some(e);
         }
     }));
     if let Some(e) = kg_err {
         return Err(e);
     }
-    let (pk, sk) = generate_keypair_insecure_for_tests(bits)?;
-    let fresh = PublicKey::from_n_insecure_for_tests(pk.n().clone())?;
+    let (pk, sk) = generate_keypair(bits)?;
+    let fresh = PublicKey::from_n(pk.n().clone())?;
     rows.push(measure("djn_table_build", bits, 1, 1, || {
         fresh.precompute()
     }));

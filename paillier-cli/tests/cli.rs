@@ -244,12 +244,12 @@ fn bad_key_files_are_rejected_clearly() {
         k.as_object_mut().unwrap().remove("alg");
     });
     rejects(d, &["encrypt", "noalg.json", "1"], &["missing \"alg\""]);
-    let n = paillier::phe::PhePublicKey::from_json(&public.to_string())
+    let n = paillier_cli::phe::PhePublicKey::from_json(&public.to_string())
         .unwrap()
         .key()
         .n()
         .clone();
-    let even = paillier::phe::uint_to_base64url(&(&n + 1u32));
+    let even = paillier_cli::phe::uint_to_base64url(&(&n + 1u32));
     variant("even.json", &public, &|k| k["n"] = even.clone().into());
     rejects(d, &["encrypt", "even.json", "1"], &["modulus n is even"]);
     variant("short.json", &public, &|k| k["n"] = "AQAB".into());
@@ -258,7 +258,7 @@ fn bad_key_files_are_rejected_clearly() {
     rejects(d, &["encrypt", "b64.json", "1"], &["base64url"]);
     // A 1024-bit modulus: too small for the normal paths.
     let (small, _) = paillier::generate_keypair_insecure_for_tests(1024).unwrap();
-    let small_n = paillier::phe::uint_to_base64url(small.n());
+    let small_n = paillier_cli::phe::uint_to_base64url(small.n());
     variant("small.json", &public, &|k| k["n"] = small_n.clone().into());
     rejects(d, &["encrypt", "small.json", "1"], &["1024 bits", "2048"]);
 
@@ -336,7 +336,7 @@ fn bad_ciphertexts_are_rejected_clearly() {
     encrypt(d, "3", "c.json");
     let good: Value = serde_json::from_str(&read(d, "c.json")).unwrap();
     let public: Value = serde_json::from_str(&read(d, "public.json")).unwrap();
-    let n = paillier::phe::PhePublicKey::from_json(&public.to_string())
+    let n = paillier_cli::phe::PhePublicKey::from_json(&public.to_string())
         .unwrap()
         .key()
         .n()
@@ -391,7 +391,7 @@ fn bad_ciphertexts_are_rejected_clearly() {
     // key cannot be recognised in general; when the garbage lands in the
     // overflow band it is reported, never printed as a number.
     // An encoding in the middle of [0, n) is such garbage.
-    let sk = paillier::phe::PhePrivateKey::from_json(&read(d, "private.json")).unwrap();
+    let sk = paillier_cli::phe::PhePrivateKey::from_json(&read(d, "private.json")).unwrap();
     let middle = sk.key().public_key().encrypt_raw(&(&n / 2u32)).unwrap();
     write(
         d,

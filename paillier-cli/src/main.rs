@@ -8,13 +8,13 @@
 //! wherever pheutil takes it, decrypted numbers printed as Python prints them.
 //! Differences: `genpkey` defaults to 3072 bits (pheutil: 2048) and refuses
 //! keys below 2048 bits; negative plaintexts need no `--`; `--id` sets the
-//! keys' `kid` (pheutil ignores it). The file formats live in `paillier::phe`;
+//! keys' `kid` (pheutil ignores it). The file formats live in `paillier_cli::phe`;
 //! this binary only reads, writes and reports.
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
-use paillier::phe::{self, PhePrivateKey, PhePublicKey};
 use paillier::{EncryptedNumber, DEFAULT_KEY_BITS, MAX_KEY_BITS, MIN_KEY_BITS};
+use paillier_cli::phe::{self, PhePrivateKey, PhePublicKey};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -449,12 +449,12 @@ fn utc_now() -> String {
     )
 }
 
-/// `paillier bench`: the library's timings (`paillier::bench`), and with
+/// `paillier bench`: the library's timings (`paillier_cli::bench`), and with
 /// `--vs-phe` python-paillier's, taken in the same run by
 /// `tests/python/phe_bench.py`.
 mod bench {
     use super::*;
-    use paillier::bench::BenchRow;
+    use paillier_cli::bench::BenchRow;
     use std::collections::BTreeMap;
     use std::process::Command;
 
@@ -466,7 +466,7 @@ mod bench {
         ops: BTreeMap<String, f64>,
     }
 
-    /// Our operation (a `paillier::bench` row), how it is labelled, and the
+    /// Our operation (a `paillier_cli::bench` row), how it is labelled, and the
     /// python-paillier operation it is compared with.
     const COMPARED: &[(&str, &str, Option<&str>)] = &[
         ("keygen", "key generation", Some("keygen")),
@@ -544,7 +544,7 @@ mod bench {
         let mut header_done = false;
         for &b in bits {
             eprintln!("measuring paillier at {b} bits...");
-            let rows = paillier::bench::run(b, iterations)
+            let rows = paillier_cli::bench::run(b, iterations)
                 .with_context(|| format!("benchmarking at {b} bits"))?;
             let phe = match &python {
                 Some(py) => {
