@@ -44,8 +44,9 @@ pub struct FileConfig {
     pub masks: bool,
     /// Pack a whole gradient into as few ciphertexts as possible. Default true.
     pub pack: bool,
-    /// Fixed-point encoding of gradient values. Default frac_bits 40, int_bits 24, max_addends 64.
-    pub fixed_point: FixedPoint,
+    /// Fixed-point encoding of gradient values. Default frac_bits 40, int_bits 24, and
+    /// max_addends following the roster (see [`FixedPointConfig`]).
+    pub fixed_point: FixedPointConfig,
     /// Deadline (seconds) of each round phase before the silent node is dropped. Default 60.
     pub round_timeout_secs: f64,
     /// How long (seconds) to wait for the whole roster before starting with those present
@@ -81,7 +82,7 @@ impl Default for FileConfig {
             eta: 0.01,
             masks: true,
             pack: true,
-            fixed_point: FixedPoint::DEFAULT,
+            fixed_point: FixedPointConfig::default(),
             round_timeout_secs: 60.0,
             join_timeout_secs: 120.0,
             max_attempts: 5,
@@ -95,50 +96,107 @@ impl Default for FileConfig {
     }
 }
 
-/// Command-line overrides of [`FileConfig`] fields.
+/// `fixed_point` in `coordinator.json`: the encoding of gradient values
+/// ([`FixedPoint`]), each field optional.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FixedPointConfig {
+    /// Fractional bits (resolution 2^-frac_bits). Default 40.
+    pub frac_bits: u32,
+    /// Integer bits (every gradient value below 2^int_bits in magnitude). Default 24.
+    pub int_bits: u32,
+    /// Most gradients summed in one packed slot, so at least the ring size. Default: the
+    /// larger of 64 and the roster's size, so a roster of any size fits; set it only to
+    /// pin the wire encoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_addends: Option<u64>,
+}
+
+impl Default for FixedPointConfig {
+    fn default() -> Self {
+        FixedPointConfig {
+            frac_bits: FixedPoint::DEFAULT.frac_bits,
+            int_bits: FixedPoint::DEFAULT.int_bits,
+            max_addends: None,
+        }
+    }
+}
+
+impl FixedPointConfig {
+    /// The encoding for a roster of `roster_len` hospitals. The headroom
+    /// follows the roster because a ring never has more members than the
+    /// roster; it never goes below [`FixedPoint::DEFAULT`]'s so that rosters
+    /// up to that size keep the same wire encoding.
+    pub fn for_roster(&self, roster_len: usize) -> FixedPoint {
+        let derived = FixedPoint::DEFAULT.max_addends.max(roster_len as u64);
+        FixedPoint {
+            frac_bits: self.frac_bits,
+            int_bits: self.int_bits,
+            max_addends: self.max_addends.unwrap_or(derived),
+        }
+    }
+}
+
+/// Command-line overrides of [`FileConfig`] fields: each flag replaces the
+/// config file's value, whose default is given in its help.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Overrides {
-    /// Override `listen`.
-    #[arg(long)]
+    /// UDP address (IP:port) to listen on for the hospitals; port 0 picks a free port,
+    /// announced in the `listening` line on stdout [config `listen`, default 0.0.0.0:7000]
+    #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<String>,
-    /// Override `rounds`.
-    #[arg(long)]
+    /// Training rounds [config `rounds`, default 50]
+    #[arg(long, value_name = "N")]
     pub rounds: Option<u32>,
-    /// Override `eta`.
-    #[arg(long)]
+    /// Learning rate of every gradient step [config `eta`, default 0.01]
+    #[arg(long, value_name = "RATE")]
     pub eta: Option<f64>,
-    /// Override `mode` (seed|global).
-    #[arg(long)]
+    /// Update rule: `seed` (each hospital from its local model, python-paillier's example)
+    /// or `global` (one shared model from zeros) [config `mode`, default seed]
+    #[arg(long, value_name = "MODE")]
     pub mode: Option<Mode>,
-    /// Override `key_bits`.
-    #[arg(long)]
+    /// Paillier modulus size in bits for a newly generated key; smaller is faster and weaker,
+    /// below 2048 is refused [config `key_bits`, default 3072]
+    #[arg(long, value_name = "BITS")]
     pub key_bits: Option<usize>,
-    /// Override `key_path`.
-    #[arg(long)]
+    /// Paillier key file: loaded when it exists, else generated and saved there (mode 0600);
+    /// it holds the secret key that decrypts every aggregate
+    /// [config `key_path`, default paillier-key.json beside the config]
+    #[arg(long, value_name = "FILE")]
     pub key_path: Option<PathBuf>,
-    /// Set `masks` to false.
+    /// Turn off the hospitals' pairwise masks. WEAKENS PRIVACY: without masks the
+    /// coordinator colluding with a hospital's two ring neighbours learns that hospital's
+    /// gradient; with masks it would need every other hospital of the ring [config `masks`,
+    /// default true]
     #[arg(long)]
     pub no_masks: bool,
-    /// Set `pack` to false.
+    /// Send one ciphertext per gradient value instead of packing many values into each;
+    /// the same privacy, more traffic and slower rounds [config `pack`, default true]
     #[arg(long)]
     pub no_pack: bool,
-    /// Override `round_timeout_secs`.
-    #[arg(long)]
+    /// Seconds each round phase may take before the silent node is dropped and the round
+    /// retried [config `round_timeout_secs`, default 60]
+    #[arg(long, value_name = "SECS")]
     pub round_timeout_secs: Option<f64>,
-    /// Override `join_timeout_secs`.
-    #[arg(long)]
+    /// Seconds to wait for the whole roster before starting with those present (at least
+    /// `min_hospitals`) [config `join_timeout_secs`, default 120]
+    #[arg(long, value_name = "SECS")]
     pub join_timeout_secs: Option<f64>,
-    /// Override `min_hospitals`.
-    #[arg(long)]
+    /// Fewest hospitals to train with; never below 3, since with two each learns the
+    /// other's gradient from the aggregate [config `min_hospitals`, default 3]
+    #[arg(long, value_name = "N")]
     pub min_hospitals: Option<usize>,
-    /// Override `checkpoint_path`.
-    #[arg(long)]
+    /// Checkpoint file, rewritten after every round and read by `--resume`
+    /// [config `checkpoint_path`, default checkpoint.json beside the config]
+    #[arg(long, value_name = "FILE")]
     pub checkpoint: Option<PathBuf>,
-    /// Override `results_path`.
-    #[arg(long)]
+    /// Results file written at the end [config `results_path`, default results.json beside
+    /// the config]
+    #[arg(long, value_name = "FILE")]
     pub results: Option<PathBuf>,
-    /// Override `run_id`.
-    #[arg(long)]
+    /// Run id, 1-64 of A-Z a-z 0-9 _ . - (binds every message to this run)
+    /// [config `run_id`, default random]
+    #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
 }
 
@@ -286,6 +344,7 @@ impl Config {
                 .with_context(|| format!("config field `run_id` {s:?}"))?,
             None => protocol::RunId::from_random(rand::random()),
         };
+        let fixed_point = fc.fixed_point.for_roster(fc.roster.len());
         Ok(Config {
             name: fc.name,
             listen,
@@ -297,7 +356,7 @@ impl Config {
                 mode: fc.mode,
                 rounds: fc.rounds,
                 eta: fc.eta,
-                fixed_point: fc.fixed_point,
+                fixed_point,
                 pack: fc.pack,
                 masks: fc.masks,
             },
@@ -347,6 +406,50 @@ mod tests {
         assert_eq!(c.key_bits, 3072);
         assert_eq!(c.pki.ca, dir.path().join("pki/ca.pem"));
         assert_eq!(c.checkpoint_path, dir.path().join("checkpoint.json"));
+    }
+
+    #[test]
+    fn packing_headroom_follows_the_roster_unless_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        let load = |fc: &FileConfig| {
+            std::fs::write(&p, serde_json::to_string(fc).unwrap()).unwrap();
+            Config::load(Some(&p), &Overrides::default()).unwrap()
+        };
+        let small = load(&FileConfig {
+            roster: roster(3),
+            ..FileConfig::default()
+        });
+        assert_eq!(small.params.fixed_point, FixedPoint::DEFAULT);
+        let large = load(&FileConfig {
+            roster: roster(100),
+            ..FileConfig::default()
+        });
+        assert_eq!(large.params.fixed_point.max_addends, 100);
+        let pinned = load(&FileConfig {
+            roster: roster(100),
+            fixed_point: FixedPointConfig {
+                max_addends: Some(128),
+                ..FixedPointConfig::default()
+            },
+            ..FileConfig::default()
+        });
+        assert_eq!(pinned.params.fixed_point.max_addends, 128);
+        // A partial `fixed_point` keeps the other fields' defaults.
+        std::fs::write(
+            &p,
+            r#"{"roster":[{"name":"a","address":"127.0.0.1:1"},{"name":"b","address":"127.0.0.1:2"},
+                {"name":"c","address":"127.0.0.1:3"}], "fixed_point": {"frac_bits": 30}}"#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.params.fixed_point,
+            FixedPoint {
+                frac_bits: 30,
+                ..FixedPoint::DEFAULT
+            }
+        );
     }
 
     #[test]

@@ -27,10 +27,13 @@ struct Cli {
 enum Cmd {
     /// Run (or resume) a training run.
     Run {
-        /// The configuration file (JSON); all fields have defaults.
-        #[arg(long)]
+        /// The configuration file (JSON, fields in docs/federation.md);
+        /// relative paths in it resolve against its folder [default: every field's
+        /// default, which lacks a roster and so is refused]
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Continue the run saved in the checkpoint.
+        /// Continue the run saved in the checkpoint (same config and Paillier key) instead
+        /// of starting over; without it an existing checkpoint is refused [default: off]
         #[arg(long)]
         resume: bool,
         #[command(flatten)]
@@ -47,14 +50,17 @@ enum Cmd {
 enum PkiCmd {
     /// Create a CA and one certificate + key per node (the coordinator included).
     Init {
-        /// Output directory (created; existing files are never overwritten).
-        #[arg(long)]
+        /// Output directory, created; existing files are never overwritten, so the CA's
+        /// key is never replaced by accident [required]
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Hospital names, comma separated (they become the certificates' DNS names).
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Hospital names, comma separated; they become the certificates' DNS names and
+        /// must be the roster's names [required]
+        #[arg(long, value_delimiter = ',', required = true, value_name = "NAMES")]
         nodes: Vec<String>,
-        /// The coordinator's name.
-        #[arg(long, default_value = node::pki::DEFAULT_COORDINATOR_NAME)]
+        /// The coordinator's name (its certificate's DNS name, the hospitals'
+        /// `coordinator_name`)
+        #[arg(long, default_value = node::pki::DEFAULT_COORDINATOR_NAME, value_name = "NAME")]
         coordinator_name: String,
     },
 }

@@ -2,9 +2,9 @@
 //! processes on 127.0.0.1 with ephemeral ports, each test in its own temporary
 //! directory, 2048-bit Paillier keys, the diabetes data split by row blocks.
 //!
-//! The encrypted multi-process results are held to cleartext computations of
-//! the same protocol (`learning::ReferenceRun`, pooled gradient descent, or a
-//! replay of the rounds' participant lists).
+//! The encrypted multi-process results are held to `learning`'s cleartext
+//! twin of the same protocol (`learning::ReferenceRun`: everyone in every
+//! round, the rounds' recorded participant lists, or pooled gradient descent).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use learning::ndarray::{Array1, Array2, Axis};
+use learning::ndarray::Array1;
 use learning::{Dataset, Mode, ReferenceRun};
 use serde_json::{json, Value};
 
@@ -25,24 +25,21 @@ const DATA: &str = concat!(
 const TEST_ROWS: usize = 50;
 const ETA: f64 = 0.01;
 
-/// The `hospital-node` binary, built on first use next to `coordinator` (a
-/// test of one package cannot depend on another package's binary).
+/// The `hospital-node` binary next to `coordinator`: a test of one package
+/// cannot name another package's binary, but `cargo test --workspace` (or
+/// `cargo test -p coordinator -p hospital-node`) builds both into one folder.
 fn hospital_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let coord = PathBuf::from(COORD);
-        let profile_dir = coord.parent().expect("binary dir");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "hospital-node"])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("running cargo build -p hospital-node");
-        assert!(st.success(), "building hospital-node failed");
-        profile_dir.join("hospital-node")
+        let dir = Path::new(COORD).parent().expect("binary dir");
+        let bin = dir.join(format!("hospital-node{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.is_file(),
+            "{} is missing: these tests start the hospital-node binary; build it with \
+             `cargo test --workspace` or `cargo build -p hospital-node` (same profile)",
+            bin.display()
+        );
+        bin
     })
 }
 
@@ -50,22 +47,10 @@ fn hospital_bin() -> &'static Path {
 /// L2 norm per column) plus an intercept column.
 fn diabetes() -> Dataset {
     let raw = Dataset::from_csv_path(Path::new(DATA), "target").unwrap();
-    let mut x: Array2<f64> = raw.x().clone();
-    for mut col in x.axis_iter_mut(Axis(1)) {
-        let mean = col.mean().unwrap();
-        col.mapv_inplace(|v| v - mean);
-        let norm = col.dot(&col).sqrt();
-        col.mapv_inplace(|v| v / norm);
-    }
-    Dataset::new(
-        raw.feature_names().to_vec(),
-        raw.target_name().to_owned(),
-        x,
-        raw.y().clone(),
-    )
-    .unwrap()
-    .with_intercept("intercept")
-    .unwrap()
+    learning::sklearn_scale(&raw)
+        .unwrap()
+        .with_intercept("intercept")
+        .unwrap()
 }
 
 fn free_udp_port() -> u16 {
@@ -318,51 +303,35 @@ fn run_all(f: &Federation, hospital_args: &[Vec<&str>]) -> Value {
     f.results()
 }
 
-/// Cleartext replay of the protocol with the participants each round had.
+/// `learning`'s cleartext twin fed the participants each round had; `None`
+/// for the hospitals that were not in the last round (they send no report).
 fn replay(f: &Federation, res: &Value) -> Vec<Option<Array1<f64>>> {
-    let k = f.train[0].n_features();
-    let mut w: Vec<Array1<f64>> = f
-        .train
-        .iter()
-        .map(|d| match f.mode {
-            Mode::Seed => learning::train_local(d.x(), d.y(), f.rounds as usize, ETA),
-            _ => Array1::zeros(k),
-        })
-        .collect();
-    for r in res["rounds_detail"].as_array().unwrap() {
-        let part: Vec<usize> = r["participants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                f.names
-                    .iter()
-                    .position(|x| x == n.as_str().unwrap())
-                    .unwrap()
-            })
-            .collect();
-        let mut sum = Array1::<f64>::zeros(k);
-        for &h in &part {
-            sum += &learning::gradient(f.train[h].x(), f.train[h].y(), &w[h]);
-        }
-        let rows: usize = part.iter().map(|&h| f.train[h].n_rows()).sum();
-        for &h in &part {
-            learning::apply_aggregate(f.mode, &mut w[h], &sum, part.len(), rows, ETA);
-        }
-    }
-    let last: Vec<usize> = res["rounds_detail"].as_array().unwrap().last().unwrap()["participants"]
+    let rings: Vec<Vec<String>> = res["rounds_detail"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| {
-            f.names
-                .iter()
-                .position(|x| x == n.as_str().unwrap())
+        .map(|r| {
+            r["participants"]
+                .as_array()
                 .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_owned())
+                .collect()
         })
         .collect();
-    (0..f.names.len())
-        .map(|h| last.contains(&h).then(|| w[h].clone()))
+    let participants = learning::participant_indices(&f.names, &rings).unwrap();
+    let twin = ReferenceRun {
+        mode: f.mode,
+        rounds: f.rounds as usize,
+        eta: ETA,
+    }
+    .run_rounds(&f.train, &participants)
+    .unwrap();
+    let last = participants.last().unwrap();
+    twin.final_weights
+        .into_iter()
+        .enumerate()
+        .map(|(h, w)| last.contains(&h).then_some(w))
         .collect()
 }
 
@@ -443,13 +412,14 @@ fn seed_mode_three_hospitals_match_cleartext_reference() {
 fn global_mode_equals_pooled_gradient_descent() {
     let f = Federation::new(3, 15, Mode::Global, json!({}));
     let res = run_all(&f, &[vec![], vec![], vec![]]);
-    let pooled = Dataset::concat(&f.train).unwrap();
-    let mut w = Array1::<f64>::zeros(pooled.n_features());
-    let n = pooled.n_rows() as f64;
-    for _ in 0..f.rounds {
-        let g = learning::gradient(pooled.x(), pooled.y(), &w);
-        w = w - g * (ETA / n);
+    let w = ReferenceRun {
+        mode: Mode::Global,
+        rounds: f.rounds as usize,
+        eta: ETA,
     }
+    .pooled(&f.train)
+    .unwrap()
+    .weights;
     for h in res["hospitals"].as_array().unwrap() {
         // In global mode the weights are a function of the aggregates alone,
         // so they do reach the coordinator.

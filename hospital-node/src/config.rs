@@ -23,7 +23,8 @@ pub struct FileConfig {
     /// UDP address to listen on for ring peers. Default "0.0.0.0:7001".
     pub listen: String,
     /// Address ring peers should use to reach this node, announced to the coordinator.
-    /// Default: none (the coordinator's roster address is used).
+    /// Default: none, and then the address the node bound when `listen` names an IP (so
+    /// port 0 works), or the coordinator's roster address when it listens on 0.0.0.0/[::].
     pub advertise: Option<String>,
     /// The coordinator's address. Default "127.0.0.1:7000".
     pub coordinator_address: String,
@@ -76,8 +77,16 @@ pub struct FileConfig {
     pub audit_log_path: PathBuf,
     /// TEST FAULT INJECTION, never for real runs: corrupt the ciphertexts of this many
     /// outgoing ring passes (replaced by zeros, which receivers must reject). Default 0.
-    #[serde(rename = "test_fault_corrupt_ring_passes")]
+    // Left out of written configs when 0, so a generated config never names it.
+    #[serde(
+        rename = "test_fault_corrupt_ring_passes",
+        skip_serializing_if = "is_zero"
+    )]
     pub test_fault_corrupt_ring_passes: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Default for FileConfig {
@@ -111,38 +120,47 @@ impl Default for FileConfig {
     }
 }
 
-/// Command-line overrides of [`FileConfig`] fields.
+/// Command-line overrides of [`FileConfig`] fields: each flag replaces the
+/// config file's value, whose default is given in its help.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Overrides {
-    /// Override `name`.
-    #[arg(long)]
+    /// This node's name: its certificate's name and its name in the coordinator's roster
+    /// [config `name`, required]
+    #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Override `listen`.
-    #[arg(long)]
+    /// UDP address (IP:port) to listen on for ring peers; port 0 picks a free port,
+    /// announced in the `listening` line on stdout [config `listen`, default 0.0.0.0:7001]
+    #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<String>,
-    /// Override `advertise`.
-    #[arg(long)]
+    /// Address ring peers should dial, announced to the coordinator [config `advertise`,
+    /// default: the bound address when --listen names an IP, else the roster's address]
+    #[arg(long, value_name = "IP:PORT")]
     pub advertise: Option<String>,
-    /// Override `coordinator_address`.
-    #[arg(long)]
+    /// The coordinator's address [config `coordinator_address`, default 127.0.0.1:7000]
+    #[arg(long, value_name = "IP:PORT")]
     pub coordinator: Option<String>,
-    /// Override `coordinator_name`.
-    #[arg(long)]
+    /// The coordinator's certificate name; a peer presenting any other is refused
+    /// [config `coordinator_name`, default coordinator]
+    #[arg(long, value_name = "NAME")]
     pub coordinator_name: Option<String>,
-    /// Override `train_csv`.
-    #[arg(long)]
+    /// Training CSV (header row, numeric cells); it never leaves this node
+    /// [config `train_csv`, required]
+    #[arg(long, value_name = "CSV")]
     pub train: Option<PathBuf>,
-    /// Override `target`.
-    #[arg(long)]
+    /// Target column of the CSVs [config `target`, default target]
+    #[arg(long, value_name = "COL")]
     pub target: Option<String>,
-    /// Override `test_csv`.
-    #[arg(long)]
+    /// Test CSV with the same columns, for the test MSE in progress and reports
+    /// [config `test_csv`, default none]
+    #[arg(long, value_name = "CSV")]
     pub test: Option<PathBuf>,
-    /// Override `report_path`.
-    #[arg(long)]
+    /// Where to write this node's own report JSON at the end [config `report_path`,
+    /// default none]
+    #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Override `coordinator_retry_secs`.
-    #[arg(long)]
+    /// Seconds to keep trying to reach the coordinator, at start and after losing it
+    /// [config `coordinator_retry_secs`, default 300]
+    #[arg(long, value_name = "SECS")]
     pub coordinator_retry_secs: Option<f64>,
     /// TEST FAULT INJECTION (never for real runs): corrupt this many outgoing ring passes.
     #[arg(long, hide = true)]
@@ -241,6 +259,9 @@ impl Config {
             max_eta: fc.max_eta,
             share_metrics: fc.share_metrics,
         };
+        policy
+            .validate(&name, &fc.coordinator_name)
+            .map_err(|e| anyhow::anyhow!("config fields `roster`/`min_ring`: {e}"))?;
         if fc.max_message_bytes < 1024 {
             bail!("max_message_bytes {} is too small", fc.max_message_bytes);
         }

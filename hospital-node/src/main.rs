@@ -23,8 +23,10 @@ struct Cli {
 enum Cmd {
     /// Take part in a training run.
     Run {
-        /// The configuration file (JSON).
-        #[arg(long)]
+        /// The configuration file (JSON, fields in docs/federation.md);
+        /// relative paths in it resolve against its folder [default: none; then --name
+        /// and --train are needed]
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         #[command(flatten)]
         overrides: config::Overrides,

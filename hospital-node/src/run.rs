@@ -84,12 +84,6 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let mask_key = load_or_create_mask_key(&cfg.mask_key_path)?;
     let state = load_state(&cfg.state_path)?;
-    let mut hcfg = HospitalConfig::new(cfg.name.clone(), cfg.policy.roster.clone());
-    hcfg.coordinator = cfg.coordinator_name.clone();
-    hcfg.address = cfg.advertise.clone();
-    hcfg.policy = cfg.policy.clone();
-    let mut machine = HospitalMachine::new(hcfg, train, test, mask_key, state)
-        .context("invalid hospital setup")?;
     let audit = node::audit::AuditLog::open(&cfg.audit_log_path)?;
 
     let options = TransportOptions {
@@ -103,7 +97,20 @@ pub async fn run(cfg: Config) -> Result<()> {
         [cfg.coordinator_name.clone()],
         options,
     )?;
-    tracing::info!(name = %cfg.name, local = %endpoint.local_addr()?, rows, "hospital node up");
+    let local = endpoint.local_addr()?;
+    let mut hcfg = HospitalConfig::new(cfg.name.clone(), cfg.policy.roster.clone());
+    hcfg.coordinator = cfg.coordinator_name.clone();
+    hcfg.policy = cfg.policy.clone();
+    // Peers dial what the hello announces: the bound address (port 0 resolved)
+    // unless that is 0.0.0.0/[::], which no peer can dial; then the roster's.
+    hcfg.address = cfg
+        .advertise
+        .clone()
+        .or_else(|| (!local.ip().is_unspecified()).then(|| local.to_string()));
+    let mut machine = HospitalMachine::new(hcfg, train, test, mask_key, state)
+        .context("invalid hospital setup")?;
+    tracing::info!(name = %cfg.name, %local, rows, "hospital node up");
+    progress(&json!({"event": "listening", "name": cfg.name, "addr": local.to_string()}));
     let (mut hub, mut net) = Hub::start(endpoint);
     hub.dial(
         &cfg.coordinator_name,

@@ -107,7 +107,15 @@ pub fn train_local_for(
     }
 }
 
-/// The cleartext twin of the federated protocol.
+/// The cleartext twin of the federated protocol: the rounds and steps the
+/// encrypted multi-process run performs, in the clear and in one process.
+///
+/// [`ReferenceRun::run`] is the run in which every hospital takes part in
+/// every round; [`ReferenceRun::run_rounds`] follows the participants each
+/// round actually had (as the coordinator's results record them), dropouts
+/// and rejoins included, so that encrypted runs with failures are held to it
+/// too. [`ReferenceRun::pooled`] is the pooled-data comparison the scenario
+/// tables print.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReferenceRun {
     /// Update rule.
@@ -123,16 +131,138 @@ pub struct ReferenceRun {
 pub struct ReferenceResult {
     /// Each hospital's local-only model ([`train_local_for`] with `mode`, `rounds`, `eta`).
     pub local_weights: Vec<Array1<f64>>,
-    /// `weights_per_round[r][h]`: hospital `h`'s model after round `r + 1`.
+    /// `weights_per_round[r][h]`: hospital `h`'s model after round `r + 1`. A
+    /// hospital away from a round keeps the model it had when it left until it
+    /// takes part again.
     pub weights_per_round: Vec<Vec<Array1<f64>>>,
-    /// Each hospital's model after the last round (its starting model when `rounds` is 0).
+    /// Each hospital's model after every aggregate of the run (its starting
+    /// model when `rounds` is 0): what a hospital reports at the end, having
+    /// replayed the aggregates of rounds it missed.
     pub final_weights: Vec<Array1<f64>>,
+}
+
+/// The aggregate of one round as hospitals apply it.
+struct Aggregate {
+    sum: Array1<f64>,
+    n_hospitals: usize,
+    n_total_rows: usize,
 }
 
 impl ReferenceRun {
     /// Runs the protocol in the clear over the hospitals' data sets, which must
-    /// share one schema.
+    /// share one schema, every hospital taking part in every round in the
+    /// given order.
     pub fn run(&self, hospitals: &[Dataset]) -> Result<ReferenceResult> {
+        let everyone: Vec<usize> = (0..hospitals.len()).collect();
+        self.run_rounds(hospitals, &vec![everyone; self.rounds])
+    }
+
+    /// Runs the protocol in the clear with `participants[r]` (indices into
+    /// `hospitals`, in ring order) taking part in round `r`, one list per
+    /// round.
+    ///
+    /// This follows what the hospitals do: a hospital that rejoins first
+    /// replays the aggregates of the rounds it missed (as it does on its new
+    /// setup) and then computes its gradient; the aggregate of a round is the
+    /// sum of its participants' gradients in ring order, averaged over its
+    /// participants (`seed`) or their rows (`global`). With everyone in every
+    /// round this is exactly [`ReferenceRun::run`].
+    pub fn run_rounds(
+        &self,
+        hospitals: &[Dataset],
+        participants: &[Vec<usize>],
+    ) -> Result<ReferenceResult> {
+        let first = self.check(hospitals)?;
+        check_participants(hospitals.len(), self.rounds, participants)?;
+        let n_features = first.n_features();
+        let local_weights: Vec<Array1<f64>> = hospitals
+            .iter()
+            .map(|h| train_local_for(self.mode, h.x(), h.y(), self.rounds, self.eta))
+            .collect();
+        let mut weights: Vec<Array1<f64>> = match self.mode {
+            Mode::Seed => local_weights.clone(),
+            Mode::Global => vec![Array1::zeros(n_features); hospitals.len()],
+        };
+        let mut history: Vec<Aggregate> = Vec::with_capacity(self.rounds);
+        // How many aggregates of `history` each hospital has applied.
+        let mut applied = vec![0usize; hospitals.len()];
+        let mut weights_per_round = Vec::with_capacity(self.rounds);
+        for ring in participants {
+            for &h in ring {
+                self.catch_up(&mut weights[h], &history[applied[h]..]);
+                applied[h] = history.len();
+            }
+            let mut sum = Array1::<f64>::zeros(n_features);
+            for &h in ring {
+                sum += &gradient(hospitals[h].x(), hospitals[h].y(), &weights[h]);
+            }
+            let aggregate = Aggregate {
+                sum,
+                n_hospitals: ring.len(),
+                n_total_rows: ring.iter().map(|&h| hospitals[h].n_rows()).sum(),
+            };
+            for &h in ring {
+                self.catch_up(&mut weights[h], std::slice::from_ref(&aggregate));
+                applied[h] += 1;
+            }
+            history.push(aggregate);
+            weights_per_round.push(weights.clone());
+        }
+        for (w, done) in weights.iter_mut().zip(&applied) {
+            self.catch_up(w, &history[*done..]);
+        }
+        Ok(ReferenceResult {
+            local_weights,
+            weights_per_round,
+            final_weights: weights,
+        })
+    }
+
+    /// The pooled-data comparison: all training rows in one place, trained in
+    /// the clear from zeros with the federation's own gradient steps.
+    /// [`Mode::Seed`]: `2 * rounds` steps of `w -= eta * grad / n_hospitals`
+    /// (each federated model took `rounds` local steps and then `rounds` steps
+    /// of that rule); [`Mode::Global`]: `rounds` steps of
+    /// `w -= eta * grad / n_rows`, exactly what the federation computes.
+    pub fn pooled(&self, hospitals: &[Dataset]) -> Result<PooledResult> {
+        self.check(hospitals)?;
+        let pooled = Dataset::concat(hospitals)?;
+        let (steps, divisor) = match self.mode {
+            Mode::Seed => (2 * self.rounds, PooledDivisor::Hospitals(hospitals.len())),
+            Mode::Global => (self.rounds, PooledDivisor::Rows(pooled.n_rows())),
+        };
+        let d = match divisor {
+            PooledDivisor::Hospitals(n) | PooledDivisor::Rows(n) => n as f64,
+        };
+        let mut weights = Array1::zeros(pooled.n_features());
+        for _ in 0..steps {
+            let g = gradient(pooled.x(), pooled.y(), &weights);
+            weights.scaled_add(-self.eta / d, &g);
+        }
+        Ok(PooledResult {
+            weights,
+            steps,
+            divisor,
+            pooled,
+        })
+    }
+
+    /// Applies `aggregates` in order to one hospital's model.
+    fn catch_up(&self, w: &mut Array1<f64>, aggregates: &[Aggregate]) {
+        for a in aggregates {
+            apply_aggregate(
+                self.mode,
+                w,
+                &a.sum,
+                a.n_hospitals,
+                a.n_total_rows,
+                self.eta,
+            );
+        }
+    }
+
+    /// Checks `eta` and that the hospitals share one schema; returns the first.
+    fn check<'a>(&self, hospitals: &'a [Dataset]) -> Result<&'a Dataset> {
         let first = hospitals.first().ok_or(Error::NoHospitals)?;
         if !(self.eta.is_finite() && self.eta > 0.0) {
             return Err(Error::InvalidParameter {
@@ -151,34 +281,89 @@ impl ReferenceRun {
                 });
             }
         }
-        let n_h = hospitals.len();
-        let n_total: usize = hospitals.iter().map(Dataset::n_rows).sum();
-        let local_weights: Vec<Array1<f64>> = hospitals
-            .iter()
-            .map(|h| train_local_for(self.mode, h.x(), h.y(), self.rounds, self.eta))
-            .collect();
-        let mut weights: Vec<Array1<f64>> = match self.mode {
-            Mode::Seed => local_weights.clone(),
-            Mode::Global => vec![Array1::zeros(first.n_features()); n_h],
-        };
-        let mut weights_per_round = Vec::with_capacity(self.rounds);
-        for _ in 0..self.rounds {
-            // The ring adds gradients in hospital order, head first.
-            let mut sum = Array1::<f64>::zeros(first.n_features());
-            for (h, w) in hospitals.iter().zip(&weights) {
-                sum += &gradient(h.x(), h.y(), w);
-            }
-            for w in &mut weights {
-                apply_aggregate(self.mode, w, &sum, n_h, n_total, self.eta);
-            }
-            weights_per_round.push(weights.clone());
-        }
-        Ok(ReferenceResult {
-            local_weights,
-            weights_per_round,
-            final_weights: weights,
-        })
+        Ok(first)
     }
+}
+
+/// One list of participants per round, each non-empty, in range and without repeats.
+fn check_participants(
+    n_hospitals: usize,
+    rounds: usize,
+    participants: &[Vec<usize>],
+) -> Result<()> {
+    let bad = |reason: String| {
+        Err(Error::InvalidParameter {
+            name: "participants",
+            reason,
+        })
+    };
+    if participants.len() != rounds {
+        return bad(format!("{} lists for {rounds} rounds", participants.len()));
+    }
+    for (r, ring) in participants.iter().enumerate() {
+        if ring.is_empty() {
+            return bad(format!("round {} has no participant", r + 1));
+        }
+        for (i, &h) in ring.iter().enumerate() {
+            if h >= n_hospitals {
+                return bad(format!(
+                    "round {}: hospital index {h} of {n_hospitals}",
+                    r + 1
+                ));
+            }
+            if ring[..i].contains(&h) {
+                return bad(format!("round {}: hospital index {h} twice", r + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Maps each round's participant names (as the coordinator's results record
+/// them) to indices into `names` (the order of the data sets given to
+/// [`ReferenceRun::run_rounds`]).
+pub fn participant_indices<S: AsRef<str>>(
+    names: &[S],
+    rounds: &[Vec<String>],
+) -> Result<Vec<Vec<usize>>> {
+    rounds
+        .iter()
+        .enumerate()
+        .map(|(r, ring)| {
+            ring.iter()
+                .map(|n| {
+                    names.iter().position(|x| x.as_ref() == n).ok_or_else(|| {
+                        Error::InvalidParameter {
+                            name: "participants",
+                            reason: format!("round {}: {n:?} is not one of the hospitals", r + 1),
+                        }
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// What the pooled model's gradient steps were divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PooledDivisor {
+    /// The number of hospitals ([`Mode::Seed`]).
+    Hospitals(usize),
+    /// The number of pooled rows ([`Mode::Global`]).
+    Rows(usize),
+}
+
+/// The result of [`ReferenceRun::pooled`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PooledResult {
+    /// The pooled model.
+    pub weights: Array1<f64>,
+    /// Gradient steps taken.
+    pub steps: usize,
+    /// What each step's gradient was divided by.
+    pub divisor: PooledDivisor,
+    /// All hospitals' training rows, in hospital order.
+    pub pooled: Dataset,
 }
 
 #[cfg(test)]
@@ -275,6 +460,123 @@ mod tests {
         }
         // Training lowers the pooled error.
         assert!(mse(pooled.x(), pooled.y(), &w) < mse(pooled.x(), pooled.y(), &Array1::zeros(2)));
+    }
+
+    #[test]
+    fn rounds_with_everyone_are_the_plain_run() {
+        let hs = three();
+        for mode in [Mode::Seed, Mode::Global] {
+            let run = ReferenceRun {
+                mode,
+                rounds: 3,
+                eta: 0.1,
+            };
+            let all = vec![vec![0, 1, 2]; 3];
+            assert_eq!(run.run_rounds(&hs, &all).unwrap(), run.run(&hs).unwrap());
+        }
+    }
+
+    #[test]
+    fn dropouts_and_rejoins_replay_the_missed_aggregates() {
+        let hs = three();
+        let run = ReferenceRun {
+            mode: Mode::Seed,
+            rounds: 3,
+            eta: 0.1,
+        };
+        // Hospital 2 (index 1) misses round 2 and rejoins in round 3.
+        let rings = vec![vec![0, 1, 2], vec![0, 2], vec![2, 0, 1]];
+        let r = run.run_rounds(&hs, &rings).unwrap();
+        let mut w: Vec<Array1<f64>> = r.local_weights.clone();
+        let step = |w: &mut Vec<Array1<f64>>, ring: &[usize]| {
+            let mut sum = Array1::zeros(2);
+            for &h in ring {
+                sum += &gradient(hs[h].x(), hs[h].y(), &w[h]);
+            }
+            for &h in ring {
+                apply_aggregate(Mode::Seed, &mut w[h], &sum, ring.len(), 0, 0.1);
+            }
+            sum
+        };
+        let s1 = step(&mut w, &rings[0]);
+        let s2 = step(&mut w, &rings[1]);
+        assert_eq!(
+            r.weights_per_round[1][1], r.weights_per_round[0][1],
+            "away: unchanged"
+        );
+        // Rejoining, hospital 2 first applies round 2's aggregate.
+        apply_aggregate(Mode::Seed, &mut w[1], &s2, 2, 0, 0.1);
+        step(&mut w, &rings[2]);
+        assert_eq!(r.final_weights, w);
+        assert_ne!(s1, s2);
+        // Away at the end: the run's remaining aggregates are applied.
+        let r = run
+            .run_rounds(&hs, &[vec![0, 1, 2], vec![0, 1, 2], vec![0, 2]])
+            .unwrap();
+        let mut w1 = r.weights_per_round[1][1].clone();
+        let mut sum = Array1::zeros(2);
+        for h in [0, 2] {
+            sum += &gradient(hs[h].x(), hs[h].y(), &r.weights_per_round[1][h]);
+        }
+        apply_aggregate(Mode::Seed, &mut w1, &sum, 2, 0, 0.1);
+        assert_eq!(r.final_weights[1], w1);
+    }
+
+    #[test]
+    fn participants_are_checked_and_named() {
+        let hs = three();
+        let run = ReferenceRun {
+            mode: Mode::Global,
+            rounds: 2,
+            eta: 0.1,
+        };
+        for bad in [
+            vec![vec![0, 1, 2]],
+            vec![vec![0, 1, 2], vec![]],
+            vec![vec![0, 1, 3], vec![0]],
+            vec![vec![0, 1, 1], vec![0]],
+        ] {
+            assert!(matches!(
+                run.run_rounds(&hs, &bad),
+                Err(Error::InvalidParameter {
+                    name: "participants",
+                    ..
+                })
+            ));
+        }
+        let names = ["h-1", "h-2", "h-3"];
+        let idx = participant_indices(
+            &names,
+            &[vec!["h-3".into(), "h-1".into()], vec!["h-2".into()]],
+        )
+        .unwrap();
+        assert_eq!(idx, vec![vec![2, 0], vec![1]]);
+        let e = participant_indices(&names, &[vec!["h-9".into()]]).unwrap_err();
+        assert!(e.to_string().contains("h-9"), "{e}");
+    }
+
+    #[test]
+    fn pooled_reference_follows_the_mode() {
+        let hs = three();
+        let seed = ReferenceRun {
+            mode: Mode::Seed,
+            rounds: 5,
+            eta: 0.1,
+        };
+        let p = seed.pooled(&hs).unwrap();
+        assert_eq!((p.steps, p.divisor), (10, PooledDivisor::Hospitals(3)));
+        assert_eq!(p.pooled.n_rows(), 9);
+        let global = ReferenceRun {
+            mode: Mode::Global,
+            ..seed
+        };
+        let p = global.pooled(&hs).unwrap();
+        assert_eq!((p.steps, p.divisor), (5, PooledDivisor::Rows(9)));
+        // Global mode's pooled model is the federation's.
+        let r = global.run(&hs).unwrap();
+        for k in 0..2 {
+            assert!((p.weights[k] - r.final_weights[0][k]).abs() < 1e-12);
+        }
     }
 
     #[test]

@@ -66,14 +66,15 @@ fn global_mode_equals_pooled_gradient_descent() {
         data.clone(),
     );
     sim.run_to_end();
-    let pooled = learning::Dataset::concat(&data).unwrap();
-    let n = pooled.n_rows() as f64;
     // Full-batch GD with the mean gradient: w -= eta * X^T(Xw - y) / n.
-    let mut w = learning::ndarray::Array1::<f64>::zeros(pooled.n_features());
-    for _ in 0..rounds {
-        let g = learning::gradient(pooled.x(), pooled.y(), &w);
-        w.scaled_add(-0.01 / n, &g);
+    let w = ReferenceRun {
+        mode: Mode::Global,
+        rounds: rounds as usize,
+        eta: 0.01,
     }
+    .pooled(&data)
+    .unwrap()
+    .weights;
     let got = sim.final_weights();
     for name in (0..3).map(hospital_name) {
         let diff = max_abs_diff(&got[&name], w.as_slice().unwrap());
@@ -718,24 +719,36 @@ fn ring_member_reconnecting_mid_round_is_set_up_again() {
 #[test]
 fn random_message_loss_never_panics_and_ends_cleanly() {
     use rand::{Rng, SeedableRng};
-    for seed in 0..6u64 {
+    let seeds = 0..6u64;
+    let mut finished = Vec::new();
+    for seed in seeds.clone() {
         let data: Vec<_> = (0..5).map(|i| synthetic(25, 3, 80 + i as u64)).collect();
         let mut sim = Sim::new(coordinator_config(5, params(Mode::Global, 6)), data);
         sim.rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 100);
         sim.tamper = Some(Box::new(move |_f, _t, _env| rng.gen_bool(0.97)));
         sim.run_until(200_000, |s| s.coord.as_ref().unwrap().is_done());
+        // Deliver what is still in flight (the closing `Done`s), losses and all.
+        sim.run_until(200_000, |s| s.in_flight.is_empty());
         match (sim.finished(), sim.failure()) {
             (Some(r), None) => {
+                finished.push(seed);
                 let rings: Vec<Vec<String>> =
                     r.rounds.iter().map(|s| s.participants.clone()).collect();
                 let twin = cleartext_twin(&sim.datasets, Mode::Global, 6, 0.01, &rings);
-                for (name, w) in sim.final_weights() {
+                // A finished run has the reports of at least the minimum ring.
+                let reported = r.hospitals.iter().filter(|h| h.report.is_some()).count();
+                assert!(reported >= 3, "seed {seed}: {reported} reports");
+                // Every hospital that heard `Done` holds the twin's weights (a
+                // lost `Done` leaves a hospital without the closing word only).
+                let got = sim.final_weights();
+                for (name, w) in got {
                     let diff = max_abs_diff(&w, twin[&name].as_slice().unwrap());
                     assert!(diff <= 1e-6, "seed {seed} {name}: {diff}");
                 }
             }
             (None, Some(e)) => {
+                eprintln!("seed {seed} stopped: {e}");
                 // A clean, explained stop (too many losses).
                 assert!(
                     matches!(
@@ -750,6 +763,16 @@ fn random_message_loss_never_panics_and_ends_cleanly() {
             other => panic!("seed {seed}: {other:?}"),
         }
     }
+    eprintln!("seeds that finished: {finished:?}");
+    // Losing 3% of messages is what the retries and rejoins are for: runs must
+    // get through it, not merely stop cleanly every time. Seeds 0 and 3 finish
+    // today (a lost PeerCommit or Reveal costs one repeated `Unmask`); the
+    // others lose a dropped hospital's `Hello` for good, which over a real link
+    // is a reconnect and a fresh `Hello`.
+    assert!(
+        finished.len() >= 2,
+        "only seeds {finished:?} of {seeds:?} finished; the others all stopped"
+    );
 }
 
 #[test]

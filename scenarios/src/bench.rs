@@ -12,55 +12,73 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 use learning::ndarray::{Array1, Array2};
-use learning::{Dataset, Mode, ReferenceRun};
+use learning::{Dataset, Mode};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::federation::{self, Binaries};
+use crate::binaries::{self, Binaries};
+use crate::federation;
+use crate::nodes::{self, Timings};
 use crate::numpy_rng::RandomState;
+use crate::plan::Plan;
 use crate::prep::{self, Split, SplitKind};
-use crate::scenario::{max_abs_diff, Plan, WEIGHT_TOLERANCE};
-use crate::wire_format::{self, Timings};
+use crate::verify::{self, max_abs_diff};
 
 const PYTHON_SCRIPT: &str = include_str!("../python/paillier_federation.py");
 
 /// Options of `scenarios bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Key size of the side-by-side comparison with python-paillier.
-    #[arg(long, default_value_t = 2048)]
+    /// Paillier key size in bits of the side-by-side comparison with python-paillier
+    #[arg(long, default_value_t = 2048, value_name = "BITS")]
     pub key_bits: usize,
-    /// Rounds of the side-by-side comparison (diabetes, 3 hospitals, seed split).
-    #[arg(long, default_value_t = 50)]
+    /// Rounds of the side-by-side comparison (diabetes, 3 hospitals, seed split)
+    #[arg(long, default_value_t = 50, value_name = "N")]
     pub rounds: usize,
-    /// Skip the python-paillier comparison.
+    /// Skip the python-paillier comparison (and so the Python set-up) [default: run it]
     #[arg(long)]
     pub skip_python: bool,
-    /// Python interpreter used to create the virtual environment.
-    #[arg(long, default_value = "python3")]
+    /// Python interpreter used to create the virtual environment
+    #[arg(long, default_value = "python3", value_name = "PYTHON")]
     pub python: String,
-    /// Virtual environment for python-paillier (created when missing).
+    /// Virtual environment for python-paillier, created and given phe, gmpy2 and numpy with
+    /// pip when missing [default: .venv at the workspace root]
     #[arg(long, value_name = "DIR")]
     pub venv: Option<PathBuf>,
-    /// Skip the scaling table.
+    /// Skip the scaling table [default: run it]
     #[arg(long)]
     pub skip_scaling: bool,
-    /// Hospital counts of the scaling table.
-    #[arg(long, value_delimiter = ',', default_value = "3,8,16,32")]
+    /// Hospital counts of the scaling table, comma separated (each at least 3)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "3,8,16,32",
+        value_name = "N,.."
+    )]
     pub scaling_hospitals: Vec<usize>,
-    /// Feature counts of the scaling table.
-    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    /// Feature counts of the scaling table, comma separated
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,100,1000",
+        value_name = "N,.."
+    )]
     pub scaling_features: Vec<usize>,
-    /// Key sizes of the scaling table.
-    #[arg(long, value_delimiter = ',', default_value = "2048,3072")]
+    /// Key sizes in bits of the scaling table, comma separated (each at least 2048)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2048,3072",
+        value_name = "BITS,.."
+    )]
     pub scaling_key_bits: Vec<usize>,
-    /// Rounds per scaling run (the median round latency is reported).
-    #[arg(long, default_value_t = 5)]
+    /// Rounds per scaling run (the median round latency is reported)
+    #[arg(long, default_value_t = 5, value_name = "N")]
     pub scaling_rounds: usize,
-    /// Training rows per hospital in the scaling runs.
-    #[arg(long, default_value_t = 20)]
+    /// Training rows per hospital in the scaling runs
+    #[arg(long, default_value_t = 20, value_name = "N")]
     pub scaling_rows: usize,
-    /// Output directory for bench.json.
+    /// Output directory for bench.json
     #[arg(long, value_name = "DIR", default_value = "out/bench")]
     pub out: PathBuf,
 }
@@ -114,19 +132,11 @@ fn run_checked(
     plan: &Plan,
     split: &Split,
 ) -> Result<(Timings, f64, Vec<Array1<f64>>)> {
-    let reference = ReferenceRun {
-        mode: plan.mode,
-        rounds: plan.rounds,
-        eta: plan.eta,
-    }
-    .run(&split.hospitals)?;
     let fed = federation::run(bins, plan, split, false)?;
-    let diff = max_abs_diff(&fed.final_weights, &reference.final_weights)?;
-    if diff.is_nan() || diff > WEIGHT_TOLERANCE {
-        bail!("benchmark run disagrees with the cleartext reference: max abs weight difference {diff:e}");
-    }
-    let timings = wire_format::timings(&fed)?;
-    Ok((timings, diff, reference.final_weights))
+    let (twin, diff) = verify::against_twin(plan, split, &fed)
+        .context("benchmark run checked against its cleartext twin")?;
+    let timings = nodes::timings(&fed)?;
+    Ok((timings, diff, twin.final_weights))
 }
 
 /// `scenarios bench`.
@@ -147,7 +157,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let bins = federation::locate_binaries()?;
+    let bins = binaries::locate()?;
     let mut report = serde_json::Map::new();
 
     if !args.skip_python {

@@ -1,144 +1,39 @@
 //! Runs the real federation for a scenario: provisions a work directory (PKI,
 //! configs, one CSV per hospital plus `test.csv`), starts the `coordinator`
-//! and one `hospital-node` process per hospital on loopback, follows the
-//! rounds with a progress bar, surfaces any child's failure with its log tail,
-//! and reads the coordinator's results.
+//! on a port the system picks, reads the address it bound, then starts one
+//! `hospital-node` process per hospital pointed at it; follows the rounds
+//! with a progress bar, surfaces any child's failure with its log tail, and
+//! reads the coordinator's results.
 //!
-//! Finding the sibling binaries: they are looked up next to the running
-//! `scenarios` executable (cargo puts all workspace binaries of one profile in
-//! the same target directory). When `scenarios` was started by cargo (`cargo
-//! run -p scenarios`, `cargo test -p scenarios`: cargo sets `CARGO`) and the
-//! workspace it was built from is still there, it first runs `cargo build -p
-//! coordinator -p hospital-node` for the same profile and target directory
-//! (a no-op when they are up to date), so a fresh clone needs nothing but
-//! `cargo run --release -p scenarios -- diabetes` and a run never uses stale
-//! siblings. Started any other way, it uses the binaries beside it and says
-//! how to build them when they are missing.
+//! Every node started is registered with this module, which stops them all
+//! when the run ends, fails, or `scenarios` receives SIGINT, SIGTERM or
+//! SIGHUP ([`stop_nodes_on_signals`]), so no node outlives the scenario that
+//! started it. One federation runs at a time per process.
+//!
+//! What the configs and command lines hold is [`crate::nodes`]'; finding the
+//! binaries is [`crate::binaries`]'.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::net::UdpSocket;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use learning::ndarray::Array1;
 
+use crate::binaries::Binaries;
+use crate::nodes::{self, FederationOutcome, Progress};
+use crate::plan::Plan;
 use crate::prep::Split;
-use crate::report::hospital_name;
-use crate::scenario::Plan;
 
-/// What the federation produced.
-#[derive(Debug)]
-pub struct FederationOutcome {
-    /// Each hospital's final federated weights, roster order.
-    pub final_weights: Vec<Array1<f64>>,
-    /// The coordinator's results document plus timings and memory, for results.json.
-    pub report: Option<serde_json::Value>,
-    /// Each hospital's test MSE after every round, as the hospitals reported
-    /// it to the coordinator (when every value is present).
-    pub test_mse_history: Option<Vec<Vec<f64>>>,
-    /// Seconds since the processes started at which each round's completion
-    /// was announced on the coordinator's stdout.
-    pub round_done_at: Vec<f64>,
-}
-
-/// The two sibling executables.
-#[derive(Debug, Clone)]
-pub struct Binaries {
-    /// `coordinator`.
-    pub coordinator: PathBuf,
-    /// `hospital-node`.
-    pub hospital_node: PathBuf,
-}
-
-fn exe_name(stem: &str) -> String {
-    format!("{stem}{}", std::env::consts::EXE_SUFFIX)
-}
-
-/// Finds (building if needed, see the module docs) `coordinator` and `hospital-node`.
-pub fn locate_binaries() -> Result<Binaries> {
-    let me = std::env::current_exe().context("locating the scenarios executable")?;
-    let mut dir = me
-        .parent()
-        .context("the scenarios executable has no parent directory")?
-        .to_path_buf();
-    // Test executables live in <target>/<profile>/deps.
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        if let Some(p) = dir.parent() {
-            dir = p.to_path_buf();
-        }
-    }
-    let bins = Binaries {
-        coordinator: dir.join(exe_name("coordinator")),
-        hospital_node: dir.join(exe_name("hospital-node")),
-    };
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var_os("CARGO").filter(|_| manifest.is_file());
-    let Some(cargo) = cargo else {
-        if bins.coordinator.is_file() && bins.hospital_node.is_file() {
-            return Ok(bins);
-        }
-        bail!(
-            "{} or {} not found next to scenarios; build them with \
-             `cargo build --release -p coordinator -p hospital-node` \
-             (or run via `cargo run --release -p scenarios`)",
-            bins.coordinator.display(),
-            bins.hospital_node.display()
-        );
-    };
-    let profile_dir = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_owned();
-    let target_dir = dir
-        .parent()
-        .context("cannot tell the target directory of the scenarios executable")?;
-    let profile = if profile_dir == "debug" {
-        "dev"
-    } else {
-        profile_dir.as_str()
-    };
-    // Started by cargo: let cargo bring the siblings up to date (a no-op when
-    // they are), so a run never uses binaries older than the sources.
-    eprintln!("checking coordinator and hospital-node are built (profile {profile}) ...");
-    let status = Command::new(&cargo)
-        .arg("build")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .args([
-            "--profile",
-            profile,
-            "-p",
-            "coordinator",
-            "-p",
-            "hospital-node",
-        ])
-        .status()
-        .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
-    if !status.success() {
-        bail!("building coordinator and hospital-node failed ({status})");
-    }
-    if bins.coordinator.is_file() && bins.hospital_node.is_file() {
-        Ok(bins)
-    } else {
-        bail!(
-            "cargo built coordinator and hospital-node but they are not in {}",
-            dir.display()
-        )
-    }
-}
-
-/// A loopback UDP port free at the time of asking (QUIC runs over UDP).
-pub fn free_udp_port() -> Result<u16> {
-    let s = UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
-    Ok(s.local_addr().context("reading the bound port")?.port())
-}
+/// How long the coordinator may take to generate its key and bind.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(600);
+/// How long a whole run may take.
+const RUN_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// The last `max_lines` lines of a log file (for error reports).
 pub fn log_tail(path: &Path, max_lines: usize) -> String {
@@ -175,7 +70,7 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// A started child process with its log file.
+/// A started node process with its log file.
 #[derive(Debug)]
 struct Node {
     name: String,
@@ -183,30 +78,106 @@ struct Node {
     log: PathBuf,
 }
 
-/// Children are killed when the scenario ends early, so none outlives it.
-#[derive(Debug, Default)]
-struct Nodes(Vec<Node>);
+/// The nodes started and not yet reaped, shared with the signal thread.
+#[derive(Debug)]
+struct Registry {
+    nodes: Vec<Node>,
+    /// Set by a signal: nothing more may start.
+    stopping: bool,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    nodes: Vec::new(),
+    stopping: false,
+});
+
+/// The registry, even if a panicking thread held it (killing children must
+/// still work then).
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Registry {
+    /// Kills and reaps every node still running and forgets them all.
+    fn stop_all(&mut self) {
+        for n in &mut self.nodes {
+            if matches!(n.child.try_wait(), Ok(None)) {
+                let _ = n.child.kill();
+            }
+            let _ = n.child.wait();
+        }
+        self.nodes.clear();
+    }
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP stop every node this process started
+/// before it exits (with 128 + the signal's number, as a shell reports it).
+/// Without this a SIGTERM to `scenarios` alone would leave the nodes running:
+/// only a terminal's Ctrl-C reaches the whole process group.
+pub fn stop_nodes_on_signals() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing the signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let mut r = registry();
+                r.stopping = true;
+                if !r.nodes.is_empty() {
+                    eprintln!(
+                        "\nscenarios: signal {sig}: stopping the {} nodes it started",
+                        r.nodes.len()
+                    );
+                }
+                r.stop_all();
+                // Exits holding the registry, so nothing new starts meanwhile.
+                std::process::exit(128 + sig);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+/// Starts `cmd` as node `name` and registers it; returns its stdout when
+/// `cmd` pipes it.
+fn start(name: &str, cmd: &mut Command, log: PathBuf) -> Result<Option<ChildStdout>> {
+    let mut r = registry();
+    if r.stopping {
+        bail!("stopping: {name} not started");
+    }
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .spawn()
+        .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+    let stdout = child.stdout.take();
+    r.nodes.push(Node {
+        name: name.to_owned(),
+        child,
+        log,
+    });
+    Ok(stdout)
+}
+
+/// Stops the run's nodes when it ends, however it ends.
+#[derive(Debug)]
+struct Nodes;
 
 impl Drop for Nodes {
     fn drop(&mut self) {
-        for n in &mut self.0 {
-            if matches!(n.child.try_wait(), Ok(None)) {
-                let _ = n.child.kill();
-                let _ = n.child.wait();
-            }
-        }
+        registry().stop_all();
     }
 }
 
 impl Nodes {
-    /// `Ok(true)` when every child exited successfully, `Ok(false)` while some
-    /// still run, and an error quoting the log tails of the failed children
+    /// `Ok(true)` when every node exited successfully, `Ok(false)` while some
+    /// still run, and an error quoting the log tails of the failed nodes
     /// (the coordinator first, since a hospital usually fails because the
     /// coordinator stopped the run) as soon as one failed.
-    fn check_failures(&mut self) -> Result<bool> {
+    fn check_failures(&self) -> Result<bool> {
         let mut all_done = true;
         let mut failed = false;
-        for n in &mut self.0 {
+        for n in &mut registry().nodes {
             match n
                 .child
                 .try_wait()
@@ -223,15 +194,15 @@ impl Nodes {
         // Give the others a moment to fail with their own reasons.
         let grace = Instant::now() + Duration::from_secs(2);
         while Instant::now() < grace
-            && self
-                .0
+            && registry()
+                .nodes
                 .iter_mut()
                 .any(|n| matches!(n.child.try_wait(), Ok(None)))
         {
             std::thread::sleep(Duration::from_millis(50));
         }
         let mut msg = String::new();
-        for n in &mut self.0 {
+        for n in &mut registry().nodes {
             if let Ok(Some(st)) = n.child.try_wait() {
                 if !st.success() {
                     if msg.is_empty() {
@@ -274,41 +245,43 @@ pub fn run(
     result
 }
 
-fn run_in(bins: &Binaries, wd: &Path, plan: &Plan, split: &Split) -> Result<FederationOutcome> {
-    let names: Vec<String> = (0..split.hospitals.len()).map(hospital_name).collect();
-    crate::wire_format::provision(bins, wd, plan, split, &names)?;
-    let mut nodes = Nodes::default();
-    let coord_log = wd.join("coordinator.log");
-    let mut coord = crate::wire_format::coordinator_command(bins, wd)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(log_file(&coord_log)?)
-        .spawn()
-        .with_context(|| format!("starting {}", bins.coordinator.display()))?;
-    let stdout = coord.stdout.take().context("coordinator stdout")?;
-    nodes.0.push(Node {
-        name: "coordinator".into(),
-        child: coord,
-        log: coord_log,
-    });
-    for name in &names {
-        let log = wd.join(format!("{name}.log"));
-        let child = crate::wire_format::hospital_command(bins, wd, name)
-            .env("NO_COLOR", "1")
-            .stdout(log_file(&log)?)
-            .stderr(log_file(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {} for {name}", bins.hospital_node.display()))?;
-        nodes.0.push(Node {
-            name: name.clone(),
-            child,
-            log,
-        });
+/// PKI, data and the coordinator's config in `wd`.
+fn provision(
+    bins: &Binaries,
+    wd: &Path,
+    plan: &Plan,
+    split: &Split,
+    names: &[String],
+) -> Result<()> {
+    let log = wd.join("pki.log");
+    let out = nodes::pki_init_command(bins, wd, names)
+        .output()
+        .with_context(|| format!("running {} pki init", bins.coordinator.display()))?;
+    fs::write(&log, [&out.stdout[..], &out.stderr[..]].concat())
+        .with_context(|| format!("writing {}", log.display()))?;
+    if !out.status.success() {
+        bail!(
+            "coordinator pki init failed ({}):\n{}",
+            out.status,
+            log_tail(&log, 30)
+        );
     }
+    split
+        .test
+        .write_csv(&wd.join(nodes::TEST_CSV))
+        .context("writing the test set")?;
+    for (name, h) in names.iter().zip(&split.hospitals) {
+        let csv = wd.join(nodes::train_csv(name));
+        h.write_csv(&csv)
+            .with_context(|| format!("writing {}", csv.display()))?;
+    }
+    nodes::write_coordinator_config(wd, &nodes::coordinator_config(plan, names)?)
+}
 
-    // Progress lines come from the coordinator's stdout on a reader thread.
+/// Lines of the coordinator's stdout, read on a thread of their own.
+fn read_lines(stdout: ChildStdout) -> Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         for line in BufReader::new(stdout)
             .lines()
             .map_while(std::result::Result::ok)
@@ -318,6 +291,48 @@ fn run_in(bins: &Binaries, wd: &Path, plan: &Plan, split: &Split) -> Result<Fede
             }
         }
     });
+    rx
+}
+
+/// Waits for the coordinator's `listening` line and returns the address.
+fn wait_listening(lines: &Receiver<String>, nodes: &Nodes) -> Result<SocketAddr> {
+    let started = Instant::now();
+    loop {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if let Progress::Listening(addr) = Progress::parse(&line) {
+                    return Ok(addr);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                nodes.check_failures()?;
+                bail!("the coordinator closed its stdout without saying where it listens");
+            }
+        }
+        nodes.check_failures()?;
+        if started.elapsed() > LISTEN_DEADLINE {
+            bail!("the coordinator did not start listening within {LISTEN_DEADLINE:?}");
+        }
+    }
+}
+
+fn run_in(bins: &Binaries, wd: &Path, plan: &Plan, split: &Split) -> Result<FederationOutcome> {
+    let names: Vec<String> = (0..split.hospitals.len())
+        .map(nodes::hospital_name)
+        .collect();
+    provision(bins, wd, plan, split, &names)?;
+    let nodes = Nodes;
+    let coord_log = wd.join("coordinator.log");
+    let stdout = start(
+        "coordinator",
+        nodes::coordinator_command(bins, wd)
+            .stdout(Stdio::piped())
+            .stderr(log_file(&coord_log)?),
+        coord_log,
+    )?
+    .context("coordinator stdout")?;
+    let lines = read_lines(stdout);
     let bar = ProgressBar::new(plan.rounds as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -325,25 +340,43 @@ fn run_in(bins: &Binaries, wd: &Path, plan: &Plan, split: &Split) -> Result<Fede
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    bar.set_message("starting the coordinator");
+    let coordinator = match wait_listening(&lines, &nodes) {
+        Ok(a) => a,
+        Err(e) => {
+            bar.abandon_with_message("failed");
+            return Err(e);
+        }
+    };
+    let target = split.test.target_name();
+    for name in &names {
+        let cfg = nodes::hospital_config(name, target, coordinator, &names, plan.masks);
+        nodes::write_hospital_config(wd, &cfg)?;
+        let log = wd.join(format!("{name}.log"));
+        start(
+            name,
+            nodes::hospital_command(bins, wd, name)
+                .stdout(log_file(&log)?)
+                .stderr(log_file(&log)?),
+            log,
+        )?;
+    }
+
     bar.set_message("waiting for hospitals");
     let started = Instant::now();
-    let mut coord_lines = Vec::new();
     let mut round_done_at = Vec::new();
     loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
+        match lines.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
-                if let Some(done) = crate::wire_format::rounds_done(&line) {
+                if let Progress::RoundDone(done) = Progress::parse(&line) {
                     round_done_at.push(started.elapsed().as_secs_f64());
                     bar.set_position(done as u64);
                     bar.set_message("training");
                 }
-                coord_lines.push(line);
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {}
             // The coordinator closed its stdout (it exited): poll the others gently.
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
         }
         let all_done = match nodes.check_failures() {
             Ok(d) => d,
@@ -355,15 +388,14 @@ fn run_in(bins: &Binaries, wd: &Path, plan: &Plan, split: &Split) -> Result<Fede
         if all_done {
             break;
         }
-        if started.elapsed() > Duration::from_secs(3600) {
+        if started.elapsed() > RUN_DEADLINE {
             bar.abandon_with_message("timed out");
-            bail!("the federation did not finish within an hour");
+            bail!("the federation did not finish within {RUN_DEADLINE:?}");
         }
     }
-    let _ = reader.join();
+    drop(nodes);
     bar.finish_with_message("done");
-    let mut outcome =
-        crate::wire_format::read_results(wd, &names, &coord_lines, started.elapsed())?;
+    let mut outcome = nodes::read_results(wd, &names, started.elapsed())?;
     outcome.round_done_at = round_done_at;
     Ok(outcome)
 }

@@ -7,13 +7,23 @@
 //! - `scenarios bench`: the same protocol in python-paillier (one process)
 //!   against this project's multi-process run, and the scaling table.
 
+// Layers, lowest first; a module uses only those of lower layers: data
+// (`numpy_rng`, `prep`) and settings (`plan`); the node binaries' interface
+// (`binaries`, `nodes`); running them (`federation`); checking and
+// reporting (`verify`, `outcome`, `table`, `plot`); the subcommands
+// (`scenario`, `bench`).
 mod bench;
+mod binaries;
 mod federation;
+mod nodes;
 mod numpy_rng;
+mod outcome;
+mod plan;
+mod plot;
 mod prep;
-mod report;
 mod scenario;
-mod wire_format;
+mod table;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -40,6 +50,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = federation::stop_nodes_on_signals() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Diabetes(args) => scenario::run_diabetes(&args),
         Command::Bench(args) => bench::run_bench(&args),

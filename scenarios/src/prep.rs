@@ -1,9 +1,9 @@
-//! Data preparation for the scenarios: scikit-learn's diabetes scaling, the
+//! Data preparation for the scenarios: the built-in diabetes data, the
 //! intercept column, and the train/test and per-hospital splits (`seed`
-//! reproduces python-paillier's federated example exactly).
+//! reproduces python-paillier's federated example exactly). The scaling of a
+//! raw file is `learning::sklearn_scale`.
 
 use anyhow::{bail, ensure, Context, Result};
-use learning::ndarray::{Array2, Axis};
 use learning::Dataset;
 use serde::Serialize;
 
@@ -17,32 +17,6 @@ pub const INTERCEPT: &str = "intercept";
 pub const DIABETES_SCALED_CSV: &str = include_str!("../data/diabetes_sklearn_scaled.csv");
 /// Target column of both diabetes files.
 pub const DIABETES_TARGET: &str = "target";
-
-/// Scales every feature as scikit-learn's `load_diabetes()` does: subtract the
-/// column mean, divide by the population standard deviation times
-/// `sqrt(n_rows)`, so each column has mean 0 and sum of squares 1. A constant
-/// column becomes all zeros (scikit-learn leaves a zero scale at 1). The target
-/// is left raw.
-pub fn sklearn_scale(ds: &Dataset) -> Result<Dataset> {
-    let n = ds.n_rows() as f64;
-    let mut x: Array2<f64> = ds.x().clone();
-    for mut col in x.axis_iter_mut(Axis(1)) {
-        let mean = col.sum() / n;
-        col.mapv_inplace(|v| v - mean);
-        let std = (col.dot(&col) / n).sqrt();
-        let scale = if std == 0.0 { 1.0 } else { std };
-        // Two divisions in scikit-learn's order (scale(), then / sqrt(n)).
-        col.mapv_inplace(|v| v / scale);
-        col.mapv_inplace(|v| v / n.sqrt());
-    }
-    Dataset::new(
-        ds.feature_names().to_vec(),
-        ds.target_name().to_owned(),
-        x,
-        ds.y().clone(),
-    )
-    .context("scaling features")
-}
 
 /// How rows are split into a test set and per-hospital training blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -172,7 +146,7 @@ pub fn diabetes() -> Result<Dataset> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use learning::ndarray::{array, Array1};
+    use learning::ndarray::{Array1, Array2};
 
     /// The raw diabetes measurements (scikit-learn 1.9.1's `diabetes_data_raw`).
     const DIABETES_RAW_CSV: &str = include_str!("../data/diabetes.csv");
@@ -184,32 +158,12 @@ mod tests {
     }
 
     #[test]
-    fn scaling_gives_zero_mean_unit_norm_columns() {
-        let d = Dataset::new(
-            vec!["a".into(), "c".into()],
-            "y".into(),
-            array![[1.0, 5.0], [2.0, 5.0], [4.0, 5.0], [9.0, 5.0]],
-            array![1.0, 2.0, 3.0, 4.0],
-        )
-        .unwrap();
-        let s = sklearn_scale(&d).unwrap();
-        let a = s.x().column(0);
-        assert!(a.sum().abs() < 1e-12);
-        assert!((a.dot(&a) - 1.0).abs() < 1e-12);
-        assert!(
-            s.x().column(1).iter().all(|&v| v == 0.0),
-            "constant column -> zeros"
-        );
-        assert_eq!(s.y(), d.y());
-    }
-
-    #[test]
     fn raw_diabetes_scaled_matches_the_shipped_scaled_file() {
         // scikit-learn >= 1.1 computes load_diabetes() from the raw file; the
         // values agree with the pre-scaled file except where the raw file
         // rounds the measurements (bp to 2 decimals, s5 to 4).
         let raw = Dataset::from_csv_reader(DIABETES_RAW_CSV.as_bytes(), DIABETES_TARGET).unwrap();
-        let scaled = sklearn_scale(&raw).unwrap();
+        let scaled = learning::sklearn_scale(&raw).unwrap();
         let legacy =
             Dataset::from_csv_reader(DIABETES_SCALED_CSV.as_bytes(), DIABETES_TARGET).unwrap();
         assert_eq!(scaled.feature_names(), legacy.feature_names());

@@ -1,20 +1,19 @@
-//! The `diabetes` scenario: options, data loading and splitting, the cleartext
-//! twin, the federated run, verification and the outputs in `--out`.
+//! The `diabetes` scenario: its options, data loading and splitting, the
+//! cleartext twin, the federated run held to it, and the outputs in `--out`.
+//! The pieces are the modules below it (`prep`, `federation`, `verify`,
+//! `outcome`, `table`, `plot`); this module only strings them together.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use learning::ndarray::Array1;
-use learning::{Dataset, Mode, ReferenceResult, ReferenceRun};
+use learning::{Dataset, Mode};
 use serde::Serialize;
 
+use crate::outcome::{self, Outcome};
+use crate::plan::Plan;
 use crate::prep::{self, Split, SplitKind};
-use crate::report::{self, Outcome};
-
-/// Largest allowed absolute difference between the encrypted run's weights and
-/// the cleartext twin's.
-pub const WEIGHT_TOLERANCE: f64 = 1e-6;
+use crate::verify::WEIGHT_TOLERANCE;
 
 /// Training mode as a command-line value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,82 +36,59 @@ impl From<ModeArg> for Mode {
 /// Options of `scenarios diabetes`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DiabetesArgs {
-    /// Number of hospitals (at least 3: with two, each learns the other's gradient).
-    #[arg(long, default_value_t = 3)]
+    /// Number of hospitals, one process each (at least 3: with two, each learns the
+    /// other's gradient from the aggregate)
+    #[arg(long, default_value_t = 3, value_name = "N")]
     pub hospitals: usize,
-    /// Federated rounds (also the local-only training iterations).
-    #[arg(long, default_value_t = 50)]
+    /// Federated rounds, also the local-only training iterations
+    #[arg(long, default_value_t = 50, value_name = "N")]
     pub rounds: usize,
-    /// Learning rate.
-    #[arg(long, default_value_t = 0.01)]
+    /// Learning rate of every gradient step
+    #[arg(long, default_value_t = 0.01, value_name = "RATE")]
     pub eta: f64,
-    /// Paillier key size in bits.
-    #[arg(long, default_value_t = 2048)]
+    /// Paillier key size in bits (below 2048 is refused as insecure; larger is slower)
+    #[arg(long, default_value_t = 2048, value_name = "BITS")]
     pub key_bits: usize,
-    /// Seed of NumPy's legacy RandomState used for the split.
+    /// Seed of NumPy's legacy RandomState used for the split (42 is the published example's)
     #[arg(long, default_value_t = 42)]
     pub seed: u32,
-    /// How rows are split into test set and hospitals.
+    /// How rows are split into the test set and the hospitals
     #[arg(long, value_enum, default_value_t = SplitKind::Seed)]
     pub split: SplitKind,
-    /// Training mode.
+    /// Update rule of the federation
     #[arg(long, value_enum, default_value_t = ModeArg::Seed)]
     pub mode: ModeArg,
-    /// Use this regression CSV (header row) instead of the built-in diabetes data.
-    /// Its features are scaled like load_diabetes() unless --no-scale; an
-    /// intercept column is appended.
+    /// Regression CSV (header row) to use instead of the built-in diabetes data; its
+    /// features are scaled like load_diabetes() unless --no-scale, and an intercept
+    /// column is appended [default: the built-in diabetes data]
     #[arg(long, value_name = "CSV")]
     pub data: Option<PathBuf>,
-    /// Target column of --data.
+    /// Target column of --data
     #[arg(long, value_name = "COL", default_value = "target")]
     pub target: String,
-    /// Test-set rows (default: 50, or a fifth of the rows for small data).
-    #[arg(long)]
+    /// Test-set rows [default: 50, or a fifth of the rows for small data]
+    #[arg(long, value_name = "N")]
     pub test_size: Option<usize>,
-    /// Use the --data features as they are (no scaling).
+    /// Use the --data features as they are, without scaling [default: scaled]
     #[arg(long)]
     pub no_scale: bool,
-    /// Output directory for results.json and the plot.
+    /// Output directory for results.json and the plot
     #[arg(long, value_name = "DIR", default_value = "out/diabetes")]
     pub out: PathBuf,
-    /// Keep the work directory (PKI, configs, CSVs, logs) and print its path.
+    /// Keep the work directory (PKI, configs, CSVs, logs) and print its path [default: removed
+    /// after a successful run, kept after a failed one]
     #[arg(long)]
     pub keep_workdir: bool,
-    /// Disable the hospitals' pairwise masks (classic ring only).
+    /// Turn off the hospitals' pairwise masks (the classic ring). WEAKENS PRIVACY: the
+    /// coordinator colluding with a hospital's two ring neighbours then learns that
+    /// hospital's gradient; with masks it would need every other hospital of the ring
+    /// [default: masks on]
     #[arg(long)]
     pub no_masks: bool,
-    /// Send one ciphertext per gradient entry instead of packing.
+    /// Send one ciphertext per gradient value instead of packing several into each: the
+    /// same privacy, more traffic, slower rounds [default: packing on]
     #[arg(long)]
     pub no_pack: bool,
-}
-
-/// Checked settings of one scenario run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    /// Where the data came from.
-    pub data: String,
-    /// Hospitals.
-    pub hospitals: usize,
-    /// Rounds.
-    pub rounds: usize,
-    /// Learning rate.
-    pub eta: f64,
-    /// Key size.
-    pub key_bits: usize,
-    /// Split seed.
-    pub seed: u32,
-    /// Split kind.
-    pub split: SplitKind,
-    /// Mode.
-    pub mode: Mode,
-    /// Test rows (resolved).
-    pub test_size: Option<usize>,
-    /// Whether --data features were scaled.
-    pub scaled: bool,
-    /// Pairwise masks on.
-    pub masks: bool,
-    /// Gradient packing on.
-    pub pack: bool,
 }
 
 impl DiabetesArgs {
@@ -168,7 +144,7 @@ impl DiabetesArgs {
                 let scaled = if self.no_scale {
                     raw
                 } else {
-                    prep::sklearn_scale(&raw)?
+                    learning::sklearn_scale(&raw).context("scaling features")?
                 };
                 ensure!(
                     !scaled.feature_names().iter().any(|n| n == prep::INTERCEPT),
@@ -184,56 +160,13 @@ impl DiabetesArgs {
     }
 }
 
-/// Split data and the cleartext twin's result.
-#[derive(Debug)]
-pub struct Prepared {
-    /// The split.
-    pub split: Split,
-    /// The cleartext twin's run on it.
-    pub reference: ReferenceResult,
-}
-
-/// Loads, splits and runs the cleartext twin.
-pub fn prepare(args: &DiabetesArgs, plan: &Plan) -> Result<Prepared> {
+/// Loads and splits the data.
+pub fn prepare(args: &DiabetesArgs, plan: &Plan) -> Result<Split> {
     let data = args.load()?;
     let test_size = plan
         .test_size
         .unwrap_or_else(|| prep::default_test_size(data.n_rows()));
-    let split = prep::split(&data, plan.split, plan.hospitals, test_size, plan.seed)?;
-    let reference = ReferenceRun {
-        mode: plan.mode,
-        rounds: plan.rounds,
-        eta: plan.eta,
-    }
-    .run(&split.hospitals)
-    .context("cleartext reference run")?;
-    Ok(Prepared { split, reference })
-}
-
-/// Largest absolute difference between two sets of per-hospital weights.
-pub fn max_abs_diff(a: &[Array1<f64>], b: &[Array1<f64>]) -> Result<f64> {
-    ensure!(
-        a.len() == b.len(),
-        "{} models against {} hospitals",
-        a.len(),
-        b.len()
-    );
-    let mut m = 0.0f64;
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        ensure!(
-            x.len() == y.len(),
-            "{}: {} weights, expected {}",
-            report::hospital_name(i),
-            x.len(),
-            y.len()
-        );
-        for (u, v) in x.iter().zip(y) {
-            let d = (u - v).abs();
-            // NaN compares false with everything: treat it as an infinite gap.
-            m = if d.is_nan() { f64::INFINITY } else { m.max(d) };
-        }
-    }
-    Ok(m)
+    prep::split(&data, plan.split, plan.hospitals, test_size, plan.seed)
 }
 
 /// Everything written to `results.json`.
@@ -295,8 +228,7 @@ fn write_results(out: &Path, results: &Results<'_>) -> Result<PathBuf> {
 pub fn run_diabetes(args: &DiabetesArgs) -> Result<()> {
     let plan = args.plan()?;
     clear_outputs(&args.out)?;
-    let prepared = prepare(args, &plan)?;
-    let split = &prepared.split;
+    let split = &prepare(args, &plan)?;
     println!(
         "data: {} | {} hospitals, {} test rows, {} features (intercept included), split {}, seed {}, mode {}",
         plan.data,
@@ -309,27 +241,20 @@ pub fn run_diabetes(args: &DiabetesArgs) -> Result<()> {
     );
 
     // The encrypted multi-process federation is driven from `federation`; its
-    // final weights are held to the cleartext twin below.
-    let bins = crate::federation::locate_binaries()?;
+    // final weights are held to the cleartext twin of the rounds it ran.
+    let bins = crate::binaries::locate()?;
     let fed = crate::federation::run(&bins, &plan, split, args.keep_workdir)?;
-    let diff = max_abs_diff(&fed.final_weights, &prepared.reference.final_weights)?;
-    if diff.is_nan() || diff > WEIGHT_TOLERANCE {
-        bail!(
-            "the encrypted run disagrees with the cleartext reference: max abs weight difference \
-             {diff:e} > {WEIGHT_TOLERANCE:e}"
-        );
-    }
+    let (twin, diff) = crate::verify::against_twin(&plan, split, &fed)?;
 
-    let outcome = report::evaluate(
+    let outcome = outcome::evaluate(
         split,
-        plan.mode,
-        (plan.rounds, plan.eta),
-        &prepared.reference,
+        &plan.twin(),
+        &twin,
         &fed.final_weights,
         fed.test_mse_history.as_deref(),
     )?;
     println!();
-    print!("{}", report::table(&outcome));
+    print!("{}", crate::table::table(&outcome));
     println!(
         "verified: encrypted multi-process weights equal the in-process cleartext run \
          (max abs difference {diff:.2e} <= {WEIGHT_TOLERANCE:e})"
@@ -341,7 +266,7 @@ pub fn run_diabetes(args: &DiabetesArgs) -> Result<()> {
         );
     }
     let plot = args.out.join("mse_per_round.png");
-    report::write_plot(
+    crate::plot::write_plot(
         &plot,
         &outcome,
         &format!(
@@ -359,12 +284,7 @@ pub fn run_diabetes(args: &DiabetesArgs) -> Result<()> {
             tolerance: WEIGHT_TOLERANCE,
         },
         federated_weights: fed.final_weights.iter().map(|w| w.to_vec()).collect(),
-        local_weights: prepared
-            .reference
-            .local_weights
-            .iter()
-            .map(|w| w.to_vec())
-            .collect(),
+        local_weights: twin.local_weights.iter().map(|w| w.to_vec()).collect(),
         federation: fed.report,
     };
     let path = write_results(&args.out, &results)?;
@@ -407,22 +327,27 @@ mod tests {
         assert!(args(&["--no-scale"]).plan().is_err());
     }
 
+    /// The outcome of the cleartext twin alone for these options.
+    fn twin_outcome(extra: &[&str]) -> Outcome {
+        let a = args(extra);
+        let plan = a.plan().unwrap();
+        let split = prepare(&a, &plan).unwrap();
+        let reference = plan.twin().run(&split.hospitals).unwrap();
+        outcome::evaluate(
+            &split,
+            &plan.twin(),
+            &reference,
+            &reference.final_weights,
+            None,
+        )
+        .unwrap()
+    }
+
     /// The cleartext twin on the built-in data reproduces python-paillier's
     /// published table to the two decimals printed.
     #[test]
     fn reference_reproduces_the_published_table() {
-        let a = args(&[]);
-        let plan = a.plan().unwrap();
-        let p = prepare(&a, &plan).unwrap();
-        let o = report::evaluate(
-            &p.split,
-            plan.mode,
-            (plan.rounds, plan.eta),
-            &p.reference,
-            &p.reference.final_weights,
-            None,
-        )
-        .unwrap();
+        let o = twin_outcome(&[]);
         let local: Vec<String> = o
             .hospitals
             .iter()
@@ -448,30 +373,11 @@ mod tests {
     #[test]
     fn raw_file_reproduces_current_scikit_learn() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/diabetes.csv");
-        let a = args(&["--data", path]);
-        let plan = a.plan().unwrap();
-        let p = prepare(&a, &plan).unwrap();
-        let o = report::evaluate(
-            &p.split,
-            plan.mode,
-            (plan.rounds, plan.eta),
-            &p.reference,
-            &p.reference.final_weights,
-            None,
-        )
-        .unwrap();
+        let o = twin_outcome(&["--data", path]);
         let fed: Vec<f64> = o.hospitals.iter().map(|h| h.federated_mse).collect();
         let python = [3695.765644829551, 3855.134253455481, 3598.623919743417];
         for (a, b) in fed.iter().zip(python) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
-    }
-
-    #[test]
-    fn max_abs_diff_treats_nan_as_mismatch() {
-        let a = vec![Array1::from_vec(vec![1.0, 2.0])];
-        let b = vec![Array1::from_vec(vec![1.0, f64::NAN])];
-        assert_eq!(max_abs_diff(&a, &b).unwrap(), f64::INFINITY);
-        assert!(max_abs_diff(&a, &[]).is_err());
     }
 }

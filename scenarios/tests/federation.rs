@@ -1,13 +1,17 @@
 //! The real federation driven by `scenarios diabetes`: coordinator and
 //! hospital-node processes on loopback, encrypted, held to the cleartext twin.
-//! (The sibling binaries are built on first use; see `src/federation.rs`.)
+//! The node binaries are those `cargo test --workspace` built next to
+//! `scenarios` (see `common`).
+
+mod common;
 
 use std::process::Command;
 
 use serde_json::Value;
 
 fn scenarios(args: &[&str], out: &std::path::Path) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_scenarios"))
+    common::require_node_binaries();
+    let o = Command::new(common::SCENARIOS)
         .args(args)
         .arg("--out")
         .arg(out)

@@ -263,6 +263,11 @@ enum Step {
         plaintexts: Vec<BigUint>,
         /// Reveals received, by member.
         reveals: BTreeMap<String, Reveal>,
+        /// How many times `Unmask` went out to this set. A repeat is safe:
+        /// each member has committed to exactly this set and answers a repeat
+        /// with the same material (or not at all), so a lost message costs a
+        /// timeout, not the run.
+        requests: u32,
     },
     Acking {
         acked: BTreeMap<String, Option<f64>>,
@@ -571,13 +576,23 @@ impl CoordinatorMachine {
                     };
                     self.abort_round(now, reason, vec![culprit]);
                 }
-                Step::Unmasking { reveals, .. } => {
+                Step::Unmasking {
+                    reveals, requests, ..
+                } => {
                     let missing: Vec<String> = rs
                         .ring
                         .iter()
                         .filter(|n| !reveals.contains_key(*n))
                         .cloned()
                         .collect();
+                    let all_connected = missing.iter().all(|n| self.nodes[n].connected);
+                    if all_connected && *requests < self.config.max_attempts {
+                        // Someone's PeerCommit or Reveal was lost: ask the same
+                        // set again (every member, since a lost PeerCommit
+                        // leaves a member that did reveal waiting on nothing).
+                        self.repeat_unmask(now);
+                        return;
+                    }
                     let err = Error::SetIncomplete {
                         round: rs.round + 1,
                         members: rs.ring.clone(),
@@ -1138,10 +1153,25 @@ impl CoordinatorMachine {
         rs.step = Step::Unmasking {
             plaintexts,
             reveals: BTreeMap::new(),
+            requests: 0,
         };
+        self.committed = Some(rs.ring.clone());
+        self.repeat_unmask(now);
+        Ok(())
+    }
+
+    /// Sends `Unmask` for the committed set to every member of the current
+    /// attempt and restarts the round timer.
+    fn repeat_unmask(&mut self, now: Instant) {
+        let Phase::Round(rs) = &mut self.phase else {
+            return;
+        };
+        let Step::Unmasking { requests, .. } = &mut rs.step else {
+            return;
+        };
+        *requests += 1;
         rs.deadline = now + self.config.round_timeout;
-        let (epoch, ring) = (rs.epoch, rs.ring.clone());
-        self.committed = Some(ring.clone());
+        let (round, epoch, ring) = (rs.round, rs.epoch, rs.ring.clone());
         let body = Body::Unmask(Unmask {
             epoch,
             members: ring.clone(),
@@ -1149,7 +1179,6 @@ impl CoordinatorMachine {
         for name in &ring {
             self.send(name, round, body.clone());
         }
-        Ok(())
     }
 
     fn on_reveal(&mut self, now: Instant, from: &str, round: u32, r: Reveal) -> Result<()> {
@@ -1219,6 +1248,7 @@ impl CoordinatorMachine {
         let Step::Unmasking {
             mut plaintexts,
             reveals,
+            ..
         } = std::mem::replace(
             &mut rs.step,
             Step::Collecting {

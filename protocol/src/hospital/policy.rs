@@ -50,8 +50,10 @@ impl HospitalPolicy {
         }
     }
 
-    /// Checks the policy itself for `me`.
-    pub(crate) fn validate(&self, me: &str, coordinator: &str) -> Result<(), String> {
+    /// Checks the policy itself for the node `me` of a consortium whose
+    /// coordinator is named `coordinator` (a config loader calls it so a bad
+    /// policy is refused before any I/O; the machine calls it again).
+    pub fn validate(&self, me: &str, coordinator: &str) -> Result<(), String> {
         if self.min_ring < MIN_RING {
             return Err(format!(
                 "min_ring {} is below {MIN_RING}: with two hospitals each learns the other's \

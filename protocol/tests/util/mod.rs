@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use learning::ndarray::{Array1, Array2};
-use learning::{Dataset, Mode};
+use learning::{Dataset, Mode, ReferenceRun};
 use paillier::PrivateKey;
 use protocol::wire::{Body, Envelope, FixedPoint, Member, RunId, RunParams};
 use protocol::{
@@ -123,8 +123,11 @@ pub struct Sim {
     /// Each hospital's latest persisted state (what survives a restart).
     pub persisted: BTreeMap<String, HospitalState>,
     /// Hook applied to every hospital's config before it is built.
-    pub hospital_config: Option<Box<dyn Fn(&mut HospitalConfig)>>,
+    pub hospital_config: Option<ConfigHook>,
 }
+
+/// A change applied to every hospital's config before its machine is built.
+pub type ConfigHook = Box<dyn Fn(&mut HospitalConfig)>;
 
 impl Sim {
     /// Coordinator plus hospitals with the given training data, all connected.
@@ -523,9 +526,9 @@ impl Sim {
     }
 }
 
-/// The cleartext twin of the protocol with a given ring per round: every
-/// hospital's weights after all rounds (a hospital that was away replays the
-/// aggregates it missed).
+/// `learning`'s cleartext twin of the protocol with the given ring per round
+/// (names as the results record them): every hospital's weights after all
+/// rounds (a hospital that was away replays the aggregates it missed).
 pub fn cleartext_twin(
     data: &BTreeMap<String, Dataset>,
     mode: Mode,
@@ -533,42 +536,17 @@ pub fn cleartext_twin(
     eta: f64,
     rings: &[Vec<String>],
 ) -> BTreeMap<String, Array1<f64>> {
-    let mut w: BTreeMap<String, Array1<f64>> = data
-        .iter()
-        .map(|(n, d)| {
-            let w0 = match mode {
-                Mode::Seed => learning::train_local(d.x(), d.y(), rounds as usize, eta),
-                Mode::Global => Array1::zeros(d.n_features()),
-            };
-            (n.clone(), w0)
-        })
-        .collect();
-    // Every participant of a round has applied all earlier aggregates: those that
-    // were away replay the ones they missed when they rejoin (as hospitals do on Setup).
-    let mut history: Vec<(Array1<f64>, usize, usize)> = Vec::new();
-    let mut applied: BTreeMap<String, usize> = data.keys().map(|n| (n.clone(), 0)).collect();
-    for ring in rings {
-        for n in ring {
-            for (sum, nh, rows) in &history[applied[n]..] {
-                learning::apply_aggregate(mode, w.get_mut(n).unwrap(), sum, *nh, *rows, eta);
-            }
-            applied.insert(n.clone(), history.len());
-        }
-        let nf = data[&ring[0]].n_features();
-        let mut sum = Array1::<f64>::zeros(nf);
-        for n in ring {
-            let d = &data[n];
-            sum = sum + learning::gradient(d.x(), d.y(), &w[n]);
-        }
-        let rows: usize = ring.iter().map(|n| data[n].n_rows()).sum();
-        history.push((sum, ring.len(), rows));
+    let names: Vec<&String> = data.keys().collect();
+    let datasets: Vec<Dataset> = data.values().cloned().collect();
+    let participants = learning::participant_indices(&names, rings).expect("rings name hospitals");
+    let twin = ReferenceRun {
+        mode,
+        rounds: rounds as usize,
+        eta,
     }
-    for (n, w_n) in w.iter_mut() {
-        for (sum, nh, rows) in &history[applied[n]..] {
-            learning::apply_aggregate(mode, w_n, sum, *nh, *rows, eta);
-        }
-    }
-    w
+    .run_rounds(&datasets, &participants)
+    .expect("cleartext twin");
+    names.into_iter().cloned().zip(twin.final_weights).collect()
 }
 
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {

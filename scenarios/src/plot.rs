@@ -1,209 +1,19 @@
-//! What a scenario reports: per-hospital test MSE (local-only, federated, per
-//! round), the pooled cleartext reference, the printed table and the PNG plot.
-//! Plot text is rasterized from the bundled DejaVu Sans with `ab_glyph`, so the
-//! plot renders the same on a machine without any system font.
+//! The scenario's PNG plot: test MSE per round for each hospital against its
+//! local-only level and the pooled reference. Text is rasterized from the
+//! bundled DejaVu Sans with `ab_glyph`, so the plot renders the same on a
+//! machine without any system font. The numbers come from
+//! [`crate::outcome`]; nothing is computed here but the drawing.
 
 use std::path::Path;
 
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use anyhow::{anyhow, Result};
-use learning::ndarray::Array1;
-use learning::{gradient, least_squares, mse, Dataset, Mode, ReferenceResult};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use serde::Serialize;
 
-use crate::prep::Split;
+use crate::outcome::{is_readable, Outcome};
 
 static FONT_TTF: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-
-/// One hospital's line of the table.
-#[derive(Debug, Clone, Serialize)]
-pub struct HospitalOutcome {
-    /// Node name (`hospital-1`, ...).
-    pub name: String,
-    /// Training rows held by the hospital.
-    pub rows: usize,
-    /// Test MSE of its local-only model.
-    pub local_mse: f64,
-    /// Test MSE of its model after the federated rounds.
-    pub federated_mse: f64,
-    /// Test MSE of its model at the start (index 0) and after each round.
-    pub mse_per_round: Vec<f64>,
-}
-
-/// Everything the table and plot show.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    /// Per-hospital results.
-    pub hospitals: Vec<HospitalOutcome>,
-    /// Rows of the test set.
-    pub test_rows: usize,
-    /// Training rows of all hospitals together.
-    pub pooled_rows: usize,
-    /// Test MSE of a model trained in the clear on the pooled training rows by
-    /// the federation's own gradient steps (see [`pooled_gradient_descent`]).
-    pub pooled_mse: f64,
-    /// How the pooled model was trained, in words.
-    pub pooled_method: String,
-    /// Test MSE of the least-squares optimum on the pooled training rows
-    /// (`None` when the features are collinear).
-    pub pooled_least_squares_mse: Option<f64>,
-}
-
-/// The pooled-data twin of the federation: all training rows in one place,
-/// trained in the clear from zero with the same steps the federated models
-/// took. `seed`: `2 * rounds` steps of `w -= eta * grad / n_hospitals` (each
-/// federated model took `rounds` local steps and then `rounds` steps of that
-/// rule). `global`: `rounds` steps of `w -= eta * grad / n_rows`, which is
-/// exactly what the federation computes.
-pub fn pooled_gradient_descent(
-    pooled: &Dataset,
-    mode: Mode,
-    rounds: usize,
-    eta: f64,
-    n_hospitals: usize,
-) -> (Array1<f64>, String) {
-    let (steps, divisor, what) = match mode {
-        Mode::Seed => (
-            2 * rounds,
-            n_hospitals as f64,
-            format!("/{n_hospitals} hospitals"),
-        ),
-        _ => (
-            rounds,
-            pooled.n_rows() as f64,
-            format!("/{} rows", pooled.n_rows()),
-        ),
-    };
-    let mut w = Array1::zeros(pooled.n_features());
-    for _ in 0..steps {
-        let g = gradient(pooled.x(), pooled.y(), &w);
-        w.scaled_add(-eta / divisor, &g);
-    }
-    (
-        w,
-        format!("cleartext gradient descent on the pooled rows, {steps} steps of eta*grad{what}"),
-    )
-}
-
-/// Node name of hospital `i` (0-based).
-pub fn hospital_name(i: usize) -> String {
-    format!("hospital-{}", i + 1)
-}
-
-/// Evaluates the run on the test set. `federated_final` are the weights the
-/// (encrypted) federation produced and `federated_history` the per-round test
-/// MSE its hospitals reported; without it the per-round curve comes from the
-/// cleartext twin, which the caller has checked agrees with the federation.
-pub fn evaluate(
-    split: &Split,
-    mode: Mode,
-    (rounds, eta): (usize, f64),
-    reference: &ReferenceResult,
-    federated_final: &[Array1<f64>],
-    federated_history: Option<&[Vec<f64>]>,
-) -> Result<Outcome> {
-    let (tx, ty) = (split.test.x(), split.test.y());
-    let hospitals = split
-        .hospitals
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let start = match mode {
-                Mode::Seed => reference.local_weights[i].clone(),
-                _ => Array1::zeros(h.n_features()),
-            };
-            let mut curve = vec![mse(tx, ty, &start)];
-            match federated_history.and_then(|hs| hs.get(i)) {
-                Some(hist) if hist.len() == reference.weights_per_round.len() => {
-                    curve.extend(hist.iter().copied())
-                }
-                _ => curve.extend(
-                    reference
-                        .weights_per_round
-                        .iter()
-                        .map(|r| mse(tx, ty, &r[i])),
-                ),
-            }
-            HospitalOutcome {
-                name: hospital_name(i),
-                rows: h.n_rows(),
-                local_mse: mse(tx, ty, &reference.local_weights[i]),
-                federated_mse: mse(tx, ty, &federated_final[i]),
-                mse_per_round: curve,
-            }
-        })
-        .collect();
-    let pooled = Dataset::concat(&split.hospitals)?;
-    let pooled_least_squares_mse = least_squares(pooled.x(), pooled.y())
-        .ok()
-        .map(|w| mse(tx, ty, &w));
-    let (w, pooled_method) =
-        pooled_gradient_descent(&pooled, mode, rounds, eta, split.hospitals.len());
-    Ok(Outcome {
-        hospitals,
-        test_rows: split.test.n_rows(),
-        pooled_rows: pooled.n_rows(),
-        pooled_mse: mse(tx, ty, &w),
-        pooled_method,
-        pooled_least_squares_mse,
-    })
-}
-
-/// The table as printed: hospital, rows, local-only MSE, federated MSE, change.
-pub fn table(outcome: &Outcome) -> String {
-    let mut s = format!(
-        "{:<12} {:>6} {:>15} {:>14} {:>18}\n",
-        "hospital", "rows", "local-only MSE", "federated MSE", "change"
-    );
-    let mut diverged = false;
-    for h in &outcome.hospitals {
-        let change = h.federated_mse - h.local_mse;
-        diverged |= !is_readable(h.local_mse) || !is_readable(h.federated_mse);
-        let change = if is_readable(change) {
-            format!("{change:.2} ({:+.1}%)", 100.0 * change / h.local_mse)
-        } else {
-            "n/a".to_owned()
-        };
-        s += &format!(
-            "{:<12} {:>6} {:>15} {:>14} {:>18}\n",
-            h.name,
-            h.rows,
-            fmt_mse(h.local_mse),
-            fmt_mse(h.federated_mse),
-            change
-        );
-    }
-    s += &format!(
-        "{:<12} {:>6} {:>15} {:>14}   reference: {}\n",
-        "pooled",
-        outcome.pooled_rows,
-        "",
-        fmt_mse(outcome.pooled_mse),
-        outcome.pooled_method
-    );
-    s += &format!("test set: {} rows\n", outcome.test_rows);
-    if diverged {
-        s += "note: a model diverged (local-only training steps with eta times the summed \
-              gradient, as python-paillier's example does; lower --eta)\n";
-    }
-    s
-}
-
-/// Whether a number prints sensibly with two decimals.
-fn is_readable(v: f64) -> bool {
-    v.is_finite() && v.abs() < 1e12
-}
-
-/// Two decimals, or scientific notation for a diverged model.
-fn fmt_mse(v: f64) -> String {
-    if is_readable(v) {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3e}")
-    }
-}
 
 const PALETTE: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
@@ -519,49 +329,13 @@ fn dashed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prep::{self, SplitKind};
-    use learning::{Mode, ReferenceRun};
-
-    fn outcome() -> Outcome {
-        let data = prep::diabetes().unwrap();
-        let split = prep::split(&data, SplitKind::Seed, 3, 50, 42).unwrap();
-        let r = ReferenceRun {
-            mode: Mode::Seed,
-            rounds: 50,
-            eta: 0.01,
-        }
-        .run(&split.hospitals)
-        .unwrap();
-        evaluate(&split, Mode::Seed, (50, 0.01), &r, &r.final_weights, None).unwrap()
-    }
+    use crate::outcome::tests::example;
 
     #[test]
-    fn table_has_one_line_per_hospital_and_the_pooled_reference() {
-        let o = outcome();
-        let t = table(&o);
-        assert!(
-            t.contains("hospital-1      130         3933.78        3695.77"),
-            "{t}"
-        );
-        assert!(t.contains("pooled          390"), "{t}");
-        // Checked with NumPy: 100 steps of eta * grad / 3 on the 390 pooled
-        // rows give 3694.66; their least-squares optimum 4181.24.
-        assert!(
-            t.contains("pooled          390                        3694.66"),
-            "{t}"
-        );
-        assert!((o.pooled_least_squares_mse.unwrap() - 4181.2351411179).abs() < 1e-6);
-    }
-
-    #[test]
-    fn diverged_models_print_readably() {
-        let mut o = outcome();
+    fn diverged_models_still_plot() {
+        let mut o = example();
         o.hospitals[0].local_mse = 2.5e180;
         o.hospitals[1].local_mse = f64::INFINITY;
-        let t = table(&o);
-        assert!(t.contains("2.500e180"), "{t}");
-        assert!(t.contains("note: a model diverged"), "{t}");
-        assert!(t.lines().all(|l| l.len() < 200), "{t}");
         let dir = tempfile::tempdir().unwrap();
         write_plot(&dir.path().join("p.png"), &o, "diverged").unwrap();
     }
@@ -570,7 +344,7 @@ mod tests {
     fn plot_is_a_png_with_text_drawn() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.png");
-        write_plot(&path, &outcome(), "Test MSE per round").unwrap();
+        write_plot(&path, &example(), "Test MSE per round").unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         if let Ok(keep) = std::env::var("SCENARIOS_KEEP_PLOT") {

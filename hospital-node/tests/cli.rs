@@ -1,0 +1,94 @@
+//! The `hospital-node` binary, run as a binary: what a first start with a bad
+//! configuration prints, before any network I/O.
+//!
+//! (These tests also make `cargo test` build the binary next to
+//! `coordinator`, whose federation tests start it.)
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hospital-node");
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("hospital-node starts")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_config(dir: &Path, body: &str) -> String {
+    let path = dir.join("hospital.json");
+    std::fs::write(&path, body).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn help_names_the_run_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["--help"], dir.path());
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("run"));
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["run", "--config", "nope.json"], dir.path());
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("nope.json"), "{err}");
+}
+
+#[test]
+fn an_unknown_config_field_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        r#"{"name": "hospital-1", "train_csv": "a.csv", "roster": ["hospital-1"], "etaa": 1}"#,
+    );
+    let o = run(&["run", "--config", &cfg], dir.path());
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("etaa"), "{err}");
+}
+
+#[test]
+fn a_roster_without_this_hospital_is_refused_before_dialing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        r#"{"name": "hospital-1", "train_csv": "a.csv",
+            "roster": ["hospital-2", "hospital-3", "hospital-4"]}"#,
+    );
+    let o = run(&["run", "--config", &cfg], dir.path());
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("roster"), "{err}");
+    assert!(
+        !err.contains("dial"),
+        "refused before any network I/O: {err}"
+    );
+}
+
+#[test]
+fn a_privacy_floor_below_three_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        r#"{"name": "hospital-1", "train_csv": "a.csv", "min_ring": 2,
+            "roster": ["hospital-1", "hospital-2", "hospital-3"]}"#,
+    );
+    let o = run(&["run", "--config", &cfg], dir.path());
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("min_ring") || err.contains("at least 3"),
+        "{err}"
+    );
+}
