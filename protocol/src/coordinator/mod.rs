@@ -1352,11 +1352,10 @@ impl CoordinatorMachine {
     /// A hospital's `Abort`: a complaint about the attempt, or a refusal that
     /// names the set it is committed to.
     fn on_hospital_abort(&mut self, now: Instant, from: &str, round: u32, a: Abort) -> Result<()> {
-        let epoch_ok =
-            matches!(&self.phase, Phase::Round(rs) if rs.round == round && rs.epoch == a.epoch);
-        if !epoch_ok {
-            self.current_round(from, "abort", round, a.epoch)?;
-        }
+        // Only a member of the attempt under way may abort it (a dropped
+        // member aiming at the retry's epoch would otherwise exhaust the
+        // round's attempts).
+        self.current_round(from, "abort", round, a.epoch)?;
         if a.deterministic {
             // Retrying cannot help: stop now, with the cause.
             let err = Error::RoundFailed {
