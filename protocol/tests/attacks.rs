@@ -146,7 +146,7 @@ fn a_the_coordinator_cannot_switch_masks_off_or_leave_the_hospitals_bounds() {
         })
         .expect("hospital-1 was set up");
     let run = sim.coord.as_ref().unwrap().run_id().clone();
-    let variants: [(fn(&mut RunParams), &str); 3] = [
+    let variants: [(ParamChange, &str); 3] = [
         (|p| p.masks = false, "mask"),
         (|p| p.rounds = 1_000_000, "rounds"),
         (|p| p.eta = 5_000.0, "eta"),
@@ -170,6 +170,9 @@ fn a_the_coordinator_cannot_switch_masks_off_or_leave_the_hospitals_bounds() {
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
     assert_eq!(sim.final_weights().len(), 3);
 }
+
+/// A change to a run's parameters.
+type ParamChange = fn(&mut RunParams);
 
 // ---------------------------------------------------------------- B
 
