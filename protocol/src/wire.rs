@@ -271,12 +271,12 @@ pub struct Setup {
     pub history: Vec<AggregateRecord>,
 }
 
-/// Hospital -> every later member of the ring, once per round attempt: "I was
-/// given this ring", with the pair's mask seed (the member earlier in the
-/// consortium roster draws it). A member adds its contribution only once every
-/// earlier member confirmed the same ring this way, and accepts a running sum
-/// only from a predecessor that did; a coordinator that shows members
-/// different rings stalls the round instead of learning anything.
+/// Hospital -> every other member of the ring, once per round attempt: "I was
+/// given this ring", with the pair's mask seed when the sender draws it (the
+/// member earlier in the consortium roster does; to an earlier member the
+/// seed is empty). A member adds its contribution only once every other
+/// member confirmed the same ring this way, so a coordinator that shows
+/// members different rings stalls the round instead of receiving any sum.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerRound {
@@ -284,7 +284,8 @@ pub struct PeerRound {
     pub epoch: u64,
     /// SHA-256 of the run, round, epoch and ring names, as the sender saw them.
     pub ring_hash: Bytes,
-    /// 32-byte pairwise seed for this round (fixed for all its attempts).
+    /// 32-byte pairwise seed for this round (fixed for all its attempts);
+    /// empty when the receiver draws the pair's seed.
     pub seed: Bytes,
 }
 

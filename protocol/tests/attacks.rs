@@ -294,6 +294,151 @@ fn b_resuming_from_an_old_checkpoint_cannot_collect_a_round_again() {
     assert!(refused >= 3, "{:?}", sim.rejected);
 }
 
+// ------------------------------------------- one member set per model state
+
+#[test]
+fn b_a_second_member_set_for_a_committed_round_gets_nothing() {
+    // The coordinator asked the four members of round 2 to unmask and got
+    // hospital-1's reveal. It now asks hospital-1 to unmask the same
+    // contribution for a three-member set, hoping for the difference of two
+    // aggregates (hospital-4's gradient). hospital-1 refuses and says which set
+    // it is committed to; asked for the committed set again, it re-sends the
+    // byte-identical reveal; the commitment survives a restart.
+    let mut sim = Sim::new(coordinator_config(4, params(Mode::Seed, 4)), sites(4));
+    let log = observe(&mut sim, &[COORD, "hospital-1"]);
+    let round = 1;
+    let revealed = |log: &Log| -> Vec<Envelope> {
+        log.borrow()
+            .iter()
+            .filter(|(f, _, e)| f == "hospital-1" && e.round == round)
+            .filter(|(_, _, e)| matches!(e.body, Body::Reveal(_)))
+            .map(|(_, _, e)| e.clone())
+            .collect()
+    };
+    sim.run_until(200_000, |_| !revealed(&log).is_empty());
+    let (epoch, members) = log
+        .borrow()
+        .iter()
+        .find_map(|(_, t, e)| match &e.body {
+            Body::Unmask(u) if t == "hospital-1" && e.round == round => {
+                Some((u.epoch, u.members.clone()))
+            }
+            _ => None,
+        })
+        .expect("hospital-1 was asked to unmask");
+    assert_eq!(members.len(), 4);
+    let run = sim.coord.as_ref().unwrap().run_id().clone();
+    let unmask = |set: &[&str]| {
+        Envelope::new(
+            run.clone(),
+            round,
+            COORD,
+            Body::Unmask(protocol::wire::Unmask {
+                epoch,
+                members: set.iter().map(|s| s.to_string()).collect(),
+            }),
+        )
+    };
+    let since = log.borrow().len();
+    let err = sim
+        .inject(
+            COORD,
+            "hospital-1",
+            unmask(&["hospital-1", "hospital-2", "hospital-3"]),
+        )
+        .expect_err("a second set must be refused");
+    assert!(matches!(err, Error::PolicyRefused { .. }), "{err}");
+    assert!(err.to_string().contains("committed"), "{err}");
+    assert!(!sent_contribution(&log, "hospital-1", since));
+    // The refusal tells the coordinator the committed set.
+    let told = log.borrow()[since..].iter().any(|(f, _, e)| {
+        f == "hospital-1"
+            && matches!(&e.body, Body::Abort(a) if a.committed.as_ref() == Some(&members))
+    });
+    assert!(told, "the refusal names the committed set");
+    // Asked again for the committed set: the same bytes as before.
+    let names: Vec<&str> = members.iter().map(String::as_str).collect();
+    sim.inject(COORD, "hospital-1", unmask(&names)).unwrap();
+    let reveals = revealed(&log);
+    assert!(reveals.len() >= 2);
+    let frame =
+        |e: &Envelope| protocol::encode_frame(e, protocol::DEFAULT_MAX_MESSAGE_BYTES).unwrap();
+    assert_eq!(frame(&reveals[0]), frame(reveals.last().unwrap()));
+    // The commitment was persisted before the reveal left, and a restarted
+    // hospital-1 still holds it.
+    let persisted = &sim.persisted["hospital-1"];
+    assert!(
+        persisted.commitments.values().any(|c| c.members == members),
+        "{persisted:?}"
+    );
+    sim.restart_hospital("hospital-1");
+    sim.run_to_end();
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+    for ((h, r), recs) in aggregates(&log) {
+        assert!(recs.windows(2).all(|w| w[0] == w[1]), "{h} round {r}");
+    }
+}
+
+#[test]
+fn a_members_given_different_rings_contribute_nothing() {
+    // The coordinator tells hospital-1 the ring is 1-2-3 and hospital-2 that
+    // it is 1-2-4, so that hospital-2 would pass hospital-1's masked sum on to
+    // a member hospital-1 never agreed to. The ring hash in the seed agreement
+    // exposes the split before any sum leaves.
+    let mut sim = Sim::new(coordinator_config(4, params(Mode::Seed, 3)), sites(4));
+    sim.run_until(100_000, |s| s.completed_rounds() == 1);
+    let log = observe(&mut sim, &["hospital-1", "hospital-2"]);
+    // Drop the honest coordinator's traffic so only the forged starts count.
+    sim.dead.insert(COORD.to_owned());
+    let run = sim.coord.as_ref().unwrap().run_id().clone();
+    let round = 1;
+    let start = |ring: &[&str]| {
+        Envelope::new(
+            run.clone(),
+            round,
+            COORD,
+            Body::RoundStart(RoundStart {
+                epoch: EVIL_EPOCH,
+                ring: ring.iter().map(|n| member(n)).collect(),
+                n_total_rows: 100,
+            }),
+        )
+    };
+    let since = log.borrow().len();
+    let _ = sim.inject(
+        COORD,
+        "hospital-1",
+        start(&["hospital-1", "hospital-2", "hospital-3"]),
+    );
+    let _ = sim.inject(
+        COORD,
+        "hospital-2",
+        start(&["hospital-1", "hospital-2", "hospital-4"]),
+    );
+    sim.dead.remove(COORD);
+    sim.run_until(10_000, |s| {
+        s.in_flight.iter().all(|p| p.to == COORD || p.from == COORD)
+    });
+    let passes = log.borrow()[since..]
+        .iter()
+        .filter(|(f, _, e)| (f == "hospital-1" || f == "hospital-2") && is_ring_pass(e))
+        .count();
+    assert_eq!(
+        passes, 0,
+        "a running sum left for a ring its members disagree on"
+    );
+    let refused = sim.rejected.iter().any(|(_, e)| {
+        matches!(
+            e,
+            Error::PolicyRefused {
+                kind: "peer_round",
+                ..
+            }
+        )
+    });
+    assert!(refused, "{:?}", sim.rejected);
+}
+
 // ---------------------------------------------------------------- C
 
 /// The plaintexts of a ring pass, decrypted with the coordinator's key.
@@ -371,7 +516,7 @@ fn c_a_crash_after_forwarding_leaves_the_partial_sum_masked() {
     let mut self_seeds: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (from, to, env) in log.iter().filter(|(_, _, e)| e.round == round) {
         match &env.body {
-            Body::PeerRound(m) => {
+            Body::PeerRound(m) if !m.seed.0.is_empty() => {
                 pair.insert((from.clone(), to.clone()), m.seed.0.clone());
             }
             Body::Reveal(r) => {

@@ -541,38 +541,36 @@ impl CoordinatorMachine {
             Phase::Joining { .. } => self.try_start(now, true),
             Phase::Round(rs) => match &rs.step {
                 Step::Collecting { started, received } => {
-                    // The last member that provably held the sum (the head, or
-                    // the latest whose receipt arrived) is blamed, unless its
-                    // successor never showed it was alive in this attempt.
-                    let holder = rs
-                        .ring
-                        .iter()
-                        .rposition(|n| received.contains(n))
-                        .unwrap_or(0);
-                    let (culprit, reason) = match rs.ring.get(holder + 1) {
-                        Some(next) if !started.contains(next) => (
-                            next.clone(),
+                    // A member that never showed it was alive in this attempt
+                    // is blamed first (every member waits for every other's
+                    // ring confirmation, so a silent one stalls them all).
+                    // Otherwise the last member that provably held the sum
+                    // (the head, or the latest whose receipt arrived) is.
+                    let silent = rs.ring.iter().find(|n| !started.contains(*n));
+                    let (culprit, reason) = match silent {
+                        Some(s) => (
+                            s.clone(),
                             format!(
-                                "round {} timed out: {next} never answered this attempt",
+                                "round {} timed out: {s} never answered this attempt",
                                 rs.round + 1
                             ),
                         ),
-                        _ if !started.contains(&rs.ring[holder]) => (
-                            rs.ring[holder].clone(),
-                            format!(
-                                "round {} timed out: {} never answered this attempt",
-                                rs.round + 1,
-                                rs.ring[holder]
-                            ),
-                        ),
-                        _ => (
-                            rs.ring[holder].clone(),
-                            format!(
-                                "round {} timed out: {} held the sum last and did not pass it on",
-                                rs.round + 1,
-                                rs.ring[holder]
-                            ),
-                        ),
+                        None => {
+                            let holder = rs
+                                .ring
+                                .iter()
+                                .rposition(|n| received.contains(n))
+                                .unwrap_or(0);
+                            (
+                                rs.ring[holder].clone(),
+                                format!(
+                                    "round {} timed out: {} held the sum last and did not pass \
+                                     it on",
+                                    rs.round + 1,
+                                    rs.ring[holder]
+                                ),
+                            )
+                        }
                     };
                     self.abort_round(now, reason, vec![culprit]);
                 }

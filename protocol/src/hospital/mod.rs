@@ -751,7 +751,14 @@ impl HospitalMachine {
         self.round.as_mut().expect("just set")
     }
 
-    fn refuse_set(&mut self, from: &str, round: u32, epoch: u64, why: String) -> Error {
+    fn refuse_set(
+        &mut self,
+        kind: &'static str,
+        from: &str,
+        round: u32,
+        epoch: u64,
+        why: String,
+    ) -> Error {
         let committed = self.round.as_ref().and_then(|r| r.committed.clone());
         self.send_coordinator(
             round,
@@ -765,7 +772,7 @@ impl HospitalMachine {
         );
         Error::PolicyRefused {
             peer: from.to_owned(),
-            kind: "round_start",
+            kind,
             reason: why,
         }
     }
@@ -790,7 +797,7 @@ impl HospitalMachine {
         let names: Vec<String> = rs.ring.iter().map(|m| m.name.clone()).collect();
         if let Err(why) = self.config.policy.check_set(&self.config.name, &names) {
             let why = format!("the ring {names:?} is refused: {why}");
-            return Err(self.refuse_set(from, round, rs.epoch, why));
+            return Err(self.refuse_set("round_start", from, round, rs.epoch, why));
         }
         let me = self.config.name.clone();
         let r = self.round_state(round);
@@ -809,7 +816,7 @@ impl HospitalMachine {
                     "this model state is committed to the member set {c:?}; the ring {names:?} \
                      is another"
                 );
-                return Err(self.refuse_set(from, round, rs.epoch, why));
+                return Err(self.refuse_set("round_start", from, round, rs.epoch, why));
             }
         }
         if let Some(m) = &r.masked_for {
@@ -817,7 +824,7 @@ impl HospitalMachine {
                 let why = format!(
                     "{x} is not in the set this round's contribution was masked for ({m:?})"
                 );
-                return Err(self.refuse_set(from, round, rs.epoch, why));
+                return Err(self.refuse_set("round_start", from, round, rs.epoch, why));
             }
         }
         let run = self.run.as_ref().expect("checked");
@@ -827,13 +834,18 @@ impl HospitalMachine {
         let my_pos = self.config.policy.position(&me).expect("validated");
         let mut out = Vec::new();
         let r = self.round.as_mut().expect("present");
-        // This node draws the seed of every pair with a member after it.
+        // Every other member gets this node's view of the ring; with it, the
+        // seed of the pair when this node comes first (and draws it). Nothing
+        // of this round's sum leaves before every member confirmed the same
+        // ring, so a coordinator telling members different rings gets no sum.
         for peer in names.iter().filter(|n| **n != me) {
             if my_pos < self.config.policy.position(peer).expect("checked") {
                 let s = pair_seed(&self.mask_key, run_id.as_str(), round, &history, peer);
                 let bytes = Bytes(s.to_vec());
                 r.seeds.insert(peer.clone(), s);
                 out.push((peer.clone(), bytes));
+            } else {
+                out.push((peer.clone(), Bytes(Vec::new())));
             }
         }
         r.attempt = Some(Attempt {
@@ -899,11 +911,16 @@ impl HospitalMachine {
             });
         }
         if from_pos > my_pos {
-            return Err(Error::Unexpected {
-                peer: from.to_owned(),
-                kind: "peer_round",
-                why: "only ring members before this node send it seeds".into(),
-            });
+            // A later member's confirmation: this node drew that pair's seed.
+            if !m.seed.0.is_empty() {
+                return Err(Error::InvalidMessage {
+                    peer: from.to_owned(),
+                    kind: "peer_round",
+                    reason: "it sent a seed for a pair this node draws".into(),
+                });
+            }
+            a.confirmed.insert(from.to_owned());
+            return self.progress();
         }
         let seed: [u8; SEED_BYTES] =
             m.seed
@@ -991,8 +1008,9 @@ impl HospitalMachine {
             return Ok(());
         };
         let pos = a.names.iter().position(|n| *n == me).expect("validated");
-        // Every earlier member must have confirmed this ring (and sent its seed).
-        if a.sent || a.confirmed.len() < pos {
+        // Every other member must have confirmed this ring (the earlier ones
+        // with their seeds).
+        if a.sent || a.confirmed.len() + 1 < a.names.len() {
             return Ok(());
         }
         if pos > 0 && a.incoming.is_none() {
@@ -1082,11 +1100,11 @@ impl HospitalMachine {
         };
         if let Err(why) = self.config.policy.check_set(&me, &u.members) {
             let why = format!("the member set {:?} is refused: {why}", u.members);
-            return Err(self.refuse_set(from, round, u.epoch, why));
+            return Err(self.refuse_set("unmask", from, round, u.epoch, why));
         }
         if let Some(x) = u.members.iter().find(|n| !masked_for.contains(n)) {
             let why = format!("{x} is not in the set this contribution was masked for");
-            return Err(self.refuse_set(from, round, u.epoch, why));
+            return Err(self.refuse_set("unmask", from, round, u.epoch, why));
         }
         let r = self.round.as_mut().expect("present");
         match &r.committed {
@@ -1095,7 +1113,7 @@ impl HospitalMachine {
                     "this model state is committed to the member set {c:?}; refusing {:?}",
                     u.members
                 );
-                return Err(self.refuse_set(from, round, u.epoch, why));
+                return Err(self.refuse_set("unmask", from, round, u.epoch, why));
             }
             Some(_) => {}
             None => {
