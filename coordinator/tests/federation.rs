@@ -364,6 +364,32 @@ fn check_against_reference(f: &Federation, res: &Value) {
         };
         assert_eq!(mode(&format!("{}-report.json", f.names[i])), 0o600);
         assert_eq!(mode(&format!("{}-state.json", f.names[i])), 0o600);
+        assert_eq!(mode(&format!("{}-mask-key", f.names[i])), 0o600);
+        // The audit log lists what left the hospital: its running sums every
+        // round, its reveals (masks on), its report; never to a stranger.
+        let audit_name = format!("{}-audit.jsonl", f.names[i]);
+        assert_eq!(mode(&audit_name), 0o600);
+        let audit = std::fs::read_to_string(f.path(&audit_name)).unwrap();
+        let lines: Vec<Value> = audit
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect();
+        let kinds = |k: &str| lines.iter().filter(|l| l["kind"] == k).count();
+        assert!(kinds("ring_pass") >= f.rounds as usize, "{audit}");
+        assert!(kinds("reveal") >= f.rounds as usize, "{audit}");
+        assert_eq!(kinds("report"), 1, "{audit}");
+        for l in &lines {
+            let to = l["to"].as_str().unwrap();
+            assert!(
+                to == "coordinator" || f.names.iter().any(|n| n == to),
+                "{l}"
+            );
+            assert!(l["bytes"].as_u64().unwrap() > 0, "{l}");
+        }
+        // Seed-mode weights are each hospital's own: they stay with it.
+        if f.mode == Mode::Seed {
+            assert!(h["final_weights"].is_null(), "{h}");
+        }
         // Local-only weights stay at the hospital: never in the results.
         assert!(h.get("local_weights").is_none(), "{h}");
         let d = max_abs_diff(&weights(&own["local_weights"]), &reference.local_weights[i]);

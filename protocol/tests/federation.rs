@@ -945,3 +945,40 @@ fn a_stall_is_blamed_on_the_stalled_node_whatever_the_ring_order() {
         assert!(diff <= 1e-6, "{name}: {diff}");
     }
 }
+
+#[test]
+fn without_share_metrics_nothing_of_a_hospitals_test_set_reaches_the_coordinator() {
+    // The default policy: test metrics are functions of one hospital's data,
+    // and seed-mode weights of its data and the aggregates; none of them leaves.
+    for mode in [Mode::Seed, Mode::Global] {
+        let mut sim = Sim::empty(std::time::Instant::now(), None);
+        sim.coord = Some(
+            CoordinatorMachine::new(coordinator_config(3, params(mode, 3)), test_key(), sim.now)
+                .unwrap(),
+        );
+        sim.hospital_config = Some(Box::new(|c| c.policy.share_metrics = false));
+        let test = synthetic(20, 4, 99);
+        for (i, d) in three_sites().into_iter().enumerate() {
+            sim.add_hospital(&hospital_name(i), d, Some(test.clone()));
+        }
+        sim.run_to_end();
+        let r = sim.finished().unwrap();
+        for s in &r.rounds {
+            assert!(s.test_mse.values().all(|m| m.is_none()), "{mode:?}: {s:?}");
+        }
+        for h in &r.hospitals {
+            let rep = h.report.as_ref().unwrap();
+            assert!(rep.local_test_mse.is_none() && rep.federated_test_mse.is_none());
+            assert_eq!(rep.weights.is_some(), mode == Mode::Global, "{mode:?}");
+        }
+        // The hospitals themselves did compute them.
+        for name in sim.hospitals.keys() {
+            let local = sim.hospital_events[name].iter().find_map(|e| match e {
+                HospitalEvent::Finished(r) => Some(r.clone()),
+                _ => None,
+            });
+            let local = local.expect("finished");
+            assert!(local.federated_test_mse.is_some(), "{name}");
+        }
+    }
+}
