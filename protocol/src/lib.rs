@@ -10,25 +10,16 @@
 //! that feeds these machines live in the `node` crate, as quinn drives
 //! quinn-proto.
 //!
-//! # Threat model (honest-but-curious parties, authenticated channels)
+//! # Threat model
 //!
-//! - The coordinator holds the Paillier private key and decrypts only the ring's
-//!   final sum; hospitals see only ciphertexts under that key.
-//! - Without masks (the classic ring), the coordinator colluding with a hospital's
-//!   two ring neighbours obtains the ciphertexts entering and leaving that hospital,
-//!   decrypts both and learns its gradient by subtraction.
-//! - With pairwise masks (on by default), every ring ciphertext decrypts to the
-//!   encoding plus a uniform mask mod n; a hospital's mask is the sum of pad values
-//!   shared with each other ring member, so its gradient stays hidden unless the
-//!   coordinator colludes with *all* other hospitals of the ring (who then know the
-//!   aggregate and their own gradients anyway). What everyone learns is the
-//!   aggregate (sum of gradients), which each hospital needs to take the step.
-//! - With two hospitals the aggregate minus one's own gradient is the other's, so
-//!   runs need at least three (`coordinator::MIN_HOSPITALS`).
-//! - Not covered: malicious parties that send well-formed but wrong values (they can
-//!   bias the model; they cannot learn more), traffic analysis, and a coordinator
-//!   that lies about the aggregate. Invalid ciphertexts (range, gcd, wrong key) are
-//!   rejected and the round retried.
+//! The coordinator holds the Paillier key and may deviate; hospitals enforce
+//! their own policy (roster, ring floor, masks mandatory, bounds) and release
+//! unmasking material for one member set per model state, persisted before
+//! it leaves. Each contribution carries a self-mask and pairwise masks, so no
+//! ring ciphertext and no sum other than a committed set's aggregate can be
+//! unmasked. The protocol and its argument are in `docs/secure-aggregation.md`;
+//! the properties and the tests that back them are in the README's threat
+//! model (`protocol/tests/attacks.rs` plays the adversaries).
 //!
 //! # What a driver must do
 //!

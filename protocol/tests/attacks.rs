@@ -380,6 +380,41 @@ fn b_a_second_member_set_for_a_committed_round_gets_nothing() {
 }
 
 #[test]
+fn b_a_new_run_from_the_same_start_cannot_unmask_another_set() {
+    // Commitments are keyed by model state, not by run: a coordinator that
+    // starts a second run from the same weights with hospital-4 left out,
+    // hoping for round 1 of three members beside round 1 of four, is refused.
+    let mut first = Sim::new(coordinator_config(4, params(Mode::Seed, 2)), sites(4));
+    first.run_to_end();
+    assert!(first.failure().is_none());
+    let mut config = coordinator_config(4, params(Mode::Seed, 2));
+    config.run_id = protocol::RunId::new("second-run").unwrap();
+    config.join_timeout = std::time::Duration::from_secs(1);
+    let mut second = Sim::new(config, sites(3));
+    let log = observe(
+        &mut second,
+        &[COORD, "hospital-1", "hospital-2", "hospital-3"],
+    );
+    for name in ["hospital-1", "hospital-2", "hospital-3"] {
+        second
+            .persisted
+            .insert(name.to_owned(), first.persisted[name].clone());
+        second.restart_hospital(name);
+    }
+    second.run_until(200_000, |s| s.coord.as_ref().unwrap().is_done());
+    let reveals = log
+        .borrow()
+        .iter()
+        .filter(|(_, _, e)| e.round == 0 && matches!(e.body, Body::Reveal(_)))
+        .count();
+    assert_eq!(reveals, 0, "unmasking material of round 1 left again");
+    let err = second
+        .failure()
+        .expect("the second run cannot complete round 1");
+    assert!(err.to_string().contains("hospital-4"), "{err}");
+}
+
+#[test]
 fn a_members_given_different_rings_contribute_nothing() {
     // The coordinator tells hospital-1 the ring is 1-2-3 and hospital-2 that
     // it is 1-2-4, so that hospital-2 would pass hospital-1's masked sum on to
