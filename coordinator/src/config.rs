@@ -164,9 +164,10 @@ pub struct Overrides {
     /// [config `key_path`, default paillier-key.json beside the config]
     #[arg(long, value_name = "FILE")]
     pub key_path: Option<PathBuf>,
-    /// Turn off the hospitals' pairwise masks. WEAKENS PRIVACY: without masks the
-    /// coordinator colluding with a hospital's two ring neighbours learns that hospital's
-    /// gradient; with masks it would need every other hospital of the ring [config `masks`,
+    /// Ask for a run without masks. WEAKENS PRIVACY: without masks the coordinator
+    /// colluding with a hospital's two ring neighbours learns that hospital's gradient;
+    /// with masks it would need every other member of the unmasked set. Each hospital
+    /// refuses such a run unless its own config sets `allow_unmasked` [config `masks`,
     /// default true]
     #[arg(long)]
     pub no_masks: bool,

@@ -235,9 +235,8 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             }
             HospitalEvent::Finished(report) => self.outcome = Some(Ok(report)),
             HospitalEvent::Failed(e) => {
-                self.outcome = Some(Err(
-                    anyhow::Error::new(e).context("the coordinator stopped the run")
-                ))
+                // The error says it was the coordinator; no second context.
+                self.outcome = Some(Err(anyhow::Error::new(e)))
             }
             other => tracing::debug!("event: {other:?}"),
         }

@@ -50,7 +50,11 @@ pub enum Error {
         expected: RunId,
     },
     /// The message belongs to a round that is already over.
-    #[error("stale message from {peer}: round {got}, current round is {current}")]
+    #[error(
+        "stale message from {peer}: round {}, current round is {}",
+        .got + 1,
+        .current + 1
+    )]
     StaleRound {
         /// Authenticated name of the sending peer.
         peer: String,
@@ -60,7 +64,11 @@ pub enum Error {
         current: u32,
     },
     /// The message belongs to a round this node cannot have reached yet.
-    #[error("message from {peer} is for future round {got}, current round is {current}")]
+    #[error(
+        "message from {peer} is for future round {}, current round is {}",
+        .got + 1,
+        .current + 1
+    )]
     FutureRound {
         /// Authenticated name of the sending peer.
         peer: String,
@@ -172,15 +180,16 @@ pub enum Error {
     /// A member set was asked to unmask and cannot complete: its members
     /// committed to it, so the round is never completed with another set.
     #[error(
-        "round {round} cannot complete: {} of the committed member set {} {} missing; \
+        "round {} cannot complete: {} of the committed member set {} {} missing; \
          a committed set never changes (each hospital refuses any other), so restart the \
          missing hospital(s) and resume the coordinator",
+        .round + 1,
         missing.join(", "),
         members.join(", "),
         if missing.len() == 1 { "is" } else { "are" }
     )]
     SetIncomplete {
-        /// The round (1-based).
+        /// The round (0-based; shown 1-based).
         round: u32,
         /// The committed set.
         members: Vec<String>,
@@ -188,9 +197,9 @@ pub enum Error {
         missing: Vec<String>,
     },
     /// A round failed too many times in a row.
-    #[error("round {round} failed {attempts} times; last reason: {reason}")]
+    #[error("round {} failed {attempts} time(s); last reason: {reason}", .round + 1)]
     RoundFailed {
-        /// The round.
+        /// The round (0-based; shown 1-based).
         round: u32,
         /// Attempts made.
         attempts: u32,

@@ -592,7 +592,7 @@ impl CoordinatorMachine {
                         return;
                     }
                     let err = Error::SetIncomplete {
-                        round: rs.round + 1,
+                        round: rs.round,
                         members: rs.ring.clone(),
                         missing,
                     };
@@ -621,7 +621,7 @@ impl CoordinatorMachine {
                         return;
                     }
                     let epoch = rs.epoch;
-                    let reason = format!("no acknowledgement of round {round} in time");
+                    let reason = format!("no acknowledgement of round {} in time", round + 1);
                     for name in &missing {
                         if self.nodes[name].connected {
                             let body = Body::Abort(Abort {
@@ -975,7 +975,7 @@ impl CoordinatorMachine {
             if ring.len() != c.len() {
                 let present: Vec<&String> = ring.iter().map(|m| &m.name).collect();
                 let err = Error::SetIncomplete {
-                    round: self.next_round + 1,
+                    round: self.next_round,
                     members: c.clone(),
                     missing: c.iter().filter(|n| !present.contains(n)).cloned().collect(),
                 };
@@ -1053,7 +1053,7 @@ impl CoordinatorMachine {
             if !acking && drop.iter().any(|n| c.contains(n)) {
                 // The set was asked to unmask: it completes as it is or not at all.
                 let err = Error::SetIncomplete {
-                    round: round + 1,
+                    round,
                     members: c.clone(),
                     missing: drop.clone(),
                 };
@@ -1305,7 +1305,7 @@ impl CoordinatorMachine {
             Err(err) => {
                 // The set is fixed: this cannot be retried with other members.
                 let err = Error::RoundFailed {
-                    round: round + 1,
+                    round,
                     attempts: self.attempts,
                     reason: format!("the unmasked aggregate does not decode: {err}"),
                 };
@@ -1376,7 +1376,7 @@ impl CoordinatorMachine {
             match &self.committed {
                 Some(c) if *c != set => {
                     let err = Error::RoundFailed {
-                        round: round + 1,
+                        round,
                         attempts: self.attempts,
                         reason: format!(
                             "{from} is committed to the member set {set:?}, others to {c:?}; \
