@@ -1051,7 +1051,15 @@ impl HospitalMachine {
                 // cannot go on as configured; the coordinator must hear why.
                 let body = Body::Abort(Abort {
                     epoch,
-                    reason: format!("cannot encrypt its gradient: {err}"),
+                    // Name the cause and the remedy; never a value of the
+                    // gradient itself (a function of this hospital's data).
+                    reason: format!(
+                        "its gradient at round {} does not fit the fixed-point encoding \
+                         ({}): the model is diverging or the features are not scaled; \
+                         standardize the features or lower eta",
+                        round + 1,
+                        encoding_failure(&err)
+                    ),
                     dropped: Vec::new(),
                     committed: None,
                     deterministic: true,
@@ -1348,4 +1356,22 @@ fn apply(mode: Mode, w: &mut Array1<f64>, r: &AggregateRecord, eta: f64) {
         r.n_total_rows as usize,
         eta,
     );
+}
+
+/// What went wrong when encoding a gradient, without the value itself.
+fn encoding_failure(err: &Error) -> String {
+    match err {
+        Error::Crypto(paillier::Error::SlotOverflow {
+            index, int_bits, ..
+        }) => format!(
+            "gradient value {} has magnitude 2^{int_bits} or more",
+            index + 1
+        ),
+        Error::Crypto(paillier::Error::NonFinite(_)) => "a gradient value is not finite".into(),
+        Error::Crypto(paillier::Error::EncodingOverflow(_)) => {
+            "a gradient value is out of the encoding's range".into()
+        }
+        Error::Crypto(_) => "a cryptographic error".into(),
+        _ => "an encoding error".into(),
+    }
 }
