@@ -4,6 +4,7 @@
 //! prints one JSON progress line per event on stdout.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -16,7 +17,7 @@ use protocol::{Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachi
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use crate::files::{load_or_generate_key, write_atomic};
 
 /// Per-hospital entry of the results file.
@@ -158,6 +159,75 @@ fn build_results<'a>(
 
 /// Runs the coordinator until the run finishes (Ok) or fails (Err).
 pub async fn run(cfg: Config, resume: bool) -> Result<()> {
+    run_with(cfg, resume, &Overrides::default()).await
+}
+
+/// The checkpoint at `path`, if there is one.
+fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading checkpoint {}", path.display())),
+    };
+    let cp = serde_json::from_str(&text)
+        .with_context(|| format!("parsing checkpoint {}", path.display()))?;
+    Ok(Some(cp))
+}
+
+/// A resumed run keeps the parameters it started with: they come from the
+/// checkpoint, and a command-line override that contradicts them is refused
+/// in plain words (a config file's values are superseded, with a note).
+fn adopt_checkpoint(cfg: &mut Config, cp: &Checkpoint, ov: &Overrides) -> Result<()> {
+    let p = &cp.params;
+    let mut conflicts = Vec::new();
+    if let Some(r) = ov.rounds.filter(|r| *r != p.rounds) {
+        conflicts.push(format!("--rounds {r} (the run has {})", p.rounds));
+    }
+    if let Some(e) = ov.eta.filter(|e| *e != p.eta) {
+        conflicts.push(format!("--eta {e} (the run has {})", p.eta));
+    }
+    if let Some(m) = ov.mode.filter(|m| *m != p.mode) {
+        conflicts.push(format!("--mode {m:?} (the run has {:?})", p.mode).to_lowercase());
+    }
+    if ov.no_masks && p.masks {
+        conflicts.push("--no-masks (the run has masks on)".into());
+    }
+    if ov.no_pack && p.pack {
+        conflicts.push("--no-pack (the run packs values)".into());
+    }
+    if let Some(id) = ov
+        .run_id
+        .as_ref()
+        .filter(|id| id.as_str() != cp.run_id.as_str())
+    {
+        conflicts.push(format!("--run-id {id} (the run is {})", cp.run_id));
+    }
+    if !conflicts.is_empty() {
+        bail!(
+            "--resume continues run {} with the parameters it started with; these options \
+             contradict them: {}. Drop them to resume, or start a new run with another \
+             checkpoint path",
+            cp.run_id,
+            conflicts.join(", ")
+        );
+    }
+    if cfg.params != *p || cfg.run_id != cp.run_id {
+        tracing::info!(
+            run_id = %cp.run_id,
+            rounds = p.rounds,
+            eta = p.eta,
+            "resuming with the checkpoint's run id and parameters (the config's differ)"
+        );
+    }
+    cfg.params = p.clone();
+    cfg.run_id = cp.run_id.clone();
+    Ok(())
+}
+
+/// Runs (or with `resume`, continues) the coordinator; `ov` are the
+/// command-line overrides already applied to `cfg`, checked against a resumed
+/// checkpoint.
+pub async fn run_with(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
     let identity = NodeIdentity::load(&cfg.pki).context("loading the coordinator's certificate")?;
     if identity.name() != cfg.name {
         bail!(
@@ -167,24 +237,44 @@ pub async fn run(cfg: Config, resume: bool) -> Result<()> {
             cfg.name
         );
     }
-    let checkpoint = if resume {
-        let text = std::fs::read_to_string(&cfg.checkpoint_path).with_context(|| {
-            format!(
-                "--resume: reading checkpoint {}",
-                cfg.checkpoint_path.display()
-            )
-        })?;
-        let cp: Checkpoint = serde_json::from_str(&text)
-            .with_context(|| format!("parsing checkpoint {}", cfg.checkpoint_path.display()))?;
-        Some(cp)
-    } else {
-        if cfg.checkpoint_path.exists() {
-            bail!(
-                "a checkpoint exists at {}: continue that run with --resume, or delete it to start over",
-                cfg.checkpoint_path.display()
-            );
+    let existing = read_checkpoint(&cfg.checkpoint_path)?;
+    let checkpoint = match (resume, existing) {
+        (true, None) => bail!(
+            "--resume: there is no checkpoint at {} to continue",
+            cfg.checkpoint_path.display()
+        ),
+        (true, Some(cp)) if cp.finished => {
+            tracing::info!(run_id = %cp.run_id, "the run already finished; nothing to resume");
+            progress(&json!({
+                "event": "finished",
+                "already": true,
+                "run_id": cp.run_id.to_string(),
+                "rounds": cp.params.rounds,
+                "results": cfg.results_path.display().to_string(),
+            }));
+            return Ok(());
         }
-        None
+        (true, Some(cp)) => {
+            adopt_checkpoint(&mut cfg, &cp, ov)?;
+            Some(cp)
+        }
+        (false, Some(cp)) if cp.finished => bail!(
+            "{} holds run {}, which finished after {} rounds (results in {}); to start a new \
+             run, delete that checkpoint or choose another with --checkpoint",
+            cfg.checkpoint_path.display(),
+            cp.run_id,
+            cp.params.rounds,
+            cfg.results_path.display()
+        ),
+        (false, Some(cp)) => bail!(
+            "{} holds run {}, stopped after {} of {} rounds: continue it with --resume, or \
+             delete the checkpoint to start over",
+            cfg.checkpoint_path.display(),
+            cp.run_id,
+            cp.next_round,
+            cp.params.rounds
+        ),
+        (false, None) => None,
     };
     if resume && !cfg.key_path.exists() {
         bail!(
@@ -210,6 +300,7 @@ pub async fn run(cfg: Config, resume: bool) -> Result<()> {
     mcfg.round_timeout = cfg.round_timeout;
     mcfg.max_attempts = cfg.max_attempts;
     let now = Instant::now();
+    let last_checkpoint = checkpoint.clone();
     let mut machine = match checkpoint {
         Some(cp) => CoordinatorMachine::resume(mcfg, sk, cp, now)
             .context("the checkpoint does not fit this configuration")?,
@@ -255,6 +346,7 @@ pub async fn run(cfg: Config, resume: bool) -> Result<()> {
         jobs: Vec::new(),
         output,
         output_thread: &output_thread,
+        last_checkpoint,
     };
     let looped = driver::run(
         &mut machine,
@@ -289,6 +381,8 @@ struct CoordinatorRole<'a> {
     jobs: Vec<Job>,
     output: std::sync::mpsc::Sender<Vec<Job>>,
     output_thread: &'a std::thread::JoinHandle<Result<()>>,
+    /// The latest checkpoint written (or resumed from), marked finished at the end.
+    last_checkpoint: Option<Checkpoint>,
 }
 
 impl Role<CoordinatorMachine> for CoordinatorRole<'_> {
@@ -302,6 +396,7 @@ impl Role<CoordinatorMachine> for CoordinatorRole<'_> {
             self.resumed,
             &mut self.failure,
             &mut self.jobs,
+            &mut self.last_checkpoint,
         )?;
         Ok(Flow::Continue)
     }
@@ -354,6 +449,7 @@ fn handle_event(
     resumed: bool,
     failure: &mut Option<anyhow::Error>,
     jobs: &mut Vec<Job>,
+    last_checkpoint: &mut Option<Checkpoint>,
 ) -> Result<()> {
     match ev {
         CoordinatorEvent::HospitalJoined { name, rows } => {
@@ -406,11 +502,20 @@ fn handle_event(
             // here, synchronously, not on the output thread.
             let json = serde_json::to_vec_pretty(&*cp).context("serializing the checkpoint")?;
             write_atomic(&cfg.checkpoint_path, &json, 0o600, true)?;
+            *last_checkpoint = Some(*cp);
         }
         CoordinatorEvent::Finished(res) => {
             let out = build_results(cfg, &res, t, resumed);
             let json = serde_json::to_vec_pretty(&out).context("serializing the results")?;
             jobs.push(Job::File(cfg.results_path.clone(), json));
+            // After the results (same batch, written in order): the
+            // checkpoint says the run is over, so neither a restart nor a
+            // --resume runs it again.
+            if let Some(mut cp) = last_checkpoint.take() {
+                cp.finished = true;
+                let json = serde_json::to_vec_pretty(&cp).context("serializing the checkpoint")?;
+                jobs.push(Job::File(cfg.checkpoint_path.clone(), json));
+            }
             jobs.push(Job::Line(json!({
                 "event": "finished",
                 "results": cfg.results_path.display().to_string(),

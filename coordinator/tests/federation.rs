@@ -674,3 +674,69 @@ fn refuses_to_run_with_two_hospitals_saying_why() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 3"), "{err}");
 }
+
+#[test]
+fn a_finished_run_is_marked_and_neither_rerun_nor_resumed() {
+    let f = Federation::new(3, 3, Mode::Global, json!({}));
+    run_all(&f, &[vec![], vec![], vec![]]);
+    let cp: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(cp["finished"], true, "{cp}");
+    let run_id = cp["run_id"].as_str().unwrap().to_owned();
+    let results_before = std::fs::read(f.path("results.json")).unwrap();
+
+    // Started again in the same directory: says what is there and what to do.
+    let (mut c, _rx) = f.coordinator(&[], "again.log");
+    let st = wait(&mut c, Duration::from_secs(30)).expect("exits");
+    assert!(!st.success());
+    let err = std::fs::read_to_string(f.path("again.log")).unwrap();
+    assert!(err.contains("finished after 3 rounds"), "{err}");
+    assert!(err.contains(&run_id), "{err}");
+
+    // --resume of a finished run: says so and exits 0, touching nothing.
+    let (mut c, rx) = f.coordinator(&["--resume"], "resume.log");
+    let st = wait(&mut c, Duration::from_secs(30)).expect("exits");
+    assert!(st.success(), "{}", f.logs());
+    let line = rx.recv_timeout(Duration::from_secs(5)).expect("a line");
+    assert_eq!(line["event"], "finished");
+    assert_eq!(line["already"], true);
+    assert_eq!(
+        std::fs::read(f.path("results.json")).unwrap(),
+        results_before
+    );
+}
+
+#[test]
+fn resume_takes_the_checkpoints_parameters_and_refuses_contradicting_options() {
+    let f = Federation::new(3, 40, Mode::Seed, json!({}));
+    let mut procs = Procs::default();
+    let (c, rx) = f.coordinator(&[], "coordinator.log");
+    procs.0.push(c);
+    for i in 0..3 {
+        procs.0.push(f.hospital(i, &[]));
+    }
+    wait_round(&rx, 2, Duration::from_secs(120));
+    let _ = procs.0[0].kill();
+    let _ = procs.0[0].wait();
+    // A contradicting override is refused, naming it.
+    let (mut c, _rx) = f.coordinator(&["--resume", "--rounds", "7", "--eta", "0.5"], "bad.log");
+    let st = wait(&mut c, Duration::from_secs(30)).expect("exits");
+    assert!(!st.success());
+    let err = std::fs::read_to_string(f.path("bad.log")).unwrap();
+    assert!(err.contains("--rounds 7 (the run has 40)"), "{err}");
+    assert!(err.contains("--eta 0.5"), "{err}");
+    // The config file saying otherwise does not matter: the checkpoint rules.
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("coordinator.json")).unwrap())
+            .unwrap();
+    cfg["rounds"] = json!(9);
+    std::fs::write(f.path("coordinator.json"), cfg.to_string()).unwrap();
+    let (mut c, rx) = f.coordinator(&["--resume"], "resumed.log");
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("listening line");
+    assert_eq!(first["event"], "listening", "{first}");
+    assert_eq!(first["rounds"], 40, "{first}");
+    let _ = c.kill();
+    let _ = c.wait();
+}

@@ -150,6 +150,10 @@ pub struct Checkpoint {
     /// coordinator can complete that round with this set only.
     #[serde(default)]
     pub committed: Option<Vec<String>>,
+    /// Set by the driver once the run finished and its results were written;
+    /// such a checkpoint is not resumed (there is nothing left to do).
+    #[serde(default)]
+    pub finished: bool,
 }
 
 /// One hospital's outcome.
@@ -351,6 +355,12 @@ impl CoordinatorMachine {
     ) -> Result<CoordinatorMachine> {
         validate_config(&config, &private_key)?;
         let cp = checkpoint;
+        if cp.finished {
+            return Err(Error::CheckpointMismatch(format!(
+                "run {} finished; there is nothing to resume",
+                cp.run_id
+            )));
+        }
         if cp.version != CHECKPOINT_VERSION {
             return Err(Error::CheckpointMismatch(format!(
                 "format version {} (this build reads {CHECKPOINT_VERSION})",
@@ -1514,6 +1524,7 @@ impl CoordinatorMachine {
             history: self.history.clone(),
             rounds: self.summaries.clone(),
             committed: self.committed.clone(),
+            finished: false,
         }
     }
 
