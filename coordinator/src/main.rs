@@ -72,7 +72,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("coordinator: error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<node::process::Stopped>() {
+                Some(s) => ExitCode::from(s.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

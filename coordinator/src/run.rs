@@ -348,14 +348,15 @@ pub async fn run_with(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<(
         output_thread: &output_thread,
         last_checkpoint,
     };
-    let looped = driver::run(
-        &mut machine,
-        &mut role,
-        &mut hub,
-        &mut net,
-        cfg.max_message_bytes,
-    )
-    .await;
+    // A signal stops the loop between two calls into the machine: every
+    // completed round's checkpoint is already durable (written before its
+    // aggregate went out), so `--resume` continues from the round in flight.
+    let (looped, stopped) = tokio::select! {
+        r = driver::run(&mut machine, &mut role, &mut hub, &mut net, cfg.max_message_bytes) => {
+            (r, None)
+        }
+        s = node::process::stop_signal() => (Ok(()), Some(s)),
+    };
     let failure = role.failure.take();
     drop(role);
     let written = output_thread
@@ -365,6 +366,21 @@ pub async fn run_with(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<(
     hub.shutdown(Duration::from_secs(5)).await;
     looped?;
     written?;
+    if let Some(s) = stopped {
+        let done = machine.next_round();
+        tracing::warn!(
+            "{s} after {done} completed round(s); the checkpoint is durable: continue with \
+             `coordinator run --resume`"
+        );
+        progress(&json!({
+            "event": "stopped",
+            "signal": s.name,
+            "completed_rounds": done,
+            "rounds": cfg.params.rounds,
+            "checkpoint": cfg.checkpoint_path.display().to_string(),
+        }));
+        return Err(anyhow::Error::new(s));
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(()),

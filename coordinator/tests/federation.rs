@@ -740,3 +740,50 @@ fn resume_takes_the_checkpoints_parameters_and_refuses_contradicting_options() {
     let _ = c.kill();
     let _ = c.wait();
 }
+
+#[test]
+fn sigint_stops_the_coordinator_cleanly_and_resume_finishes() {
+    let f = Federation::new(3, 30, Mode::Global, json!({}));
+    let mut procs = Procs::default();
+    for i in 0..3 {
+        procs.0.push(f.hospital(i, &[]));
+    }
+    let (mut c, rx) = f.coordinator(&[], "coordinator.log");
+    wait_round(&rx, 2, Duration::from_secs(120));
+    let st = Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = wait(&mut c, Duration::from_secs(30)).expect("stops");
+    assert_eq!(st.code(), Some(130), "{}", f.logs());
+    let mut stopped = None;
+    while let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
+        if v["event"] == "stopped" {
+            stopped = Some(v);
+        }
+    }
+    let stopped = stopped.expect("a stopped line");
+    assert_eq!(stopped["signal"], "SIGINT");
+    let done = stopped["completed_rounds"].as_u64().unwrap();
+    assert!(done >= 2, "{stopped}");
+    let log = std::fs::read_to_string(f.path("coordinator.log")).unwrap();
+    assert!(log.contains("--resume"), "{log}");
+    // The hospitals wait for it; the resumed run finishes.
+    let (mut c, rx) = f.coordinator(&["--resume"], "resumed.log");
+    let st = wait(&mut c, Duration::from_secs(240)).expect("finishes");
+    assert!(st.success(), "{}", f.logs());
+    let rounds: Vec<u64> = rx
+        .try_iter()
+        .filter(|v| v["event"] == "round")
+        .map(|v| v["round"].as_u64().unwrap())
+        .collect();
+    // Progress picks up where the stop left it, without a gap.
+    assert_eq!(rounds.first().copied(), Some(done + 1), "{rounds:?}");
+    assert_eq!(rounds.last().copied(), Some(30), "{rounds:?}");
+    for p in procs.0.iter_mut() {
+        let st = wait(p, Duration::from_secs(60));
+        assert!(st.is_some_and(|s| s.success()), "{}", f.logs());
+    }
+    check_against_reference(&f, &f.results());
+}

@@ -40,7 +40,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hospital-node: error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<node::process::Stopped>() {
+                Some(s) => ExitCode::from(s.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

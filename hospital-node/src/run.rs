@@ -127,14 +127,19 @@ pub async fn run(cfg: Config) -> Result<()> {
         outcome: None,
         audit,
     };
-    let looped = driver::run(
-        &mut machine,
-        &mut role,
-        &mut hub,
-        &mut net,
-        cfg.max_message_bytes,
-    )
-    .await;
+    // A signal stops the loop between two calls into the machine; whatever
+    // must survive was persisted before it was relied on.
+    let (looped, stopped) = tokio::select! {
+        r = driver::run(&mut machine, &mut role, &mut hub, &mut net, cfg.max_message_bytes) => {
+            (r, None)
+        }
+        s = node::process::stop_signal() => (Ok(()), Some(s)),
+    };
+    if let Some(s) = stopped {
+        hub.shutdown(Duration::from_secs(1)).await;
+        progress(&json!({"event": "stopped", "name": cfg.name, "signal": s.name}));
+        return Err(anyhow::Error::new(s));
+    }
     hub.shutdown(Duration::from_secs(3)).await;
     looped?;
     let history = role.history;

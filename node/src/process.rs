@@ -1,6 +1,6 @@
-//! Facts about the running node process that the drivers report: its peak
+//! Facts about the running node process that the drivers report (its peak
 //! resident set size, which hospitals put in their final report and the
-//! coordinator in its results.
+//! coordinator in its results) and the signals that ask it to stop.
 
 /// Peak resident set size of this process in bytes (`VmHWM` of
 /// `/proc/self/status`), or `None` where that file is not readable.
@@ -9,6 +9,46 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// A request to stop the process, by signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("stopped by {name}")]
+pub struct Stopped {
+    /// `SIGINT` or `SIGTERM`.
+    pub name: &'static str,
+}
+
+impl Stopped {
+    /// The conventional exit status of a process stopped by this signal
+    /// (128 + the signal number).
+    pub fn exit_code(&self) -> u8 {
+        if self.name == "SIGTERM" {
+            143
+        } else {
+            130
+        }
+    }
+}
+
+/// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives. A driver selects on it
+/// beside its loop to stop between two calls into its state machine (the
+/// machines persist what must survive before they transmit, so any such point
+/// is a safe one). Must be called within a Tokio runtime.
+pub async fn stop_signal() -> Stopped {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // No signal handling available: never resolve; the default action
+        // (termination) then applies.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => Stopped { name: "SIGINT" },
+        _ = term.recv() => Stopped { name: "SIGTERM" },
+    }
 }
 
 #[cfg(test)]
