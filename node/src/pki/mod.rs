@@ -854,6 +854,18 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, PkiError::BadCrl { .. }), "{e}");
+        // Trusting a second CA without its list: refused (its certificates'
+        // revocation status would be unknown).
+        let both = dir.path().join("both.pem");
+        let mut pem = fs::read(&p1.ca).unwrap();
+        pem.extend(fs::read(&w2[0].1.ca).unwrap());
+        fs::write(&both, pem).unwrap();
+        let e = NodeIdentity::load(&PkiPaths {
+            ca: both,
+            ..p1.clone()
+        })
+        .unwrap_err();
+        assert!(matches!(e, PkiError::MissingCrl { .. }), "{e}");
         let e = NodeIdentity::load(&PkiPaths {
             ca: p1.ca.clone(),
             crl: p1.crl.clone(),
