@@ -376,6 +376,22 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    /// The documented example in docs/federation.md is a valid config (so the
+    /// document cannot drift from the parser).
+    #[test]
+    fn the_documented_example_loads() {
+        let doc = include_str!("../../docs/federation.md");
+        let start = doc.find("## coordinator.json").expect("section");
+        let block = &doc[start..];
+        let open = block.find("```json\n").expect("example") + 8;
+        let close = open + block[open..].find("```").expect("end of example");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("example.json");
+        std::fs::write(&p, &block[open..close]).unwrap();
+        let c = Config::load(Some(&p), &Overrides::default()).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.roster.len(), 3);
+    }
     use super::*;
 
     fn roster(n: usize) -> Vec<Member> {

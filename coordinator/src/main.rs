@@ -1,8 +1,10 @@
 //! `coordinator`: the federation's coordinator process.
 //!
 //! `coordinator run --config coordinator.json [--resume] [overrides]` drives a
-//! training run; `coordinator pki init --out DIR --nodes a,b,c` provisions the
-//! consortium's CA, certificates and keys. Progress goes to stdout as JSON
+//! training run; `coordinator pki request --name coordinator --out DIR`
+//! generates the coordinator's key and certificate request (for the consortium
+//! CA, `consortium-ca sign`); `coordinator pki init --out DIR --nodes a,b,c`
+//! provisions a whole consortium on one machine, for local trials only. Progress goes to stdout as JSON
 //! lines, logs to stderr (`RUST_LOG` filters them). The formats are documented
 //! in the README's federation section.
 
@@ -48,7 +50,21 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum PkiCmd {
-    /// Create a CA and one certificate + key per node (the coordinator included).
+    /// Generate this node's private key (0600) and a certificate signing request for the
+    /// consortium CA (`consortium-ca sign`); the key never leaves DIR.
+    Request {
+        /// The node's name (its certificate's DNS name) [required]
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Directory for <name>.key and <name>.csr; existing files are never overwritten
+        /// (a renewal is a new request into a new directory) [required]
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// LOCAL TRIALS ONLY: a whole consortium on this machine. Runs the distributed steps
+    /// for every node (its own key and request, signed by a new CA in DIR/consortium-ca)
+    /// and so leaves the CA key and every node's key in one place. For a real
+    /// consortium, use `pki request` on each node and `consortium-ca` on the CA's machine.
     Init {
         /// Output directory, created; existing files are never overwritten, so the CA's
         /// key is never replaced by accident [required]
@@ -92,6 +108,9 @@ fn real_main(cli: Cli) -> Result<()> {
             rt.block_on(run::run_with(cfg, resume, &overrides))
         }
         Cmd::Pki {
+            cmd: PkiCmd::Request { name, out },
+        } => pki_request(&name, &out),
+        Cmd::Pki {
             cmd:
                 PkiCmd::Init {
                     out,
@@ -111,7 +130,21 @@ fn real_main(cli: Cli) -> Result<()> {
                 );
             }
             println!("ca: {}", out.join(node::pki::CA_FILE).display());
+            println!("crl: {}", out.join(node::pki::CRL_FILE).display());
+            println!(
+                "ca key: {} (local trials only: a real consortium keeps it on the CA's machine)",
+                out.join(node::pki::LOCAL_CA_DIR)
+                    .join(node::pki::ca::KEY_FILE)
+                    .display()
+            );
             Ok(())
         }
     }
+}
+
+fn pki_request(name: &str, out: &std::path::Path) -> Result<()> {
+    let req = node::pki::request(out, name)
+        .with_context(|| format!("requesting a certificate for {name} in {}", out.display()))?;
+    println!("{}", req.next_steps(name));
+    Ok(())
 }

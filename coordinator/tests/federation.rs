@@ -476,9 +476,12 @@ fn peer_with_foreign_certificate_is_refused() {
     let mut bundle = std::fs::read(rogue.join("ca.pem")).unwrap();
     bundle.extend(std::fs::read(f.path("pki/ca.pem")).unwrap());
     std::fs::write(rogue.join("bundle.pem"), bundle).unwrap();
+    let mut crls = std::fs::read(rogue.join("crl.pem")).unwrap();
+    crls.extend(std::fs::read(f.path("pki/crl.pem")).unwrap());
+    std::fs::write(rogue.join("crls.pem"), crls).unwrap();
     let mut h3: Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("hospital-3.json")).unwrap()).unwrap();
-    h3["pki"] = json!({"ca": "rogue/bundle.pem", "cert": "rogue/hospital-3.pem", "key": "rogue/hospital-3.key"});
+    h3["pki"] = json!({"ca": "rogue/bundle.pem", "crl": "rogue/crls.pem", "cert": "rogue/hospital-3.pem", "key": "rogue/hospital-3.key"});
     h3["coordinator_retry_secs"] = json!(4);
     std::fs::write(f.path("hospital-3.json"), h3.to_string()).unwrap();
 
@@ -643,6 +646,12 @@ fn pki_init_writes_private_keys_0600_and_never_overwrites() {
         assert_eq!(mode, 0o600, "{}", key.display());
         assert!(out.join(format!("{n}.pem")).exists());
     }
+    // The local CA (trials only) keeps its key 0600 in a folder of its own;
+    // every node gets the CA certificate and the revocation list.
+    let ca_key = out.join("consortium-ca/ca.key");
+    let mode = std::fs::metadata(&ca_key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", ca_key.display());
+    assert!(out.join("ca.pem").exists() && out.join("crl.pem").exists());
     let again = run();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));

@@ -4,6 +4,8 @@
 //! CSV, trains its local-only model and takes part in the coordinator's
 //! encrypted ring rounds over QUIC with mutual TLS. Progress goes to stdout as
 //! JSON lines, logs to stderr (`RUST_LOG` filters them).
+//! `hospital-node pki request --name NAME --out DIR` generates the hospital's
+//! key (it never leaves DIR) and a certificate request for the consortium CA.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +22,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start; the size of the `run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Take part in a training run.
     Run {
@@ -30,6 +34,26 @@ enum Cmd {
         config: Option<PathBuf>,
         #[command(flatten)]
         overrides: config::Overrides,
+    },
+    /// Consortium PKI: this hospital's key and certificate request.
+    Pki {
+        #[command(subcommand)]
+        cmd: PkiCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCmd {
+    /// Generate this hospital's private key (0600) and a certificate signing request for
+    /// the consortium CA (`consortium-ca sign`); the key never leaves DIR.
+    Request {
+        /// The hospital's name (its certificate's DNS name, the roster's name) [required]
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Directory for <name>.key and <name>.csr; existing files are never overwritten
+        /// (a renewal is a new request into a new directory) [required]
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -54,6 +78,15 @@ fn real_main(cli: Cli) -> Result<()> {
             let cfg = config::Config::load(config.as_deref(), &overrides)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(run::run(cfg))
+        }
+        Cmd::Pki {
+            cmd: PkiCmd::Request { name, out },
+        } => {
+            let req = node::pki::request(&out, &name).with_context(|| {
+                format!("requesting a certificate for {name} in {}", out.display())
+            })?;
+            println!("{}", req.next_steps(&name));
+            Ok(())
         }
     }
 }

@@ -92,3 +92,29 @@ fn a_privacy_floor_below_three_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn pki_request_writes_an_owner_only_key_and_a_request_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["pki", "request", "--name", "hospital-1", "--out", "pki"];
+    let o = run(&args, dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = dir.path().join("pki/hospital-1.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let csr = std::fs::read_to_string(dir.path().join("pki/hospital-1.csr")).unwrap();
+    assert!(csr.contains("CERTIFICATE REQUEST") && !csr.contains("PRIVATE KEY"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("consortium-ca sign"));
+    let before = std::fs::read(&key).unwrap();
+    let o = run(&args, dir.path());
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+    let o = run(
+        &["pki", "request", "--name", "Bad Name", "--out", "x"],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Bad Name"), "{}", stderr(&o));
+}

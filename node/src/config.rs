@@ -53,6 +53,10 @@ pub struct PkiFiles {
     pub cert: PathBuf,
     /// This node's private key (PEM, mode 0600). Default `pki/<name>.key`.
     pub key: PathBuf,
+    /// The consortium's certificate revocation list (PEM), distributed with
+    /// the roster. Default `crl.pem` next to `ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 impl PkiFiles {
@@ -62,6 +66,7 @@ impl PkiFiles {
             ca: PathBuf::from("pki/ca.pem"),
             cert: PathBuf::from(format!("pki/{name}.pem")),
             key: PathBuf::from(format!("pki/{name}.key")),
+            crl: None,
         }
     }
 
@@ -71,6 +76,10 @@ impl PkiFiles {
             ca: resolve(base, &self.ca),
             cert: resolve(base, &self.cert),
             key: resolve(base, &self.key),
+            crl: match &self.crl {
+                Some(c) => resolve(base, c),
+                None => resolve(base, &self.ca).with_file_name(crate::pki::CRL_FILE),
+            },
         }
     }
 }

@@ -10,6 +10,10 @@
 //!   peers; the set can change between rounds with [`Endpoint::set_allowed`]);
 //! - outbound: the server must prove the roster's name for the dialled address.
 //!
+//! Both directions check the peer's certificate against the consortium's
+//! revocation list (rustls' WebPKI verifiers `with_crls`, one list per
+//! trusted CA, an unknown revocation status refused) and its validity period.
+//!
 //! A connection carries one bidirectional stream of length-prefixed frames
 //! ([`Link`]); frames above the size cap are refused before their payload is
 //! read. What the frames mean is the protocol's business, not this module's.
@@ -21,6 +25,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
@@ -203,7 +208,8 @@ impl ClientCertVerifier for RosterClientVerifier {
         {
             tracing::warn!(
                 claimed_names = ?claimed,
-                "refusing client certificate (not from the consortium CA?): {e}"
+                "refusing client certificate of {claimed:?} (not issued by the consortium CA, \
+                 revoked, expired or not yet valid): {e}"
             );
             return Err(e);
         }
@@ -269,9 +275,17 @@ impl Endpoint {
         let roots = Arc::new(roots);
         let allowed: Allowed = Arc::new(RwLock::new(allowed.into_iter().collect()));
 
+        // Revocation: the full chain against the consortium's lists; a
+        // certificate whose status is unknown (no list of its CA) is refused.
         let webpki = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .with_crls(identity.crls().iter().cloned())
             .build()
             .map_err(tls_err)?;
+        let server_verifier =
+            WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .with_crls(identity.crls().iter().cloned())
+                .build()
+                .map_err(tls_err)?;
         let verifier = Arc::new(RosterClientVerifier {
             inner: webpki,
             allowed: allowed.clone(),
@@ -287,7 +301,7 @@ impl Endpoint {
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
-            .with_root_certificates(roots)
+            .with_webpki_verifier(server_verifier)
             .with_client_auth_cert(vec![identity.cert().clone()], identity.key())
             .map_err(tls_err)?;
         client.alpn_protocols = vec![ALPN.to_vec()];
@@ -1048,8 +1062,13 @@ mod tests {
         let mut pem = std::fs::read(other.path().join("ca.pem")).unwrap();
         pem.extend(std::fs::read(dir.path().join("ca.pem")).unwrap());
         std::fs::write(&bundle, pem).unwrap();
+        let crls = other.path().join("crls.pem");
+        let mut pem = std::fs::read(other.path().join("crl.pem")).unwrap();
+        pem.extend(std::fs::read(dir.path().join("crl.pem")).unwrap());
+        std::fs::write(&crls, pem).unwrap();
         let rogue = NodeIdentity::load(&PkiPaths {
             ca: bundle,
+            crl: crls,
             ..PkiPaths::in_dir(other.path(), "hospital-1")
         })
         .unwrap();
@@ -1131,6 +1150,195 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("hospital-1"));
+    }
+
+    /// Revokes `name`'s certificate in the CA that `provision` made in `dir`
+    /// and distributes the new list to `dir/crl.pem`.
+    fn revoke(dir: &Path, name: &str) {
+        let mut ca = crate::pki::ca::Ca::open(&dir.join(crate::pki::LOCAL_CA_DIR)).unwrap();
+        let serial = ca.serial_of(&dir.join(format!("{name}.pem"))).unwrap();
+        ca.revoke(&serial, crate::pki::ca::RevokeReason::KeyCompromise)
+            .unwrap();
+        std::fs::copy(ca.crl_path(), dir.join(crate::pki::CRL_FILE)).unwrap();
+    }
+
+    fn reload(dir: &Path, name: &str) -> NodeIdentity {
+        NodeIdentity::load(&PkiPaths::in_dir(dir, name)).unwrap()
+    }
+
+    /// Connects `client` to `server`; returns the client's error and the
+    /// server's accept result.
+    async fn attempt(
+        server: &NodeIdentity,
+        server_allows: &[&str],
+        client: &NodeIdentity,
+        dial_as: &str,
+    ) -> (Result<Link>, Result<Link>) {
+        let server = Endpoint::bind(local(), server, set(server_allows), opts()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let s = server.clone();
+        let acceptor = tokio::spawn(async move { s.accept().await.unwrap() });
+        let client = Endpoint::bind(local(), client, set(&[]), opts()).unwrap();
+        let c = client.connect(addr, dial_as).await;
+        let a = match tokio::time::timeout(Duration::from_secs(5), acceptor).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => Err(TransportError::EndpointClosed),
+        };
+        (c, a)
+    }
+
+    #[tokio::test]
+    async fn revoked_client_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        ids(dir.path(), &["coordinator", "hospital-1", "hospital-2"]);
+        revoke(dir.path(), "hospital-2");
+        let coord = reload(dir.path(), "coordinator");
+        let (c, a) = attempt(
+            &coord,
+            &["hospital-1", "hospital-2"],
+            &reload(dir.path(), "hospital-2"),
+            "coordinator",
+        )
+        .await;
+        assert!(c.is_err(), "revoked client connected");
+        let e = a.unwrap_err().to_string();
+        assert!(e.contains("Revoked"), "{e}");
+        // Not revoked: still in.
+        let (c, a) = attempt(
+            &coord,
+            &["hospital-1", "hospital-2"],
+            &reload(dir.path(), "hospital-1"),
+            "coordinator",
+        )
+        .await;
+        assert!(c.is_ok() && a.is_ok());
+    }
+
+    #[tokio::test]
+    async fn revoked_server_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        ids(dir.path(), &["coordinator", "hospital-1"]);
+        revoke(dir.path(), "coordinator");
+        let (c, _) = attempt(
+            &reload(dir.path(), "coordinator"),
+            &["hospital-1"],
+            &reload(dir.path(), "hospital-1"),
+            "coordinator",
+        )
+        .await;
+        let e = c.unwrap_err();
+        assert!(matches!(e, TransportError::Connect { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("coordinator") && e.contains("Revoked"), "{e}");
+    }
+
+    /// Issues `name` a certificate from the CA in `dir` with `validity`, into
+    /// a directory of its own (the node's).
+    fn issue(dir: &Path, name: &str, validity: crate::pki::ca::Validity) -> NodeIdentity {
+        let node_dir = dir.join(format!("node-{name}"));
+        let req = crate::pki::request(&node_dir, name).unwrap();
+        let mut ca = crate::pki::ca::Ca::open(&dir.join(crate::pki::LOCAL_CA_DIR)).unwrap();
+        ca.sign(&req.csr, name, &validity, &req.cert).unwrap();
+        for f in [crate::pki::CA_FILE, crate::pki::CRL_FILE] {
+            std::fs::copy(dir.join(f), node_dir.join(f)).unwrap();
+        }
+        reload(&node_dir, name)
+    }
+
+    #[tokio::test]
+    async fn expired_and_not_yet_valid_certificates_are_refused() {
+        use crate::pki::ca::Validity;
+        let dir = tempfile::tempdir().unwrap();
+        let v = ids(dir.path(), &["coordinator"]);
+        let expired = issue(
+            dir.path(),
+            "hospital-1",
+            Validity::starting("2020-01-01", 30).unwrap(),
+        );
+        let early = issue(
+            dir.path(),
+            "hospital-2",
+            Validity::starting("2099-01-01", 30).unwrap(),
+        );
+        for (client, why) in [
+            (&expired, "certificate expired"),
+            (&early, "certificate not valid yet"),
+        ] {
+            let (c, a) = attempt(&v[0], &["hospital-1", "hospital-2"], client, "coordinator").await;
+            assert!(c.is_err(), "{why} client connected");
+            let e = a.unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            // And as a server: the coordinator dialling it refuses it.
+            let (c, _) = attempt(client, &["coordinator"], &v[0], client.name()).await;
+            let e = c.unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(client.name()), "{e}");
+        }
+    }
+
+    /// A coordinator holding only its own key and certificate (no CA key)
+    /// signs itself a "hospital-2" certificate, using its own certificate as
+    /// the issuer; it trusts that issuer itself, so it can load and present it.
+    /// The consortium's nodes refuse it in both directions.
+    #[tokio::test]
+    async fn hospital_minted_by_the_coordinator_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = ids(dir.path(), &["coordinator", "hospital-1"]);
+        let d = dir.path();
+        let coord_key =
+            rcgen::KeyPair::from_pem(&std::fs::read_to_string(d.join("coordinator.key")).unwrap())
+                .unwrap();
+        let coord_pem = std::fs::read_to_string(d.join("coordinator.pem")).unwrap();
+        let mut issuer_params = rcgen::CertificateParams::from_ca_cert_pem(&coord_pem).unwrap();
+        issuer_params.key_usages = Vec::new();
+        let issuer = issuer_params.self_signed(&coord_key).unwrap();
+        let evil = d.join("evil");
+        std::fs::create_dir(&evil).unwrap();
+        let req = crate::pki::request(&evil, "hospital-2").unwrap();
+        let key_pem = std::fs::read_to_string(&req.key).unwrap();
+        let fake_key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["hospital-2".to_string()]).unwrap();
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let fake = p.signed_by(&fake_key, &issuer, &coord_key).unwrap();
+        std::fs::write(&req.cert, fake.pem()).unwrap();
+        // It trusts the consortium CA and its own "CA", with a list for each.
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: time::OffsetDateTime::now_utc(),
+            next_update: time::OffsetDateTime::now_utc() + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer, &coord_key)
+        .unwrap();
+        let mut cas = std::fs::read_to_string(d.join("ca.pem")).unwrap();
+        cas.push_str(&coord_pem);
+        std::fs::write(evil.join("ca.pem"), cas).unwrap();
+        let mut crls = std::fs::read_to_string(d.join("crl.pem")).unwrap();
+        crls.push_str(&crl.pem().unwrap());
+        std::fs::write(evil.join("crl.pem"), crls).unwrap();
+        let rogue = reload(&evil, "hospital-2");
+        assert_eq!(rogue.name(), "hospital-2");
+
+        // hospital-1 accepts "hospital-2" (a ring peer): refused.
+        let (c, a) = attempt(&v[1], &["coordinator", "hospital-2"], &rogue, "hospital-1").await;
+        assert!(c.is_err(), "minted hospital-2 connected");
+        let e = a.unwrap_err().to_string();
+        assert!(e.contains("UnknownIssuer"), "{e}");
+        // hospital-1 dials "hospital-2" where the coordinator says it is: refused.
+        let (c, _) = attempt(&rogue, &["hospital-1"], &v[1], "hospital-2").await;
+        let e = c.unwrap_err().to_string();
+        assert!(
+            e.contains("hospital-2") && e.contains("UnknownIssuer"),
+            "{e}"
+        );
+        // The coordinator's own certificate, dialled as hospital-2: refused.
+        let (c, _) = attempt(&v[0], &["hospital-1"], &v[1], "hospital-2").await;
+        let e = c.unwrap_err().to_string();
+        assert!(e.contains("hospital-2"), "{e}");
     }
 
     fn frame(payload: &[u8]) -> Vec<u8> {
