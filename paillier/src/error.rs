@@ -7,6 +7,25 @@ use crate::fingerprint::KeyFingerprint;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Threshold parameters (parties, threshold) are unusable.
+    #[error("threshold key: {0}")]
+    ThresholdParams(String),
+    /// A threshold key share or partial decryption is invalid.
+    #[error("party {index}: {reason}")]
+    InvalidShare {
+        /// The party (1-based) whose share or partial decryption it is.
+        index: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Fewer valid partial decryptions than the threshold.
+    #[error("{got} valid partial decryption(s), {needed} needed ({} missing)", needed - got)]
+    TooFewShares {
+        /// The key's threshold.
+        needed: u32,
+        /// Valid ones given.
+        got: u32,
+    },
     /// A key size was requested or parsed that the calling API does not allow
     /// (below the 2048-bit `MIN_KEY_BITS` on the normal path, or odd / tiny on
     /// the insecure test path).

@@ -130,6 +130,12 @@ impl PublicKey {
         Ok(Self::build(n))
     }
 
+    /// The public key of a modulus the threshold dealer just built from two
+    /// safe primes of the requested size (checked there, not here).
+    pub(crate) fn from_dealt_modulus(n: BigUint) -> PublicKey {
+        Self::build(n)
+    }
+
     fn build(n: BigUint) -> PublicKey {
         let n_squared = &n * &n;
         let monty_n2 = Monty::new(&n_squared).expect("n odd, so n^2 odd");

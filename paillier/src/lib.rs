@@ -14,7 +14,9 @@
 //! 5. [`ciphertext`]: validated ciphertexts and homomorphic operations.
 //! 6. [`scheme`]: the three encryption paths (DJN fixed-base default,
 //!    textbook, key holder's CRT) and CRT decryption.
-//! 7. [`encoding`]: phe's `EncodedNumber` / `EncryptedNumber`.
+//! 7. [`encoding`]: phe's `EncodedNumber` / `EncryptedNumber`; [`threshold`]:
+//!    t-of-l threshold decryption (dealing, partial decryptions with proofs,
+//!    combining).
 //! 8. [`packing`] (many fixed-point values per plaintext) and [`vector`]
 //!    (parallel vector operations), independent of each other.
 //! 9. [`wire`]: compact binary forms and serde (JSON) forms, all validating.
@@ -49,6 +51,7 @@ pub mod keys;
 pub mod packing;
 pub mod prime;
 pub mod scheme;
+pub mod threshold;
 pub mod vector;
 pub mod wire;
 

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["keys"],
     &["ciphertext"],
     &["scheme"],
-    &["encoding"],
+    &["encoding", "threshold"],
     &["packing", "vector"],
     &["wire"],
 ];

@@ -40,6 +40,8 @@ pub use fixed_base::FixedBaseTable;
 pub use inverse::{
     inverse_mod_prime, inverse_mod_square_vartime, lift_inverse, mod_inverse_vartime,
 };
+/// Zeroes a secret `BigUint` in place (for modules above `arith`).
+pub(crate) use limbs::wipe as wipe_biguint;
 pub(crate) use limbs::{from_limbs, to_limbs, wipe};
 pub use montgomery::Monty;
 

@@ -1,0 +1,562 @@
+//! Threshold Paillier decryption (t of l parties), as Damgard and Jurik
+//! (PKC 2001, with s = 1) after Shoup's threshold RSA (Eurocrypt 2000).
+//!
+//! A dealer ([`deal`]) draws safe primes `p = 2p' + 1`, `q = 2q' + 1`, sets
+//! `n = pq`, `m = p'q'` and the secret exponent `d` with `d = 0 mod m` and
+//! `d = 1 mod n`, Shamir-shares `d` over `Z_{nm}` with a polynomial of degree
+//! `t - 1`, and publishes a verification base `v` (a random square mod `n^2`)
+//! and each party's verification key `v_i = v^(Delta s_i)`, `Delta = l!`. It
+//! then forgets the factorization: only the shares remain.
+//!
+//! A party with share `s_i` answers a ciphertext `c` with its partial
+//! decryption `c_i = c^(2 Delta s_i) mod n^2` and a non-interactive proof
+//! (Fiat-Shamir, SHA-256) that `log_{c^4}(c_i^2) = log_v(v_i)`. Anyone holding
+//! the [`ThresholdKey`] verifies a partial decryption ([`ThresholdKey::verify`])
+//! and combines any `t` valid ones ([`ThresholdKey::combine`]) with the
+//! integer Lagrange coefficients `mu_i = Delta prod_{j != i} j / (j - i)`:
+//! `prod c_i^(2 mu_i) = c^(4 Delta^2 d) = 1 + 4 Delta^2 M n (mod n^2)`, so
+//! `M = L(.) (4 Delta^2)^-1 mod n`.
+//!
+//! What this module owns: dealing, shares, partial decryption, the proofs,
+//! verification and combining. What it does not: distributing share files
+//! (the caller writes them, owner-only), deciding which ciphertexts a party
+//! may decrypt (the protocol's rules), and dealer-free key generation. The
+//! dealer sees the factorization while it deals and must be trusted then.
+//!
+//! Timing: a share is used only in [`crate::arith::Monty::pow`] (regular) and in
+//! the proof's response `z = r + e Delta s_i`, computed with `num-bigint`
+//! arithmetic (not claimed constant-time, as everywhere in this crate).
+//! Verification and combining handle public values only and use the
+//! `_vartime` inverse on public ciphertexts and keys.
+
+use num_bigint::{BigInt, BigUint, RandBigInt, Sign};
+use num_integer::Integer;
+use num_traits::{One, Signed, Zero};
+use rand::{CryptoRng, RngCore};
+use sha2::{Digest, Sha256};
+
+use crate::arith::Monty;
+use crate::arith::{inverse_mod_square_vartime, mod_inverse_vartime};
+use crate::ciphertext::Ciphertext;
+use crate::error::{Error, Result};
+use crate::keys::PublicKey;
+use crate::prime;
+
+/// Bits of the Fiat-Shamir challenge.
+const CHALLENGE_BITS: u64 = 256;
+/// Statistical hiding of the proof's response, in bits.
+const HIDING_BITS: u64 = 128;
+/// Most parties a key may be dealt to (`l!` stays a few kilobits).
+pub const MAX_PARTIES: u32 = 256;
+
+/// The public part of a threshold key: the Paillier public key, the
+/// threshold, and the verification keys of every party.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThresholdKey {
+    public: PublicKey,
+    parties: u32,
+    threshold: u32,
+    delta: BigUint,
+    v: BigUint,
+    verification: Vec<BigUint>,
+}
+
+/// One party's share of the secret exponent. Secret: its `Debug` shows the
+/// index only, and the value is wiped when dropped.
+#[derive(Clone)]
+pub struct KeyShare {
+    index: u32,
+    share: BigUint,
+    key: ThresholdKey,
+}
+
+impl std::fmt::Debug for KeyShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyShare")
+            .field("index", &self.index)
+            .field("share", &"<secret>")
+            .finish()
+    }
+}
+
+impl Drop for KeyShare {
+    fn drop(&mut self) {
+        crate::arith::wipe_biguint(&mut self.share);
+    }
+}
+
+/// A party's partial decryption of one ciphertext, with its proof.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartialDecryption {
+    /// The party's index (1-based).
+    pub index: u32,
+    /// `c^(2 Delta s_i) mod n^2`.
+    pub value: BigUint,
+    /// Fiat-Shamir challenge of the proof.
+    pub challenge: BigUint,
+    /// Response of the proof.
+    pub response: BigUint,
+}
+
+fn check_params(parties: u32, threshold: u32) -> Result<()> {
+    if !(2..=MAX_PARTIES).contains(&parties) {
+        return Err(Error::ThresholdParams(format!(
+            "{parties} parties: between 2 and {MAX_PARTIES} are supported"
+        )));
+    }
+    if threshold < 1 || threshold > parties {
+        return Err(Error::ThresholdParams(format!(
+            "threshold {threshold} must be between 1 and the {parties} parties"
+        )));
+    }
+    Ok(())
+}
+
+fn factorial(l: u32) -> BigUint {
+    (1..=l).fold(BigUint::one(), |acc, i| acc * i)
+}
+
+/// A random safe prime `2p' + 1` of exactly `bits` bits; returns `(p, p')`.
+fn safe_prime<R: RngCore + CryptoRng>(bits: usize, rng: &mut R) -> (BigUint, BigUint) {
+    let primes = prime::small_primes();
+    let rounds = prime::mr_rounds(bits);
+    loop {
+        // p' of bits - 1 bits with its top two bits set, odd.
+        let mut base = rng.gen_biguint(bits as u64 - 1);
+        base.set_bit(bits as u64 - 2, true);
+        base.set_bit(bits as u64 - 3, true);
+        base.set_bit(0, true);
+        let residues: Vec<u64> = primes[1..]
+            .iter()
+            .map(|&r| (&base % r).iter_u64_digits().next().unwrap_or(0))
+            .collect();
+        let mut delta: u64 = 0;
+        while delta < (1 << 22) {
+            // Neither p' nor 2p' + 1 divisible by a small prime r: p' mod r
+            // is neither 0 nor (r - 1) / 2.
+            let ok = primes[1..].iter().zip(&residues).all(|(&r, &x)| {
+                let r = r as u64;
+                let y = (x + delta) % r;
+                y != 0 && y != (r - 1) / 2
+            });
+            if ok {
+                let pp = &base + delta;
+                let p: BigUint = (&pp << 1) + 1u32;
+                if p.bits() as usize != bits {
+                    break;
+                }
+                // A cheap Fermat test on p first: most candidates fail there.
+                let two = BigUint::from(2u32);
+                if two.modpow(&(&p - 1u32), &p).is_one()
+                    && prime::is_probable_prime(&pp, rounds, rng)
+                    && prime::is_probable_prime(&p, rounds, rng)
+                {
+                    return (p, pp);
+                }
+            }
+            delta += 2;
+        }
+    }
+}
+
+/// Deals a `threshold`-of-`parties` key with an `n` of `bits` bits (at least
+/// [`crate::keys::MIN_KEY_BITS`]): the public [`ThresholdKey`] and one
+/// [`KeyShare`] per party, index 1 to `parties`. The factorization is
+/// dropped (and wiped) before this returns. Safe primes make this slower
+/// than [`crate::keys::generate_keypair`] (seconds to a minute at 2048 bits).
+pub fn deal<R: RngCore + CryptoRng>(
+    bits: usize,
+    threshold: u32,
+    parties: u32,
+    rng: &mut R,
+) -> Result<(ThresholdKey, Vec<KeyShare>)> {
+    if bits < crate::keys::MIN_KEY_BITS {
+        return Err(Error::KeySize {
+            bits,
+            reason: "threshold keys below 2048 bits are refused",
+        });
+    }
+    deal_unchecked(bits, threshold, parties, rng)
+}
+
+/// As [`deal`], for key sizes down to 256 bits. INSECURE: for tests only.
+#[cfg(feature = "hazmat-insecure-small-keys")]
+pub fn deal_insecure_for_tests<R: RngCore + CryptoRng>(
+    bits: usize,
+    threshold: u32,
+    parties: u32,
+    rng: &mut R,
+) -> Result<(ThresholdKey, Vec<KeyShare>)> {
+    if bits < 256 {
+        return Err(Error::KeySize {
+            bits,
+            reason: "below 256 bits even tests are refused",
+        });
+    }
+    deal_unchecked(bits, threshold, parties, rng)
+}
+
+fn deal_unchecked<R: RngCore + CryptoRng>(
+    bits: usize,
+    threshold: u32,
+    parties: u32,
+    rng: &mut R,
+) -> Result<(ThresholdKey, Vec<KeyShare>)> {
+    check_params(parties, threshold)?;
+    if !bits.is_multiple_of(2) || bits > crate::keys::MAX_KEY_BITS {
+        return Err(Error::KeySize {
+            bits,
+            reason: "an even size up to MAX_KEY_BITS is required",
+        });
+    }
+    let (mut p, mut pp, mut q, mut qp) = loop {
+        let (p, pp) = safe_prime(bits / 2, rng);
+        let (q, qp) = safe_prime(bits / 2, rng);
+        if p != q && (&p * &q).bits() as usize == bits {
+            break (p, pp, q, qp);
+        }
+    };
+    let n = &p * &q;
+    let mut m = &pp * &qp;
+    let nm = &n * &m;
+    // d = 0 mod m, d = 1 mod n: d = m (m^-1 mod n). gcd(m, n) = 1 since the
+    // primes are distinct and larger than p', q'.
+    // m^-1 mod n by Euler (m^(phi(n) - 1), phi(n) = 4m), through the regular
+    // exponentiation: m is secret.
+    let mut phi_minus_1 = (&m << 2) - 1u32;
+    let mut m_inv = Monty::new(&n)
+        .ok_or(Error::InvalidKey("n is even"))?
+        .pow(&m, &phi_minus_1);
+    let mut d = (&m * &m_inv) % &nm;
+    crate::arith::wipe_biguint(&mut phi_minus_1);
+    crate::arith::wipe_biguint(&mut m_inv);
+    let mut coeffs: Vec<BigUint> = (1..threshold).map(|_| rng.gen_biguint_below(&nm)).collect();
+    let public = PublicKey::from_dealt_modulus(n.clone());
+    let n2 = public.n_squared().clone();
+    let r = loop {
+        let r = rng.gen_biguint_below(&n2);
+        if !r.is_zero() && r.gcd(&n).is_one() {
+            break r;
+        }
+    };
+    let v = (&r * &r) % &n2;
+    let delta = factorial(parties);
+    let mo = public.monty_n2();
+    let mut shares = Vec::with_capacity(parties as usize);
+    let mut verification = Vec::with_capacity(parties as usize);
+    for i in 1..=parties {
+        // f(i) by Horner, mod nm.
+        let x = BigUint::from(i);
+        let mut s = BigUint::zero();
+        for c in coeffs.iter().rev() {
+            s = (s * &x + c) % &nm;
+        }
+        s = (s * &x + &d) % &nm;
+        verification.push(mo.pow(&v, &(&delta * &s)));
+        shares.push(s);
+    }
+    let key = ThresholdKey {
+        public,
+        parties,
+        threshold,
+        delta,
+        v,
+        verification,
+    };
+    let shares = shares
+        .into_iter()
+        .enumerate()
+        .map(|(i, share)| KeyShare {
+            index: i as u32 + 1,
+            share,
+            key: key.clone(),
+        })
+        .collect();
+    for x in [&mut p, &mut pp, &mut q, &mut qp, &mut m, &mut d] {
+        crate::arith::wipe_biguint(x);
+    }
+    for c in &mut coeffs {
+        crate::arith::wipe_biguint(c);
+    }
+    Ok((key, shares))
+}
+
+fn challenge(parts: &[&BigUint]) -> BigUint {
+    let mut h = Sha256::new();
+    h.update(b"private-training/threshold-paillier/dleq/v1");
+    for p in parts {
+        let b = p.to_bytes_be();
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(&b);
+    }
+    BigUint::from_bytes_be(&h.finalize())
+}
+
+impl ThresholdKey {
+    /// The Paillier public key ciphertexts are encrypted under.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// Number of parties `l`.
+    pub fn parties(&self) -> u32 {
+        self.parties
+    }
+
+    /// Partial decryptions needed to decrypt, `t`.
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// The verification base `v`.
+    pub fn verification_base(&self) -> &BigUint {
+        &self.v
+    }
+
+    /// Party `index`'s verification key `v^(Delta s_i)` (index 1-based).
+    pub fn verification_key(&self, index: u32) -> Option<&BigUint> {
+        index
+            .checked_sub(1)
+            .and_then(|i| self.verification.get(i as usize))
+    }
+
+    /// Rebuilds a key from its published parts (as read from a file),
+    /// checking them: sizes, ranges, units mod `n^2`.
+    pub fn from_parts(
+        public: PublicKey,
+        threshold: u32,
+        v: BigUint,
+        verification: Vec<BigUint>,
+    ) -> Result<ThresholdKey> {
+        let parties = u32::try_from(verification.len())
+            .map_err(|_| Error::ThresholdParams("too many verification keys".into()))?;
+        check_params(parties, threshold)?;
+        let n = public.n();
+        for (what, x) in std::iter::once(("verification base", &v))
+            .chain(verification.iter().map(|x| ("a verification key", x)))
+        {
+            if x.is_zero() || x >= public.n_squared() || !x.gcd(n).is_one() {
+                return Err(Error::ThresholdParams(format!(
+                    "{what} is not a unit mod n^2"
+                )));
+            }
+        }
+        Ok(ThresholdKey {
+            delta: factorial(parties),
+            public,
+            parties,
+            threshold,
+            v,
+            verification,
+        })
+    }
+
+    /// Checks a partial decryption of `c`: its index, range and proof.
+    pub fn verify(&self, c: &Ciphertext, part: &PartialDecryption) -> Result<()> {
+        let invalid = |reason: &'static str| Error::InvalidShare {
+            index: part.index,
+            reason,
+        };
+        if c.public_key() != &self.public {
+            return Err(Error::KeyMismatch {
+                expected: self.public.fingerprint(),
+                found: c.key_fingerprint(),
+            });
+        }
+        let vk = self
+            .verification_key(part.index)
+            .ok_or_else(|| invalid("no party has this index"))?;
+        let n = self.public.n();
+        let n2 = self.public.n_squared();
+        if part.value.is_zero() || &part.value >= n2 || !part.value.gcd(n).is_one() {
+            return Err(invalid("the partial decryption is not a unit mod n^2"));
+        }
+        if part.challenge.bits() > CHALLENGE_BITS {
+            return Err(invalid("the proof's challenge is too long"));
+        }
+        let mo = self.public.monty_n2();
+        let c4 = mo.pow_vartime(c.value(), &BigUint::from(4u32));
+        let ci2 = (&part.value * &part.value) % n2;
+        // a = c4^z (ci^2)^-e, b = v^z vk^-e: public values, variable time.
+        let ci2_inv = inverse_mod_square_vartime(&ci2, n).ok_or_else(|| invalid("not a unit"))?;
+        let vk_inv = inverse_mod_square_vartime(vk, n).ok_or_else(|| invalid("not a unit"))?;
+        let a =
+            (mo.pow_vartime(&c4, &part.response) * mo.pow_vartime(&ci2_inv, &part.challenge)) % n2;
+        let b = (mo.pow_vartime(&self.v, &part.response)
+            * mo.pow_vartime(&vk_inv, &part.challenge))
+            % n2;
+        let e = challenge(&[&c4, &ci2, &self.v, vk, &a, &b]);
+        if e != part.challenge {
+            return Err(invalid("its proof of correct decryption does not verify"));
+        }
+        Ok(())
+    }
+
+    /// Verifies `parts` and combines `threshold` of them into the plaintext of
+    /// `c` (in `[0, n)`). Fails naming the first invalid part, a repeated
+    /// index, or how many valid parts are missing.
+    pub fn combine(&self, c: &Ciphertext, parts: &[PartialDecryption]) -> Result<BigUint> {
+        let mut used: Vec<&PartialDecryption> = Vec::new();
+        for p in parts {
+            if used.iter().any(|u| u.index == p.index) {
+                return Err(Error::InvalidShare {
+                    index: p.index,
+                    reason: "this party's partial decryption was given twice",
+                });
+            }
+            self.verify(c, p)?;
+            used.push(p);
+            if used.len() as u32 == self.threshold {
+                break;
+            }
+        }
+        if (used.len() as u32) < self.threshold {
+            return Err(Error::TooFewShares {
+                needed: self.threshold,
+                got: used.len() as u32,
+            });
+        }
+        let n = self.public.n();
+        let n2 = self.public.n_squared();
+        let mo = self.public.monty_n2();
+        let delta = BigInt::from_biguint(Sign::Plus, self.delta.clone());
+        let mut acc = BigUint::one();
+        for p in &used {
+            let i = BigInt::from(p.index);
+            // mu_i = Delta prod_{j != i} j / (j - i): an integer, since Delta
+            // is a multiple of the denominator.
+            let (mut num, mut den) = (delta.clone(), BigInt::one());
+            for q in &used {
+                if q.index != p.index {
+                    let j = BigInt::from(q.index);
+                    num *= &j;
+                    den *= &j - &i;
+                }
+            }
+            let mu = &num / &den;
+            debug_assert!((&mu * &den) == num, "Delta makes mu integral");
+            let exp = (mu.abs() * 2u32).to_biguint().expect("absolute value");
+            let base = if mu.is_negative() {
+                inverse_mod_square_vartime(&p.value, n).ok_or(Error::InvalidShare {
+                    index: p.index,
+                    reason: "not a unit mod n^2",
+                })?
+            } else {
+                p.value.clone()
+            };
+            acc = (acc * mo.pow_vartime(&base, &exp)) % n2;
+        }
+        // acc = 1 + 4 Delta^2 M n mod n^2.
+        let l = (&acc - 1u32) / n;
+        let four_delta_sq = (&self.delta * &self.delta * 4u32) % n;
+        let inv = mod_inverse_vartime(&four_delta_sq, n)
+            .ok_or(Error::InvalidKey("4 Delta^2 is not invertible mod n"))?;
+        Ok((l * inv) % n)
+    }
+}
+
+impl KeyShare {
+    /// This share's party index (1-based).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The public threshold key this share belongs to.
+    pub fn key(&self) -> &ThresholdKey {
+        &self.key
+    }
+
+    /// Rebuilds a share from its index and secret value (as read from a
+    /// share file), checking it against the party's verification key.
+    pub fn from_parts(key: ThresholdKey, index: u32, share: BigUint) -> Result<KeyShare> {
+        let vk = key.verification_key(index).ok_or(Error::InvalidShare {
+            index,
+            reason: "no party has this index",
+        })?;
+        let mo = key.public.monty_n2();
+        if &mo.pow(&key.v, &(&key.delta * &share)) != vk {
+            return Err(Error::InvalidShare {
+                index,
+                reason: "the share does not match its verification key",
+            });
+        }
+        Ok(KeyShare { index, share, key })
+    }
+
+    /// The secret value of the share (for writing the share file).
+    pub fn secret(&self) -> &BigUint {
+        &self.share
+    }
+
+    /// This party's partial decryption of `c`, with its proof.
+    pub fn partial_decrypt<R: RngCore + CryptoRng>(
+        &self,
+        c: &Ciphertext,
+        rng: &mut R,
+    ) -> Result<PartialDecryption> {
+        let key = &self.key;
+        if c.public_key() != &key.public {
+            return Err(Error::KeyMismatch {
+                expected: key.public.fingerprint(),
+                found: c.key_fingerprint(),
+            });
+        }
+        let n2 = key.public.n_squared();
+        let mo = key.public.monty_n2();
+        let mut secret_exp = &key.delta * &self.share;
+        let value = mo.pow(c.value(), &(&secret_exp * 2u32));
+        let c4 = mo.pow_vartime(c.value(), &BigUint::from(4u32));
+        let ci2 = (&value * &value) % n2;
+        // r hides e Delta s_i statistically: its length exceeds theirs by
+        // HIDING_BITS.
+        let r_bits = secret_exp.bits() + CHALLENGE_BITS + HIDING_BITS;
+        let mut r = rng.gen_biguint(r_bits);
+        let a = mo.pow(&c4, &r);
+        let b = mo.pow(&key.v, &r);
+        let vk = key.verification_key(self.index).expect("dealt");
+        let e = challenge(&[&c4, &ci2, &key.v, vk, &a, &b]);
+        let response = &r + &e * &secret_exp;
+        crate::arith::wipe_biguint(&mut r);
+        crate::arith::wipe_biguint(&mut secret_exp);
+        Ok(PartialDecryption {
+            index: self.index,
+            value,
+            challenge: e,
+            response,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn lagrange_coefficients_times_delta_are_integers() {
+        // mu_i for every 3-subset of 5 parties.
+        let delta = BigInt::from(120u32);
+        for s in [[1, 2, 3], [1, 4, 5], [2, 3, 5]] {
+            for &i in &s {
+                let (mut num, mut den) = (delta.clone(), BigInt::one());
+                for &j in &s {
+                    if j != i {
+                        num *= j;
+                        den *= j - i;
+                    }
+                }
+                assert!((&num % &den).is_zero(), "{s:?} {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn safe_primes_are_safe() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (p, pp) = safe_prime(128, &mut rng);
+        assert_eq!(p.bits(), 128);
+        assert_eq!(p, (&pp << 1) + 1u32);
+        assert!(prime::is_probable_prime(&p, 40, &mut rng));
+        assert!(prime::is_probable_prime(&pp, 40, &mut rng));
+    }
+}

@@ -1,0 +1,214 @@
+//! Threshold decryption: any t of l parties decrypt, fewer cannot, a wrong
+//! partial decryption is refused naming its party, and an independent
+//! implementation of the scheme's formulae (Python integers, below) agrees
+//! with ours on the partial decryptions and the combined plaintext.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use num_bigint::BigUint;
+use paillier::threshold::{deal_insecure_for_tests, KeyShare, PartialDecryption, ThresholdKey};
+use paillier::{Ciphertext, Error};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// A 3-of-5 key of 512 bits (small: tests only), dealt once per test binary.
+fn key() -> &'static (ThresholdKey, Vec<KeyShare>) {
+    static K: OnceLock<(ThresholdKey, Vec<KeyShare>)> = OnceLock::new();
+    K.get_or_init(|| {
+        let mut rng = StdRng::seed_from_u64(2017);
+        deal_insecure_for_tests(512, 3, 5, &mut rng).expect("deal")
+    })
+}
+
+fn encrypt(k: &ThresholdKey, m: u64) -> Ciphertext {
+    k.public_key().encrypt_raw(&BigUint::from(m)).unwrap()
+}
+
+fn parts(c: &Ciphertext, who: &[u32]) -> Vec<PartialDecryption> {
+    let (_, shares) = key();
+    let mut rng = StdRng::seed_from_u64(7);
+    who.iter()
+        .map(|&i| shares[i as usize - 1].partial_decrypt(c, &mut rng).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_three_of_five_decrypt_and_sums_stay_homomorphic() {
+    let (k, _) = key();
+    let a = encrypt(k, 123_456_789);
+    let b = encrypt(k, 987_654_321);
+    let sum = a.add(&b).unwrap();
+    for i in 1..=5u32 {
+        for j in i + 1..=5 {
+            for l in j + 1..=5 {
+                let got = k.combine(&sum, &parts(&sum, &[i, j, l])).unwrap();
+                assert_eq!(got, BigUint::from(1_111_111_110u64), "{i} {j} {l}");
+            }
+        }
+    }
+    // More than t given: the first t valid ones are used.
+    let got = k.combine(&a, &parts(&a, &[5, 1, 3, 2])).unwrap();
+    assert_eq!(got, BigUint::from(123_456_789u64));
+}
+
+#[test]
+fn fewer_than_the_threshold_cannot_decrypt_and_say_how_many_are_missing() {
+    let (k, _) = key();
+    let c = encrypt(k, 42);
+    let e = k.combine(&c, &parts(&c, &[2, 4])).unwrap_err();
+    assert!(
+        matches!(e, Error::TooFewShares { needed: 3, got: 2 }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("1 missing"), "{e}");
+}
+
+#[test]
+fn a_wrong_partial_decryption_is_refused_naming_its_party() {
+    let (k, _) = key();
+    let c = encrypt(k, 42);
+    let good = parts(&c, &[1, 2, 3]);
+    let n2 = k.public_key().n_squared().clone();
+    type Damage = fn(&mut PartialDecryption, &BigUint);
+    let cases: [(&str, Damage); 4] = [
+        ("value", |p, n2| p.value = (&p.value * 2u32) % n2),
+        ("response", |p, _| p.response += 1u32),
+        ("challenge", |p, _| p.challenge += 1u32),
+        // Party 2's honest decryption claimed by party 4.
+        ("index", |p, _| p.index = 4),
+    ];
+    for (what, damage) in cases {
+        let mut ps = good.clone();
+        damage(&mut ps[1], &n2);
+        let e = k.combine(&c, &ps).unwrap_err();
+        let blamed = ps[1].index;
+        assert!(
+            matches!(e, Error::InvalidShare { index, .. } if index == blamed),
+            "{what}: {e}"
+        );
+        assert!(
+            e.to_string().contains(&format!("party {blamed}")),
+            "{what}: {e}"
+        );
+    }
+    // A party given twice.
+    let mut ps = good.clone();
+    ps[2] = ps[0].clone();
+    let e = k.combine(&c, &ps).unwrap_err();
+    assert!(matches!(e, Error::InvalidShare { index: 1, .. }), "{e}");
+    // A partial decryption of another ciphertext.
+    let other = encrypt(k, 43);
+    let e = k.verify(&other, &good[0]).unwrap_err();
+    assert!(matches!(e, Error::InvalidShare { index: 1, .. }), "{e}");
+}
+
+#[test]
+fn shares_are_checked_when_rebuilt_and_never_printed() {
+    let (k, shares) = key();
+    let s = &shares[2];
+    let again = KeyShare::from_parts(k.clone(), 3, s.secret().clone()).unwrap();
+    assert_eq!(again.index(), 3);
+    let e = KeyShare::from_parts(k.clone(), 4, s.secret().clone()).unwrap_err();
+    assert!(matches!(e, Error::InvalidShare { index: 4, .. }), "{e}");
+    let shown = format!("{s:?}");
+    assert!(!shown.contains(&s.secret().to_string()), "{shown}");
+    let rebuilt = ThresholdKey::from_parts(
+        k.public_key().clone(),
+        3,
+        k.verification_base().clone(),
+        (1..=5)
+            .map(|i| k.verification_key(i).unwrap().clone())
+            .collect(),
+    )
+    .unwrap();
+    assert_eq!(&rebuilt, k);
+}
+
+#[test]
+fn dealing_refuses_unusable_parameters() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for (t, l) in [(0, 3), (4, 3), (1, 1)] {
+        let e = deal_insecure_for_tests(512, t, l, &mut rng).unwrap_err();
+        assert!(matches!(e, Error::ThresholdParams(_)), "{t} of {l}: {e}");
+    }
+    let e = paillier::threshold::deal(1024, 2, 3, &mut rng).unwrap_err();
+    assert!(matches!(e, Error::KeySize { .. }), "{e}");
+}
+
+/// The scheme's formulae in plain Python integers, written from the paper
+/// (Damgard-Jurik 2001, s = 1), not from our code: partial decryptions
+/// `c^(2 Delta s_i)` and combining with `mu_i = Delta prod j / (j - i)`.
+const REFERENCE: &str = r#"
+import json, sys
+from fractions import Fraction
+from math import factorial
+d = json.load(sys.stdin)
+n = int(d["n"]); n2 = n * n; c = int(d["c"]); l = d["parties"]
+delta = factorial(l)
+shares = {int(i): int(s) for i, s in d["shares"].items()}
+parts = {i: pow(c, 2 * delta * s, n2) for i, s in shares.items()}
+S = sorted(parts)
+acc = 1
+for i in S:
+    mu = Fraction(delta)
+    for j in S:
+        if j != i:
+            mu *= Fraction(j, j - i)
+    assert mu.denominator == 1
+    mu = int(mu)
+    base = parts[i] if mu >= 0 else pow(parts[i], -1, n2)
+    acc = acc * pow(base, 2 * abs(mu), n2) % n2
+m = (acc - 1) // n * pow(4 * delta * delta, -1, n) % n
+print(json.dumps({"m": str(m), "parts": {str(i): str(v) for i, v in parts.items()}}))
+"#;
+
+#[test]
+fn an_independent_reference_agrees() {
+    let python = std::env::var("PHE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let (k, shares) = key();
+    let c = encrypt(k, 31_415_926_535);
+    let who = [1u32, 3, 5];
+    let ours = parts(&c, &who);
+    let input = serde_json::json!({
+        "n": k.public_key().n().to_string(),
+        "c": c.value().to_string(),
+        "parties": 5,
+        "shares": who
+            .iter()
+            .map(|&i| {
+                let s = shares[i as usize - 1].secret().to_string();
+                (i.to_string(), serde_json::Value::String(s))
+            })
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    let mut child = Command::new(&python)
+        .args(["-c", REFERENCE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e} (set PHE_PYTHON to a Python 3.8+)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["m"], "31415926535");
+    for p in &ours {
+        assert_eq!(
+            v["parts"][p.index.to_string()],
+            p.value.to_string(),
+            "party {}",
+            p.index
+        );
+    }
+    assert_eq!(
+        k.combine(&c, &ours).unwrap().to_string(),
+        v["m"].as_str().unwrap()
+    );
+}
