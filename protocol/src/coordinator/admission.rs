@@ -1,0 +1,221 @@
+//! Admission: hospitals joining (and rejoining) a run, the start of the run
+//! once enough have joined, and the `Setup` each receives. It does not own the
+//! rounds (see `round`).
+
+use super::*;
+
+/// How `b` differs from `a`, naming columns; `None` if equal.
+pub fn schema_diff(a: &Schema, b: &Schema) -> Option<String> {
+    if a == b {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if a.target_name != b.target_name {
+        parts.push(format!(
+            "target column {:?} instead of {:?}",
+            b.target_name, a.target_name
+        ));
+    }
+    let missing: Vec<&str> = a
+        .feature_names
+        .iter()
+        .filter(|c| !b.feature_names.contains(c))
+        .map(String::as_str)
+        .collect();
+    let extra: Vec<&str> = b
+        .feature_names
+        .iter()
+        .filter(|c| !a.feature_names.contains(c))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        parts.push(format!("missing columns {}", missing.join(", ")));
+    }
+    if !extra.is_empty() {
+        parts.push(format!("unexpected columns {}", extra.join(", ")));
+    }
+    if missing.is_empty() && extra.is_empty() && a.feature_names != b.feature_names {
+        parts.push(format!(
+            "columns in another order: {} instead of {}",
+            b.feature_names.join(", "),
+            a.feature_names.join(", ")
+        ));
+    }
+    if parts.is_empty() {
+        parts.push("schemas differ".into());
+    }
+    Some(parts.join("; "))
+}
+
+impl CoordinatorMachine {
+    pub(super) fn on_hello(&mut self, now: Instant, from: &str, h: Hello) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidMessage {
+            peer: from.to_owned(),
+            kind: "hello",
+            reason,
+        };
+        if h.name != from {
+            return Err(invalid(format!("names itself {:?}", h.name)));
+        }
+        if h.rows == 0 {
+            return Err(invalid("announces 0 training rows".into()));
+        }
+        if h.schema.feature_names.is_empty() {
+            return Err(invalid("announces no feature columns".into()));
+        }
+        if let Some(run_schema) = &self.schema {
+            if let Some(detail) = schema_diff(run_schema, &h.schema) {
+                return Err(Error::SchemaMismatch {
+                    hospital: from.to_owned(),
+                    reference: "the run's schema".into(),
+                    detail,
+                });
+            }
+        }
+        if matches!(self.phase, Phase::Finished | Phase::Failed) {
+            return Ok(());
+        }
+        let rows = h.rows;
+        let node = self.nodes.get_mut(from).expect("checked by the caller");
+        node.address = h.address.unwrap_or_else(|| node.roster_address.clone());
+        node.schema = Some(h.schema);
+        node.rows = rows;
+        node.connected = true;
+        let previous = node.state;
+        self.events.push_back(CoordinatorEvent::HospitalJoined {
+            name: from.to_owned(),
+            rows,
+        });
+        match &self.phase {
+            Phase::Joining { .. } => {
+                self.nodes.get_mut(from).expect("present").state = NodeState::Waiting;
+                self.try_start(now, false);
+            }
+            Phase::Round(rs) => {
+                let in_ring = rs.ring.iter().any(|n| n == from);
+                if previous == NodeState::Active && in_ring {
+                    // It lost its state or our messages: set it up again and
+                    // restart the attempt with it, once per round.
+                    self.nodes.get_mut(from).expect("present").state = NodeState::Resync;
+                    if self.count_forced_abort(from) {
+                        self.abort_round(
+                            now,
+                            format!("{from} reconnected a second time in this round"),
+                            vec![from.to_owned()],
+                        );
+                    } else {
+                        self.abort_round(now, format!("{from} reconnected"), vec![]);
+                    }
+                } else if previous != NodeState::Resync {
+                    self.nodes.get_mut(from).expect("present").state = NodeState::Waiting;
+                }
+            }
+            Phase::Reporting { expected, .. } => {
+                if expected.iter().any(|n| n == from) {
+                    let setup = self.setup_body();
+                    self.send(from, self.next_round, setup);
+                    self.send(from, self.next_round, Body::Finish);
+                } else {
+                    self.nodes.get_mut(from).expect("present").state = NodeState::Waiting;
+                }
+            }
+            Phase::Finished | Phase::Failed => {}
+        }
+        Ok(())
+    }
+
+    pub(super) fn try_start(&mut self, now: Instant, deadline_passed: bool) {
+        let joined: Vec<String> = self
+            .config
+            .roster
+            .iter()
+            .filter(|m| self.nodes[&m.name].state == NodeState::Waiting)
+            .map(|m| m.name.clone())
+            .collect();
+        let all = joined.len() == self.config.roster.len();
+        if !all && !deadline_passed {
+            return;
+        }
+        if joined.len() < self.min_hospitals() {
+            let missing: Vec<String> = self
+                .config
+                .roster
+                .iter()
+                .filter(|m| !joined.contains(&m.name))
+                .map(|m| m.name.clone())
+                .collect();
+            let err = Error::TooFewHospitals {
+                available: joined.len(),
+                min: self.min_hospitals(),
+                missing,
+            };
+            self.fail(err);
+            return;
+        }
+        if self.schema.is_none() {
+            let reference = &joined[0];
+            let ref_schema = self.nodes[reference]
+                .schema
+                .clone()
+                .expect("joined nodes have a schema");
+            for name in &joined[1..] {
+                let s = self.nodes[name].schema.as_ref().expect("joined");
+                if let Some(detail) = schema_diff(&ref_schema, s) {
+                    let err = Error::SchemaMismatch {
+                        hospital: name.clone(),
+                        reference: reference.clone(),
+                        detail,
+                    };
+                    self.fail(err);
+                    return;
+                }
+            }
+            match self.make_codec(ref_schema.feature_names.len()) {
+                Ok(c) => self.codec = Some(c),
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
+            self.schema = Some(ref_schema);
+        }
+        self.begin_round(now);
+    }
+
+    pub(super) fn setup_body(&self) -> Body {
+        let pk = self.sk.public_key();
+        Body::Setup(Setup {
+            public_key: Bytes(pk.to_bytes()),
+            key_fingerprint: pk.fingerprint(),
+            params: self.config.params.clone(),
+            history: self.history.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(cols: &[&str], target: &str) -> Schema {
+        Schema {
+            feature_names: cols.iter().map(|c| c.to_string()).collect(),
+            target_name: target.into(),
+        }
+    }
+
+    #[test]
+    fn schema_diff_names_the_columns() {
+        let a = schema(&["age", "bmi", "bp"], "target");
+        assert_eq!(schema_diff(&a, &a), None);
+        let d = schema_diff(&a, &schema(&["age", "bmi", "s1"], "target")).unwrap();
+        assert!(
+            d.contains("missing columns bp") && d.contains("unexpected columns s1"),
+            "{d}"
+        );
+        let d = schema_diff(&a, &schema(&["bmi", "age", "bp"], "target")).unwrap();
+        assert!(d.contains("another order"), "{d}");
+        let d = schema_diff(&a, &schema(&["age", "bmi", "bp"], "y")).unwrap();
+        assert!(d.contains("\"y\""), "{d}");
+    }
+}

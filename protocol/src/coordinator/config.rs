@@ -1,0 +1,89 @@
+//! The coordinator's configuration ([`CoordinatorConfig`]) and its checks
+//! before a machine is built. It does not own the run's parameters (see
+//! [`crate::wire::RunParams`]) or the hospitals' own policies.
+
+use super::*;
+
+/// Configuration of a coordinator.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// Id of the run (a resumed machine takes the checkpoint's instead).
+    pub run_id: RunId,
+    /// This node's name, [`DEFAULT_COORDINATOR_NAME`] by default.
+    pub name: String,
+    /// The hospitals, in ring order, with their default addresses.
+    pub roster: Vec<Member>,
+    /// Hyper-parameters sent to the hospitals.
+    pub params: RunParams,
+    /// Fewest hospitals to run with; never below [`MIN_HOSPITALS`] (default 3).
+    pub min_hospitals: usize,
+    /// How long to wait for the whole roster before starting with those present
+    /// (default 120 s).
+    pub join_timeout: Duration,
+    /// Deadline of each round phase (passing the sum, acknowledging; default 60 s).
+    pub round_timeout: Duration,
+    /// Attempts per round before the run fails (default 5).
+    pub max_attempts: u32,
+}
+
+impl CoordinatorConfig {
+    /// A configuration with the default name, minimum and timeouts.
+    pub fn new(run_id: RunId, roster: Vec<Member>, params: RunParams) -> CoordinatorConfig {
+        CoordinatorConfig {
+            run_id,
+            name: DEFAULT_COORDINATOR_NAME.to_owned(),
+            roster,
+            params,
+            min_hospitals: MIN_HOSPITALS,
+            join_timeout: Duration::from_secs(120),
+            round_timeout: Duration::from_secs(60),
+            max_attempts: 5,
+        }
+    }
+}
+
+pub(super) fn validate_config(config: &CoordinatorConfig, sk: &PrivateKey) -> Result<()> {
+    let p = &config.params;
+    if config.min_hospitals < MIN_HOSPITALS {
+        return Err(Error::Config(format!(
+            "min_hospitals {} is below {MIN_HOSPITALS}: with two hospitals each learns \
+             the other's gradient from the aggregate",
+            config.min_hospitals
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for m in &config.roster {
+        if m.name.is_empty() || m.name == config.name || !seen.insert(m.name.as_str()) {
+            return Err(Error::Config(format!(
+                "roster name {:?} is empty, repeated or the coordinator's own",
+                m.name
+            )));
+        }
+    }
+    if config.roster.len() < config.min_hospitals {
+        return Err(Error::TooFewHospitals {
+            available: config.roster.len(),
+            min: config.min_hospitals,
+            missing: Vec::new(),
+        });
+    }
+    if !(p.eta.is_finite() && p.eta > 0.0) {
+        return Err(Error::Config(format!(
+            "eta {} is not a positive finite number",
+            p.eta
+        )));
+    }
+    if (config.roster.len() as u64) > p.fixed_point.max_addends {
+        return Err(Error::Config(format!(
+            "{} hospitals exceed the fixed-point encoding's max_addends {}",
+            config.roster.len(),
+            p.fixed_point.max_addends
+        )));
+    }
+    if config.max_attempts == 0 {
+        return Err(Error::Config("max_attempts must be at least 1".into()));
+    }
+    // Fails early if the encoding does not fit the key at all.
+    GradientCodec::new(sk.public_key(), p.fixed_point, p.pack, 1)?;
+    Ok(())
+}

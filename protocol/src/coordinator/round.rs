@@ -1,0 +1,596 @@
+//! The round loop: ring proposal, the running sum's path and its receipts,
+//! unmasking exactly one member set, the durable aggregate, acknowledgements,
+//! aborts and retries with blame. It does not own admission or the report.
+
+use super::*;
+
+impl CoordinatorMachine {
+    /// Starts an attempt of `next_round` with a fresh mask epoch. On a round's first
+    /// attempt (a round boundary) waiting hospitals are set up and enter the ring;
+    /// retries only re-admit ring members that reconnected, so a flapping node
+    /// cannot stall a round.
+    pub(super) fn begin_round(&mut self, now: Instant) {
+        let boundary = self.attempts == 0;
+        let waiting: Vec<String> = self
+            .config
+            .roster
+            .iter()
+            .filter(|m| match self.nodes[&m.name].state {
+                NodeState::Resync => true,
+                NodeState::Waiting => boundary,
+                _ => false,
+            })
+            .map(|m| m.name.clone())
+            .collect();
+        if !waiting.is_empty() {
+            let setup = self.setup_body();
+            for name in waiting {
+                self.send(&name, self.next_round, setup.clone());
+                self.nodes.get_mut(&name).expect("roster").state = NodeState::Active;
+            }
+        }
+        if self.next_round >= self.config.params.rounds {
+            self.start_reporting(now);
+            return;
+        }
+        let ring: Vec<Member> = self
+            .config
+            .roster
+            .iter()
+            .filter(|m| self.nodes[&m.name].state == NodeState::Active)
+            .filter(|m| self.committed.as_ref().is_none_or(|c| c.contains(&m.name)))
+            .map(|m| Member {
+                name: m.name.clone(),
+                address: self.nodes[&m.name].address.clone(),
+            })
+            .collect();
+        if let Some(c) = &self.committed {
+            if ring.len() != c.len() {
+                let present: Vec<&String> = ring.iter().map(|m| &m.name).collect();
+                let err = Error::SetIncomplete {
+                    round: self.next_round,
+                    members: c.clone(),
+                    missing: c.iter().filter(|n| !present.contains(n)).cloned().collect(),
+                };
+                self.fail(err);
+                return;
+            }
+        }
+        if ring.len() < self.min_hospitals() {
+            let err = self.too_few(ring.len(), &[]);
+            self.fail(err);
+            return;
+        }
+        if ring.len() as u64 > self.config.params.fixed_point.max_addends {
+            let err = Error::Config(format!(
+                "{} hospitals exceed the fixed-point encoding's max_addends {}",
+                ring.len(),
+                self.config.params.fixed_point.max_addends
+            ));
+            self.fail(err);
+            return;
+        }
+        self.epoch_counter += 1;
+        let epoch = (u64::from(self.incarnation) << 32) | u64::from(self.epoch_counter);
+        let n_total_rows = ring.iter().map(|m| self.nodes[&m.name].rows).sum();
+        let names: Vec<String> = ring.iter().map(|m| m.name.clone()).collect();
+        let start = Body::RoundStart(RoundStart {
+            epoch,
+            ring,
+            n_total_rows,
+        });
+        for name in &names {
+            self.send(name, self.next_round, start.clone());
+        }
+        self.events.push_back(CoordinatorEvent::RoundStarted {
+            round: self.next_round,
+            epoch,
+            ring: names.clone(),
+        });
+        self.attempts += 1;
+        self.phase = Phase::Round(RoundState {
+            round: self.next_round,
+            epoch,
+            ring: names,
+            deadline: now + self.config.round_timeout,
+            step: Step::Collecting {
+                started: BTreeSet::new(),
+                received: BTreeSet::new(),
+            },
+        });
+    }
+
+    pub(super) fn drop_node(&mut self, name: &str, round: u32, reason: String) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.state = NodeState::Dropped;
+        }
+        self.events.push_back(CoordinatorEvent::NodeDropped {
+            name: name.to_owned(),
+            round,
+            reason,
+        });
+    }
+
+    /// Abandons the current attempt, drops `drop` (if enough remain) and retries.
+    pub(super) fn abort_round(&mut self, now: Instant, reason: String, drop: Vec<String>) {
+        let (round, epoch, ring, acking) = match &self.phase {
+            Phase::Round(rs) => (
+                rs.round,
+                rs.epoch,
+                rs.ring.clone(),
+                matches!(rs.step, Step::Acking { .. }),
+            ),
+            _ => return,
+        };
+        if let Some(c) = &self.committed {
+            if !acking && drop.iter().any(|n| c.contains(n)) {
+                // The set was asked to unmask: it completes as it is or not at all.
+                let err = Error::SetIncomplete {
+                    round,
+                    members: c.clone(),
+                    missing: drop.clone(),
+                };
+                self.fail(err);
+                return;
+            }
+        }
+        let remaining = ring
+            .iter()
+            .filter(|n| !drop.contains(n) && self.nodes[*n].state != NodeState::Dropped)
+            .count();
+        if remaining < self.min_hospitals() {
+            let err = self.too_few(remaining, &drop);
+            self.fail(err);
+            return;
+        }
+        if acking {
+            // The aggregate is out and hospitals are applying it: the round cannot
+            // be redone. Drop who must go and complete once the rest acknowledged;
+            // a reconnected member is set up again at the next round.
+            for name in &drop {
+                self.drop_node(name, round, reason.clone());
+            }
+            if self.acks_complete() {
+                self.complete_round(now);
+            }
+            return;
+        }
+        for name in &ring {
+            if self.nodes[name].connected {
+                let body = Body::Abort(Abort {
+                    epoch,
+                    reason: reason.clone(),
+                    dropped: drop.clone(),
+                    committed: None,
+                    deterministic: false,
+                });
+                self.send(name, round, body);
+            }
+        }
+        self.events.push_back(CoordinatorEvent::RoundAborted {
+            round,
+            reason: reason.clone(),
+        });
+        for name in &drop {
+            self.drop_node(name, round, reason.clone());
+        }
+        if self.attempts >= self.config.max_attempts {
+            self.fail(Error::RoundFailed {
+                round,
+                attempts: self.attempts,
+                reason,
+            });
+            return;
+        }
+        self.begin_round(now);
+    }
+
+    pub(super) fn on_ring_pass(
+        &mut self,
+        now: Instant,
+        from: &str,
+        round: u32,
+        p: RingPass,
+    ) -> Result<()> {
+        let rs = self.current_round(from, "ring_pass", round, p.epoch)?;
+        let tail = rs.ring.last().expect("rings are never empty");
+        if tail != from {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "ring_pass",
+                why: format!("only the tail ({tail}) sends the sum to the coordinator"),
+            });
+        }
+        if !matches!(rs.step, Step::Collecting { .. }) {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "ring_pass",
+                why: "the round's sum was already received".into(),
+            });
+        }
+        let codec = self.codec.as_ref().expect("a running round has a codec");
+        let decrypted = codec
+            .parse(from, &p)
+            .and_then(|cts| codec.decrypt_raw(&self.sk, &cts));
+        let plaintexts = match decrypted {
+            Ok(pt) => pt,
+            Err(err) => {
+                self.abort_round(now, format!("rejected the sum: {err}"), vec![]);
+                return Err(err);
+            }
+        };
+        if !self.config.params.masks {
+            return self.finalize_aggregate(now, from, plaintexts);
+        }
+        // Ask exactly this attempt's members to unmask; from now on the round
+        // completes with this set or not at all.
+        let Phase::Round(rs) = &mut self.phase else {
+            unreachable!("checked above")
+        };
+        rs.step = Step::Unmasking {
+            plaintexts,
+            reveals: BTreeMap::new(),
+            requests: 0,
+        };
+        self.committed = Some(rs.ring.clone());
+        self.repeat_unmask(now);
+        Ok(())
+    }
+
+    /// Sends `Unmask` for the committed set to every member of the current
+    /// attempt and restarts the round timer.
+    pub(super) fn repeat_unmask(&mut self, now: Instant) {
+        let Phase::Round(rs) = &mut self.phase else {
+            return;
+        };
+        let Step::Unmasking { requests, .. } = &mut rs.step else {
+            return;
+        };
+        *requests += 1;
+        rs.deadline = now + self.config.round_timeout;
+        let (round, epoch, ring) = (rs.round, rs.epoch, rs.ring.clone());
+        let body = Body::Unmask(Unmask {
+            epoch,
+            members: ring.clone(),
+        });
+        for name in &ring {
+            self.send(name, round, body.clone());
+        }
+    }
+
+    pub(super) fn on_reveal(
+        &mut self,
+        now: Instant,
+        from: &str,
+        round: u32,
+        r: Reveal,
+    ) -> Result<()> {
+        let next_round = self.next_round;
+        let run_id = self.run_id.clone();
+        let roster: Vec<String> = self.config.roster.iter().map(|m| m.name.clone()).collect();
+        let rs = match &mut self.phase {
+            Phase::Round(rs) if rs.round == round => rs,
+            _ => {
+                return Err(if round < next_round {
+                    Error::StaleRound {
+                        peer: from.to_owned(),
+                        got: round,
+                        current: next_round,
+                    }
+                } else {
+                    Error::Unexpected {
+                        peer: from.to_owned(),
+                        kind: "reveal",
+                        why: "no round is being unmasked".into(),
+                    }
+                })
+            }
+        };
+        if !rs.ring.iter().any(|n| n == from) {
+            return Err(Error::UnknownPeer {
+                peer: from.to_owned(),
+                role: "in the set being unmasked",
+            });
+        }
+        let Step::Unmasking { reveals, .. } = &mut rs.step else {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "reveal",
+                why: "no set is being unmasked".into(),
+            });
+        };
+        let invalid = |reason: String| Error::InvalidMessage {
+            peer: from.to_owned(),
+            kind: "reveal",
+            reason,
+        };
+        if r.set_hash.0 != crate::hospital::state::set_hash(&run_id, round, &rs.ring) {
+            return Err(invalid("it is for another member set".into()));
+        }
+        if r.self_seed.0.len() != SEED_BYTES {
+            return Err(invalid("the self-mask seed is not 32 bytes".into()));
+        }
+        let mut peers = BTreeSet::new();
+        for p in &r.pair_seeds {
+            if p.seed.0.len() != SEED_BYTES
+                || rs.ring.contains(&p.peer)
+                || !roster.contains(&p.peer)
+                || !peers.insert(p.peer.as_str())
+            {
+                return Err(invalid(format!(
+                    "its seed with {:?} is malformed, repeated or with a member of the set",
+                    p.peer
+                )));
+            }
+        }
+        reveals.insert(from.to_owned(), r);
+        if reveals.len() < rs.ring.len() {
+            return Ok(());
+        }
+        // Every member revealed: remove the masks.
+        let Step::Unmasking {
+            mut plaintexts,
+            reveals,
+            ..
+        } = std::mem::replace(
+            &mut rs.step,
+            Step::Collecting {
+                started: BTreeSet::new(),
+                received: BTreeSet::new(),
+            },
+        )
+        else {
+            unreachable!("matched above")
+        };
+        let seed = |b: &Bytes| {
+            let mut s = zeroize::Zeroizing::new([0u8; SEED_BYTES]);
+            s.copy_from_slice(&b.0);
+            s
+        };
+        let masks: Vec<MaskSet> = reveals
+            .iter()
+            .map(|(name, r)| {
+                let pairs = r
+                    .pair_seeds
+                    .iter()
+                    .map(|p| (p.peer.clone(), seed(&p.seed)))
+                    .collect();
+                MaskSet::new(name.clone(), round, Some(seed(&r.self_seed)), pairs)
+            })
+            .collect();
+        let codec = self.codec.as_ref().expect("a running round has a codec");
+        codec.unmask(&mut plaintexts, &masks);
+        self.finalize_aggregate(now, from, plaintexts)
+    }
+
+    /// Decodes the unmasked sum of the current attempt, makes it durable (a
+    /// checkpoint event, before any transmit) and broadcasts it.
+    pub(super) fn finalize_aggregate(
+        &mut self,
+        now: Instant,
+        from: &str,
+        plaintexts: Vec<BigUint>,
+    ) -> Result<()> {
+        let Phase::Round(rs) = &self.phase else {
+            unreachable!("only within a round")
+        };
+        let (round, ring) = (rs.round, rs.ring.clone());
+        let codec = self.codec.as_ref().expect("a running round has a codec");
+        let sum = match codec.decode_sum(&plaintexts, ring.len() as u64) {
+            Ok(sum) if sum.iter().all(|v| v.is_finite()) => sum,
+            Ok(_) => {
+                let err = Error::InvalidMessage {
+                    peer: from.to_owned(),
+                    kind: "ring_pass",
+                    reason: "the aggregate decodes to non-finite values".into(),
+                };
+                self.fail(err);
+                return Ok(());
+            }
+            Err(err) => {
+                // The set is fixed: this cannot be retried with other members.
+                let err = Error::RoundFailed {
+                    round,
+                    attempts: self.attempts,
+                    reason: format!("the unmasked aggregate does not decode: {err}"),
+                };
+                self.fail(err);
+                return Ok(());
+            }
+        };
+        let record = AggregateRecord {
+            round,
+            sum,
+            n_hospitals: ring.len() as u32,
+            n_total_rows: ring.iter().map(|n| self.nodes[n].rows).sum(),
+        };
+        self.history.push(record.clone());
+        self.summaries.push(RoundSummary {
+            round,
+            participants: ring.clone(),
+            test_mse: BTreeMap::new(),
+            attempts: self.attempts,
+        });
+        self.next_round += 1;
+        self.committed = None;
+        // Durable before it is broadcast: a resumed coordinator re-sends this
+        // very aggregate instead of collecting a second one.
+        let checkpoint = self.checkpoint();
+        self.events
+            .push_back(CoordinatorEvent::Checkpoint(Box::new(checkpoint)));
+        let body = Body::Aggregate(Aggregate { record });
+        for name in &ring {
+            self.send(name, round, body.clone());
+        }
+        let Phase::Round(rs) = &mut self.phase else {
+            unreachable!("only within a round")
+        };
+        rs.step = Step::Acking {
+            acked: BTreeMap::new(),
+        };
+        rs.deadline = now + self.config.round_timeout;
+        Ok(())
+    }
+
+    /// A hospital's `Abort`: a complaint about the attempt, or a refusal that
+    /// names the set it is committed to.
+    pub(super) fn on_hospital_abort(
+        &mut self,
+        now: Instant,
+        from: &str,
+        round: u32,
+        a: Abort,
+    ) -> Result<()> {
+        // Only a member of the attempt under way may abort it (a dropped
+        // member aiming at the retry's epoch would otherwise exhaust the
+        // round's attempts).
+        self.current_round(from, "abort", round, a.epoch)?;
+        if a.deterministic {
+            // Retrying cannot help: stop now, with the cause.
+            let err = Error::RoundFailed {
+                round,
+                attempts: self.attempts,
+                reason: format!("{from} reported: {}", a.reason),
+            };
+            self.fail(err);
+            return Ok(());
+        }
+        if let Some(set) = a.committed {
+            let roster: Vec<&String> = self.config.roster.iter().map(|m| &m.name).collect();
+            if set.len() < self.min_hospitals() || set.iter().any(|n| !roster.contains(&n)) {
+                return Err(Error::InvalidMessage {
+                    peer: from.to_owned(),
+                    kind: "abort",
+                    reason: format!("it claims to be committed to an impossible set {set:?}"),
+                });
+            }
+            match &self.committed {
+                Some(c) if *c != set => {
+                    let err = Error::RoundFailed {
+                        round,
+                        attempts: self.attempts,
+                        reason: format!(
+                            "{from} is committed to the member set {set:?}, others to {c:?}; \
+                             the round cannot complete"
+                        ),
+                    };
+                    self.fail(err);
+                    return Ok(());
+                }
+                _ => self.committed = Some(set),
+            }
+            self.abort_round(now, format!("{from} refused: {}", a.reason), vec![]);
+            return Ok(());
+        }
+        if self.count_forced_abort(from) {
+            self.abort_round(
+                now,
+                format!("{from} forced a second abort of this round: {}", a.reason),
+                vec![from.to_owned()],
+            );
+        } else {
+            self.abort_round(now, format!("{from} reported: {}", a.reason), vec![]);
+        }
+        Ok(())
+    }
+
+    /// Counts an abort `name` caused; `true` when it is its second this round.
+    pub(super) fn count_forced_abort(&mut self, name: &str) -> bool {
+        let n = self.forced_aborts.entry(name.to_owned()).or_insert(0);
+        *n += 1;
+        *n >= 2
+    }
+
+    pub(super) fn on_ack(
+        &mut self,
+        now: Instant,
+        from: &str,
+        round: u32,
+        a: RoundAck,
+    ) -> Result<()> {
+        let next_round = self.next_round;
+        let rs = match &mut self.phase {
+            Phase::Round(rs) if rs.round == round => rs,
+            _ if round < next_round => {
+                return Err(Error::StaleRound {
+                    peer: from.to_owned(),
+                    got: round,
+                    current: next_round,
+                })
+            }
+            _ if round > next_round => {
+                return Err(Error::FutureRound {
+                    peer: from.to_owned(),
+                    got: round,
+                    current: next_round,
+                })
+            }
+            _ => {
+                return Err(Error::Unexpected {
+                    peer: from.to_owned(),
+                    kind: "round_ack",
+                    why: format!("round {} is not running", round + 1),
+                })
+            }
+        };
+        if !rs.ring.iter().any(|n| n == from) {
+            return Err(Error::UnknownPeer {
+                peer: from.to_owned(),
+                role: "in this round's ring",
+            });
+        }
+        let Step::Acking { acked } = &mut rs.step else {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "round_ack",
+                why: "the round's aggregate was not sent yet".into(),
+            });
+        };
+        if let Some(mse) = a.test_mse {
+            if !mse.is_finite() || mse < 0.0 {
+                return Err(Error::InvalidMessage {
+                    peer: from.to_owned(),
+                    kind: "round_ack",
+                    reason: format!("test MSE {mse} is not a finite non-negative number"),
+                });
+            }
+        }
+        acked.insert(from.to_owned(), a.test_mse);
+        if self.acks_complete() {
+            self.complete_round(now);
+        }
+        Ok(())
+    }
+
+    /// Whether every ring member still in the run acknowledged the aggregate.
+    pub(super) fn acks_complete(&self) -> bool {
+        match &self.phase {
+            Phase::Round(RoundState {
+                ring,
+                step: Step::Acking { acked },
+                ..
+            }) => ring
+                .iter()
+                .all(|n| acked.contains_key(n) || self.nodes[n].state == NodeState::Dropped),
+            _ => false,
+        }
+    }
+
+    pub(super) fn complete_round(&mut self, now: Instant) {
+        let Phase::Round(rs) = std::mem::replace(&mut self.phase, Phase::Failed) else {
+            return;
+        };
+        let Step::Acking { acked } = rs.step else {
+            self.phase = Phase::Round(rs);
+            return;
+        };
+        let summary = self.summaries.last_mut().expect("finalized before acks");
+        summary.test_mse = acked;
+        let summary = summary.clone();
+        self.attempts = 0;
+        self.forced_aborts.clear();
+        self.events
+            .push_back(CoordinatorEvent::RoundCompleted(summary));
+        self.begin_round(now);
+    }
+}
