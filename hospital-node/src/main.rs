@@ -60,16 +60,7 @@ enum PkiCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     node::logging::init();
-    match real_main(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hospital-node: error: {e:#}");
-            match e.downcast_ref::<node::process::Stopped>() {
-                Some(s) => ExitCode::from(s.exit_code()),
-                None => ExitCode::FAILURE,
-            }
-        }
-    }
+    node::process::exit_code("hospital-node", real_main(cli))
 }
 
 fn real_main(cli: Cli) -> Result<()> {

@@ -51,6 +51,33 @@ pub async fn stop_signal() -> Stopped {
     }
 }
 
+/// The exit status of a binary's `main` for `result`: success, the signal's
+/// conventional status for a [`Stopped`] run, else failure after printing
+/// `BIN: error: ` and the whole error chain (outermost first, `: `-joined, as
+/// anyhow's `{:#}`) to stderr. Takes any error that can be seen as a
+/// `dyn Error` (an `anyhow::Error` can).
+pub fn exit_code<E>(bin: &str, result: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    let Err(e) = result else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    let e: &(dyn std::error::Error + 'static) = e.as_ref();
+    let mut chain = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        next = s.source();
+    }
+    eprintln!("{bin}: error: {chain}");
+    match e.downcast_ref::<Stopped>() {
+        Some(s) => std::process::ExitCode::from(s.exit_code()),
+        None => std::process::ExitCode::FAILURE,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

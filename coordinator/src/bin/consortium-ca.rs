@@ -89,13 +89,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     node::logging::init();
-    match real_main(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("consortium-ca: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    node::process::exit_code("consortium-ca", real_main(cli))
 }
 
 fn real_main(cli: Cli) -> Result<()> {
