@@ -527,6 +527,182 @@ impl KeyShare {
     }
 }
 
+/// Files of a threshold key: the public part every node reads, and one share
+/// per party (secret: the caller writes it owner-only). Numbers are decimal
+/// strings; everything is checked when read (sizes, units, each share
+/// against its verification key).
+pub mod files {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    /// Format tag of the public file.
+    pub const PUBLIC_FORMAT: &str = "threshold-paillier-public/1";
+    /// Format tag of a share file.
+    pub const SHARE_FORMAT: &str = "threshold-paillier-share/1";
+    /// Largest file accepted, checked before parsing (a 4096-bit key with
+    /// 256 parties is about 700 KB).
+    pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PublicFile {
+        format: String,
+        n: String,
+        threshold: u32,
+        v: String,
+        verification: Vec<String>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ShareFile {
+        format: String,
+        index: u32,
+        share: String,
+        public: PublicFile,
+    }
+
+    fn number(what: &'static str, s: &str) -> Result<BigUint> {
+        if s.is_empty()
+            || s.len() > 4 * crate::keys::MAX_KEY_BITS
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(Error::Malformed {
+                what,
+                reason: "a number is not a decimal string of bounded length".into(),
+            });
+        }
+        s.parse().map_err(|_| Error::Malformed {
+            what,
+            reason: "a number does not parse".into(),
+        })
+    }
+
+    fn public_file(k: &ThresholdKey) -> PublicFile {
+        PublicFile {
+            format: PUBLIC_FORMAT.into(),
+            n: k.public.n().to_string(),
+            threshold: k.threshold,
+            v: k.v.to_string(),
+            verification: k.verification.iter().map(|x| x.to_string()).collect(),
+        }
+    }
+
+    fn parse_public(what: &'static str, f: PublicFile, small_ok: bool) -> Result<ThresholdKey> {
+        if f.format != PUBLIC_FORMAT {
+            return Err(Error::Malformed {
+                what,
+                reason: format!("format {:?}, expected {PUBLIC_FORMAT:?}", f.format),
+            });
+        }
+        if f.verification.len() > MAX_PARTIES as usize {
+            return Err(Error::ThresholdParams(format!(
+                "{} verification keys, at most {MAX_PARTIES}",
+                f.verification.len()
+            )));
+        }
+        let n = number(what, &f.n)?;
+        let public = if small_ok {
+            small_public(n)?
+        } else {
+            PublicKey::from_n(n)?
+        };
+        let vks = f
+            .verification
+            .iter()
+            .map(|x| number(what, x))
+            .collect::<Result<Vec<_>>>()?;
+        ThresholdKey::from_parts(public, f.threshold, number(what, &f.v)?, vks)
+    }
+
+    fn bounded<'a>(what: &'static str, text: &'a str) -> Result<&'a str> {
+        if text.len() > MAX_FILE_BYTES {
+            return Err(Error::Malformed {
+                what,
+                reason: format!("{} bytes, at most {MAX_FILE_BYTES}", text.len()),
+            });
+        }
+        Ok(text)
+    }
+
+    /// The public file of `key`.
+    pub fn public_to_json(key: &ThresholdKey) -> String {
+        serde_json::to_string_pretty(&public_file(key)).expect("plain data")
+    }
+
+    #[cfg(feature = "hazmat-insecure-small-keys")]
+    fn small_public(n: BigUint) -> Result<PublicKey> {
+        PublicKey::from_n_insecure_for_tests(n)
+    }
+
+    #[cfg(not(feature = "hazmat-insecure-small-keys"))]
+    fn small_public(n: BigUint) -> Result<PublicKey> {
+        PublicKey::from_n(n)
+    }
+
+    /// Parses and checks a public file (keys of at least 2048 bits).
+    pub fn public_from_json(text: &str) -> Result<ThresholdKey> {
+        public_from_json_checked(text, false)
+    }
+
+    /// As [`public_from_json`], accepting small test keys. INSECURE: tests only.
+    #[cfg(feature = "hazmat-insecure-small-keys")]
+    pub fn public_from_json_insecure_for_tests(text: &str) -> Result<ThresholdKey> {
+        public_from_json_checked(text, true)
+    }
+
+    fn public_from_json_checked(text: &str, small_ok: bool) -> Result<ThresholdKey> {
+        const WHAT: &str = "threshold public key file";
+        let f: PublicFile =
+            serde_json::from_str(bounded(WHAT, text)?).map_err(|e| Error::Malformed {
+                what: WHAT,
+                reason: e.to_string(),
+            })?;
+        parse_public(WHAT, f, small_ok)
+    }
+
+    /// The share file of `share` (contains the secret share).
+    pub fn share_to_json(share: &KeyShare) -> zeroize::Zeroizing<String> {
+        let f = ShareFile {
+            format: SHARE_FORMAT.into(),
+            index: share.index,
+            share: share.share.to_string(),
+            public: public_file(&share.key),
+        };
+        zeroize::Zeroizing::new(serde_json::to_string_pretty(&f).expect("plain data"))
+    }
+
+    /// Parses a share file and checks the share against its verification key.
+    pub fn share_from_json(text: &str) -> Result<KeyShare> {
+        share_from_json_checked(text, false)
+    }
+
+    /// As [`share_from_json`], accepting small test keys. INSECURE: tests only.
+    #[cfg(feature = "hazmat-insecure-small-keys")]
+    pub fn share_from_json_insecure_for_tests(text: &str) -> Result<KeyShare> {
+        share_from_json_checked(text, true)
+    }
+
+    fn share_from_json_checked(text: &str, small_ok: bool) -> Result<KeyShare> {
+        const WHAT: &str = "threshold key share file";
+        let mut f: ShareFile =
+            serde_json::from_str(bounded(WHAT, text)?).map_err(|e| Error::Malformed {
+                what: WHAT,
+                reason: e.to_string(),
+            })?;
+        if f.format != SHARE_FORMAT {
+            return Err(Error::Malformed {
+                what: WHAT,
+                reason: format!("format {:?}, expected {SHARE_FORMAT:?}", f.format),
+            });
+        }
+        let share = number(WHAT, &f.share);
+        zeroize::Zeroize::zeroize(&mut f.share);
+        let key = parse_public(WHAT, f.public, small_ok)?;
+        KeyShare::from_parts(key, f.index, share?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,3 +212,75 @@ fn an_independent_reference_agrees() {
         v["m"].as_str().unwrap()
     );
 }
+
+#[test]
+fn key_files_round_trip_and_refuse_damage() {
+    use paillier::threshold::files;
+    let (k, shares) = key();
+    // 512-bit test keys are refused by the file reader (it builds the public
+    // key with the 2048-bit floor): the files are for real keys.
+    let e = files::public_from_json(&files::public_to_json(k)).unwrap_err();
+    assert!(matches!(e, Error::KeySize { .. }), "{e}");
+    let text = files::share_to_json(&shares[0]);
+    let e = files::share_from_json(&text).unwrap_err();
+    assert!(matches!(e, Error::KeySize { .. }), "{e}");
+    // With the small-key reader (tests only), the files round-trip.
+    let k2 = files::public_from_json_insecure_for_tests(&files::public_to_json(k)).unwrap();
+    assert_eq!(&k2, k);
+    let s2 = files::share_from_json_insecure_for_tests(&text).unwrap();
+    assert_eq!((s2.index(), s2.secret()), (1, shares[0].secret()));
+    // A share file whose share was altered is refused against its key.
+    let altered = text.replacen("\"index\": 1", "\"index\": 2", 1);
+    assert_ne!(altered, *text);
+    let e = files::share_from_json_insecure_for_tests(&altered).unwrap_err();
+    assert!(matches!(e, Error::InvalidShare { index: 2, .. }), "{e}");
+    // Malformed documents are named.
+    for bad in [
+        "",
+        "{}",
+        r#"{"format":"x","n":"1","threshold":1,"v":"1","verification":[]}"#,
+    ] {
+        let e = files::public_from_json(bad).unwrap_err();
+        assert!(matches!(e, Error::Malformed { .. }), "{bad}: {e}");
+    }
+    let big = "9".repeat(files::MAX_FILE_BYTES + 1);
+    assert!(matches!(
+        files::public_from_json(&big).unwrap_err(),
+        Error::Malformed { .. }
+    ));
+}
+
+/// Dealing at 2048 bits (safe primes), for the record: `cargo test --release
+/// -p paillier --test threshold -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn deal_2048_bits_and_round_trip_the_files() {
+    use paillier::threshold::{deal, files};
+    for parties in [3u32, 5, 8] {
+        let t0 = std::time::Instant::now();
+        let mut rng = StdRng::from_entropy();
+        let threshold = parties / 2 + 1;
+        let (k, shares) = deal(2048, threshold, parties, &mut rng).unwrap();
+        let dealt = t0.elapsed();
+        let k2 = files::public_from_json(&files::public_to_json(&k)).unwrap();
+        assert_eq!(k2, k);
+        let s2 = files::share_from_json(&files::share_to_json(&shares[0])).unwrap();
+        assert_eq!(s2.index(), 1);
+        let c = k.public_key().encrypt_raw(&BigUint::from(7u32)).unwrap();
+        let t1 = std::time::Instant::now();
+        let ps: Vec<_> = shares[..threshold as usize]
+            .iter()
+            .map(|s| s.partial_decrypt(&c, &mut rng).unwrap())
+            .collect();
+        let partial = t1.elapsed() / threshold;
+        let t2 = std::time::Instant::now();
+        assert_eq!(k.combine(&c, &ps).unwrap(), BigUint::from(7u32));
+        println!(
+            "{threshold} of {parties}: dealing {:.1} s, one partial decryption with proof {:.1} ms, \
+             verifying and combining {threshold} {:.1} ms",
+            dealt.as_secs_f64(),
+            partial.as_secs_f64() * 1e3,
+            t2.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
