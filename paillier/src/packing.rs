@@ -56,13 +56,16 @@ impl PackingSpec {
         if self.max_addends == 0 {
             return Err(Error::PackingSpec("max_addends must be at least 1".into()));
         }
-        if self.int_bits + self.frac_bits > 1000 || self.slot_bits() > MAX_SLOT_BITS {
+        // In u64: peer-supplied u32 fields must not overflow (slot_bits adds
+        // them in u32, so it is called only once they are known to be small).
+        let value_bits = self.int_bits as u64 + self.frac_bits as u64;
+        let slot = value_bits + 1 + self.headroom_bits() as u64;
+        if slot > MAX_SLOT_BITS as u64 {
             return Err(Error::PackingSpec(format!(
-                "slot of {} bits exceeds the {MAX_SLOT_BITS}-bit maximum",
-                self.int_bits as u64 + self.frac_bits as u64 + 1 + self.headroom_bits() as u64
+                "slot of {slot} bits exceeds the {MAX_SLOT_BITS}-bit maximum"
             )));
         }
-        if self.int_bits + self.frac_bits > 100 {
+        if value_bits > 100 {
             return Err(Error::PackingSpec(
                 "int_bits + frac_bits must be at most 100".into(),
             ));
@@ -370,5 +373,25 @@ impl PackedCiphertext {
     /// Fingerprint of the key.
     pub fn key_fingerprint(&self) -> KeyFingerprint {
         self.pk.fingerprint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_peer_supplied_widths_are_refused_without_overflow() {
+        let pk = crate::keys::generate_keypair_insecure_for_tests(512)
+            .unwrap()
+            .0;
+        for (int_bits, frac_bits) in [(u32::MAX, 1), (1, u32::MAX), (u32::MAX, u32::MAX)] {
+            let spec = PackingSpec {
+                frac_bits,
+                int_bits,
+                max_addends: u64::MAX,
+            };
+            assert!(matches!(Packer::new(&pk, spec), Err(Error::PackingSpec(_))));
+        }
     }
 }

@@ -993,3 +993,40 @@ fn without_share_metrics_nothing_of_a_hospitals_test_set_reaches_the_coordinator
         }
     }
 }
+
+#[test]
+fn hellos_with_absurd_row_counts_or_addresses_are_refused() {
+    let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 2)), three_sites());
+    let run = sim.coord.as_ref().unwrap().run_id().clone();
+    let schema = sim.datasets["hospital-1"].schema().clone();
+    let hello = |rows: u64, address: Option<&str>| {
+        Envelope::new(
+            run.clone(),
+            0,
+            "hospital-1",
+            Body::Hello(protocol::wire::Hello {
+                name: "hospital-1".into(),
+                schema: schema.clone(),
+                rows,
+                address: address.map(String::from),
+                completed_rounds: None,
+            }),
+        )
+    };
+    for (rows, address) in [
+        (u64::MAX, None),
+        (0, None),
+        (10, Some("not an address")),
+        (10, Some("example.org:80")),
+    ] {
+        let e = sim
+            .inject("hospital-1", COORD, hello(rows, address))
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidMessage { .. }),
+            "{rows} {address:?}: {e}"
+        );
+    }
+    sim.run_to_end();
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}

@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// Most training rows one hospital may announce: row sums of a whole roster
+/// stay far from `u64::MAX` (and from what `f64` counts exactly).
+pub(super) const MAX_ROWS: u64 = 1 << 40;
+
 /// How `b` differs from `a`, naming columns; `None` if equal.
 pub fn schema_diff(a: &Schema, b: &Schema) -> Option<String> {
     if a == b {
@@ -57,8 +61,19 @@ impl CoordinatorMachine {
         if h.name != from {
             return Err(invalid(format!("names itself {:?}", h.name)));
         }
-        if h.rows == 0 {
-            return Err(invalid("announces 0 training rows".into()));
+        if h.rows == 0 || h.rows > MAX_ROWS {
+            return Err(invalid(format!(
+                "announces {} training rows (1 to {MAX_ROWS} accepted)",
+                h.rows
+            )));
+        }
+        if let Some(a) = &h.address {
+            // A peer address the others will dial: an IP and port, nothing else.
+            if a.len() > 64 || a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "announces an address that is not an IP:port".into(),
+                ));
+            }
         }
         if h.schema.feature_names.is_empty() {
             return Err(invalid("announces no feature columns".into()));
