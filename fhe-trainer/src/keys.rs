@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use tfhe::core_crypto::prelude::LweDimension;
+use tfhe::conformance::ParameterSetConformant;
+use tfhe::shortint::ciphertext::Degree;
+use tfhe::shortint::parameters::CiphertextConformanceParams;
 use tfhe::shortint::{Ciphertext, ClientKey, CompressedCiphertext, CompressedServerKey};
 
-use crate::circuit::{infer, train_batch, BatchData, CircuitConfig, Plan, WeightState};
+use crate::circuit::{infer, train_batch, BatchData, CircuitConfig, Plan, WeightState, LO_LEVELS};
 use crate::error::{Error, Result};
 use crate::exec::{TfheBackend, PARAMS};
 use crate::io::{ct_from_bytes, ct_to_bytes};
@@ -18,31 +20,19 @@ use crate::io::{ct_from_bytes, ct_to_bytes};
 /// different key sets are refused instead of decrypting to garbage.
 pub type KeyId = [u8; 16];
 
-fn lwe_dimension() -> LweDimension {
-    PARAMS
-        .glwe_dimension
-        .to_equivalent_lwe_dimension(PARAMS.polynomial_size)
+/// Conformance parameters of a block of this parameter set whose public
+/// degree (largest value it may hold) is `degree`.
+fn conformance(degree: u64) -> CiphertextConformanceParams {
+    let mut p = PARAMS.to_shortint_conformance_param();
+    p.degree = Degree::new(degree);
+    p
 }
 
-/// Checks that a ciphertext read from a file has this parameter set's shape,
-/// so a hostile file cannot reach tfhe with mismatched dimensions.
-fn check_ct(ct: &Ciphertext) -> Result<()> {
-    if ct.ct.lwe_size().to_lwe_dimension() != lwe_dimension()
-        || ct.message_modulus != PARAMS.message_modulus
-        || ct.carry_modulus != PARAMS.carry_modulus
-    {
-        return Err(Error::Incompatible(
-            "ciphertext does not match the parameter set".into(),
-        ));
-    }
-    Ok(())
-}
-
+/// Checks a seeded ciphertext read from a file against the parameter set
+/// (dimensions, moduli, atomic pattern, noise level, degree of a fresh 2-bit
+/// encryption), so a hostile file cannot reach tfhe with a mismatched shape.
 fn check_compressed(ct: &CompressedCiphertext) -> Result<()> {
-    if ct.ct.lwe_size().to_lwe_dimension() != lwe_dimension()
-        || ct.message_modulus != PARAMS.message_modulus
-        || ct.carry_modulus != PARAMS.carry_modulus
-    {
+    if !ct.is_conformant(&PARAMS.to_shortint_conformance_param()) {
         return Err(Error::Incompatible(
             "seeded ciphertext does not match the parameter set".into(),
         ));
@@ -50,37 +40,55 @@ fn check_compressed(ct: &CompressedCiphertext) -> Result<()> {
     Ok(())
 }
 
+/// Public degrees of the three digit vectors of a weight state.
+fn state_degrees(config: &CircuitConfig) -> [u64; 3] {
+    [u64::from(config.hi_max), u64::from(LO_LEVELS - 1), 2]
+}
+
+/// Degree of an encrypted sigmoid level (0..4).
+const LEVEL_DEGREE: u64 = 3;
+
 /// Serialized form of encrypted weights: each block `safe_serialize`d.
 pub type StateBytes = WeightState<Vec<u8>>;
 
-fn state_to_bytes(st: &WeightState<Ciphertext>) -> Result<StateBytes> {
-    let conv = |v: &[Ciphertext]| v.iter().map(ct_to_bytes).collect::<Result<Vec<_>>>();
+/// Serializes a state with canonical degrees (the public bound of each digit),
+/// so that the reader can demand exactly those degrees.
+fn state_to_bytes(st: &WeightState<Ciphertext>, config: &CircuitConfig) -> Result<StateBytes> {
+    let [dh, dl, df] = state_degrees(config);
+    let conv = |v: &[Ciphertext], d: u64| {
+        v.iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.degree = Degree::new(d);
+                ct_to_bytes(&c)
+            })
+            .collect::<Result<Vec<_>>>()
+    };
     Ok(WeightState {
-        hi: conv(&st.hi)?,
-        lo: conv(&st.lo)?,
-        fwd: conv(&st.fwd)?,
+        hi: conv(&st.hi, dh)?,
+        lo: conv(&st.lo, dl)?,
+        fwd: conv(&st.fwd, df)?,
     })
 }
 
-fn state_from_bytes(st: &StateBytes, columns: usize) -> Result<WeightState<Ciphertext>> {
+fn state_from_bytes(st: &StateBytes, config: &CircuitConfig) -> Result<WeightState<Ciphertext>> {
+    let columns = config.n_features + 1;
     if st.hi.len() != columns || st.lo.len() != columns || st.fwd.len() != columns {
         return Err(Error::Shape(format!(
             "weight state does not have {columns} columns"
         )));
     }
-    let conv = |v: &[Vec<u8>]| {
+    let [dh, dl, df] = state_degrees(config);
+    let conv = |v: &[Vec<u8>], d: u64| {
+        let params = conformance(d);
         v.iter()
-            .map(|b| {
-                let ct = ct_from_bytes(b)?;
-                check_ct(&ct)?;
-                Ok(ct)
-            })
+            .map(|b| ct_from_bytes(b, &params))
             .collect::<Result<Vec<_>>>()
     };
     Ok(WeightState {
-        hi: conv(&st.hi)?,
-        lo: conv(&st.lo)?,
-        fwd: conv(&st.fwd)?,
+        hi: conv(&st.hi, dh)?,
+        lo: conv(&st.lo, dl)?,
+        fwd: conv(&st.fwd, df)?,
     })
 }
 
@@ -232,18 +240,28 @@ impl Client {
     }
 
     /// Decrypts a weight state.
-    pub fn decrypt_state(&self, st: &WeightState<Ciphertext>) -> WeightState<u8> {
-        let d = |v: &[Ciphertext]| v.iter().map(|c| self.decrypt_block(c)).collect();
-        WeightState {
-            hi: d(&st.hi),
-            lo: d(&st.lo),
-            fwd: d(&st.fwd),
-        }
+    pub fn decrypt_state(&self, st: &WeightState<Ciphertext>) -> Result<WeightState<u8>> {
+        let d = |v: &[Ciphertext]| {
+            v.iter()
+                .map(|c| self.decrypt_block(c))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(WeightState {
+            hi: d(&st.hi)?,
+            lo: d(&st.lo)?,
+            fwd: d(&st.fwd)?,
+        })
     }
 
-    /// Decrypts one block (full 4-bit space).
-    pub fn decrypt_block(&self, ct: &Ciphertext) -> u8 {
-        (self.cks.decrypt_message_and_carry(ct) % 16) as u8
+    /// Decrypts one block (full 4-bit space). tfhe decodes modulo 32, the
+    /// padding bit included; a value of 16 or more means the block overflowed
+    /// into the padding bit, which is an error, never folded away.
+    pub fn decrypt_block(&self, ct: &Ciphertext) -> Result<u8> {
+        let v = self.cks.decrypt_message_and_carry(ct);
+        if v > u64::from(crate::circuit::MAX_RAW) {
+            return Err(Error::Overflow { value: v });
+        }
+        Ok(v as u8)
     }
 
     /// Encrypts 2-bit index rows as seeded ciphertexts.
@@ -282,7 +300,7 @@ impl Client {
         Ok(BatchesFile {
             key_id: self.key_id,
             config: config.clone(),
-            initial: state_to_bytes(&self.encrypt_state(initial))?,
+            initial: state_to_bytes(&self.encrypt_state(initial), config)?,
             batches: batches
                 .iter()
                 .map(|b| self.encrypt_batch(b))
@@ -293,8 +311,8 @@ impl Client {
     /// Decrypts a weights file into a clear state.
     pub fn decrypt_weights_file(&self, f: &WeightsFile) -> Result<WeightState<u8>> {
         self.check_id(&f.key_id)?;
-        let plan = Plan::new(f.config.clone())?;
-        Ok(self.decrypt_state(&state_from_bytes(&f.state, plan.n_columns())?))
+        Plan::new(f.config.clone())?;
+        self.decrypt_state(&state_from_bytes(&f.state, &f.config)?)
     }
 
     /// Builds a rows file for encrypted inference.
@@ -308,13 +326,10 @@ impl Client {
     /// Decrypts predicted sigmoid levels (0..4).
     pub fn decrypt_predictions(&self, f: &PredictionsFile) -> Result<Vec<u8>> {
         self.check_id(&f.key_id)?;
+        let params = conformance(LEVEL_DEGREE);
         f.levels
             .iter()
-            .map(|b| {
-                let ct = ct_from_bytes(b)?;
-                check_ct(&ct)?;
-                Ok(self.decrypt_block(&ct))
-            })
+            .map(|b| self.decrypt_block(&ct_from_bytes(b, &params)?))
             .collect()
     }
 
@@ -341,7 +356,6 @@ impl Server {
     /// Decompresses a server key file; the key is checked against the
     /// parameter set first.
     pub fn new(file: &ServerKeyFile) -> Result<Server> {
-        use tfhe::conformance::ParameterSetConformant;
         use tfhe::shortint::ciphertext::MaxDegree;
         use tfhe::shortint::parameters::AtomicPatternParameters;
         let expected = (
@@ -386,15 +400,15 @@ impl Server {
     /// Loads the initial encrypted state of a batches file.
     pub fn initial_state(&self, f: &BatchesFile) -> Result<WeightState<Ciphertext>> {
         self.check_id(&f.key_id)?;
-        let plan = Plan::new(f.config.clone())?;
-        state_from_bytes(&f.initial, plan.n_columns())
+        Plan::new(f.config.clone())?;
+        state_from_bytes(&f.initial, &f.config)
     }
 
     /// Loads a state from a weights file (to continue training).
     pub fn state_from_file(&self, f: &WeightsFile) -> Result<WeightState<Ciphertext>> {
         self.check_id(&f.key_id)?;
-        let plan = Plan::new(f.config.clone())?;
-        state_from_bytes(&f.state, plan.n_columns())
+        Plan::new(f.config.clone())?;
+        state_from_bytes(&f.state, &f.config)
     }
 
     /// Expands one seeded batch, checking every ciphertext.
@@ -438,7 +452,7 @@ impl Server {
             key_id: self.key_id,
             config: config.clone(),
             batches_done,
-            state: state_to_bytes(state)?,
+            state: state_to_bytes(state, config)?,
         })
     }
 
@@ -456,7 +470,38 @@ impl Server {
         let levels = infer(&self.backend, plan, state, &expanded.rows)?;
         Ok(PredictionsFile {
             key_id: self.key_id,
-            levels: levels.iter().map(ct_to_bytes).collect::<Result<_>>()?,
+            levels: levels
+                .into_iter()
+                .map(|mut c| {
+                    c.degree = Degree::new(LEVEL_DEGREE);
+                    ct_to_bytes(&c)
+                })
+                .collect::<Result<_>>()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_into_the_padding_bit_is_an_error() {
+        let c = Client::generate();
+        assert_eq!(c.decrypt_block(&c.enc(15)).unwrap(), 15);
+        // 20 sets the padding bit (tfhe decodes modulo 32): refused, not
+        // folded to 4.
+        let e = c.decrypt_block(&c.cks.unchecked_encrypt(20)).unwrap_err();
+        assert!(matches!(e, Error::Overflow { value: 20 }), "{e}");
+    }
+
+    #[test]
+    fn ciphertexts_of_the_wrong_degree_are_refused() {
+        let c = Client::generate();
+        let mut ct = c.enc(2);
+        ct.degree = Degree::new(2);
+        let bytes = ct_to_bytes(&ct).unwrap();
+        assert!(ct_from_bytes(&bytes, &conformance(2)).is_ok());
+        assert!(ct_from_bytes(&bytes, &conformance(3)).is_err());
     }
 }
