@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHETRAIN";
 /// Current format version.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 20;
 /// Upper bound of one safe-serialized shortint ciphertext.

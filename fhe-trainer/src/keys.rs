@@ -130,25 +130,34 @@ impl std::fmt::Debug for ServerKeyFile {
 }
 
 /// Encrypted training input: the public circuit config, the initial
-/// encrypted weights and the batches, each a row-major block of seeded
-/// ciphertexts.
+/// encrypted weights and the batches of each model (one model for binary
+/// data, one per class for one-vs-rest), each batch a row-major block of
+/// seeded ciphertexts.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct BatchesFile {
     /// Key-set tag.
     pub key_id: KeyId,
     /// The circuit the server must run.
     pub config: CircuitConfig,
-    /// Initial weights.
+    /// Initial weights, the starting point of every model.
     pub initial: StateBytes,
-    /// Training batches.
-    pub batches: Vec<BatchData<CompressedCiphertext>>,
+    /// Training batches of each model (the same number for every model).
+    pub batches: Vec<Vec<BatchData<CompressedCiphertext>>>,
+}
+
+impl BatchesFile {
+    /// Batches per model.
+    pub fn batches_per_model(&self) -> usize {
+        self.batches.first().map_or(0, Vec::len)
+    }
 }
 
 impl std::fmt::Debug for BatchesFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchesFile")
             .field("key_id", &hex(&self.key_id))
-            .field("batches", &self.batches.len())
+            .field("models", &self.batches.len())
+            .field("batches", &self.batches_per_model())
             .finish_non_exhaustive()
     }
 }
@@ -160,10 +169,10 @@ pub struct WeightsFile {
     pub key_id: KeyId,
     /// The circuit config the weights belong to.
     pub config: CircuitConfig,
-    /// Batches trained so far.
+    /// Batches trained so far, per model.
     pub batches_done: u64,
-    /// The weights.
-    pub state: StateBytes,
+    /// The weights of each model.
+    pub states: Vec<StateBytes>,
 }
 
 /// Encrypted rows for inference.
@@ -290,29 +299,42 @@ impl Client {
         })
     }
 
-    /// Builds the batches file for the server.
+    /// Builds the batches file for the server: `per_model[m]` are model
+    /// `m`'s batches (one model for binary data).
     pub fn batches_file(
         &self,
         config: &CircuitConfig,
         initial: &WeightState<u8>,
-        batches: &[BatchData<u8>],
+        per_model: &[Vec<BatchData<u8>>],
     ) -> Result<BatchesFile> {
+        if per_model.is_empty() || per_model.iter().any(|b| b.len() != per_model[0].len()) {
+            return Err(Error::Shape(
+                "every model needs the same, non-zero number of batch lists".into(),
+            ));
+        }
         Ok(BatchesFile {
             key_id: self.key_id,
             config: config.clone(),
             initial: state_to_bytes(&self.encrypt_state(initial), config)?,
-            batches: batches
+            batches: per_model
                 .iter()
-                .map(|b| self.encrypt_batch(b))
+                .map(|bs| {
+                    bs.iter()
+                        .map(|b| self.encrypt_batch(b))
+                        .collect::<Result<Vec<_>>>()
+                })
                 .collect::<Result<_>>()?,
         })
     }
 
-    /// Decrypts a weights file into a clear state.
-    pub fn decrypt_weights_file(&self, f: &WeightsFile) -> Result<WeightState<u8>> {
+    /// Decrypts a weights file into one clear state per model.
+    pub fn decrypt_weights_file(&self, f: &WeightsFile) -> Result<Vec<WeightState<u8>>> {
         self.check_id(&f.key_id)?;
         Plan::new(f.config.clone())?;
-        self.decrypt_state(&state_from_bytes(&f.state, &f.config)?)
+        f.states
+            .iter()
+            .map(|s| self.decrypt_state(&state_from_bytes(s, &f.config)?))
+            .collect()
     }
 
     /// Builds a rows file for encrypted inference.
@@ -404,11 +426,14 @@ impl Server {
         state_from_bytes(&f.initial, &f.config)
     }
 
-    /// Loads a state from a weights file (to continue training).
-    pub fn state_from_file(&self, f: &WeightsFile) -> Result<WeightState<Ciphertext>> {
+    /// Loads the states of a weights file (to continue training).
+    pub fn state_from_file(&self, f: &WeightsFile) -> Result<Vec<WeightState<Ciphertext>>> {
         self.check_id(&f.key_id)?;
         Plan::new(f.config.clone())?;
-        state_from_bytes(&f.state, &f.config)
+        f.states
+            .iter()
+            .map(|s| state_from_bytes(s, &f.config))
+            .collect()
     }
 
     /// Expands one seeded batch, checking every ciphertext.
@@ -441,18 +466,21 @@ impl Server {
         train_batch(&self.backend, plan, state, batch)
     }
 
-    /// Packs a state into a weights file.
+    /// Packs the states of every model into a weights file.
     pub fn weights_file(
         &self,
         config: &CircuitConfig,
         batches_done: u64,
-        state: &WeightState<Ciphertext>,
+        states: &[WeightState<Ciphertext>],
     ) -> Result<WeightsFile> {
         Ok(WeightsFile {
             key_id: self.key_id,
             config: config.clone(),
             batches_done,
-            state: state_to_bytes(state, config)?,
+            states: states
+                .iter()
+                .map(|s| state_to_bytes(s, config))
+                .collect::<Result<_>>()?,
         })
     }
 

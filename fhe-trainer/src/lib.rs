@@ -46,6 +46,10 @@
 //! the three behind one sklearn-like API (`fit`, `partial_fit`, `predict`,
 //! `predict_proba`, with encrypted inference in `Execute`);
 //! [`owner::LinearModel`] is the decrypted model and its inference.
+//! [`model::OneVsRest`] trains `k` binary circuits for `k` classes (the
+//! owner encrypts `k` label-flipped copies of each batch; the server runs
+//! them as `k` independent models), in all three modes and in the split
+//! workflow.
 //!
 //! # Encodings
 //!

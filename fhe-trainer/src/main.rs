@@ -17,7 +17,7 @@ use fhe_trainer::encode::{state_from_weights, weights_from_state, Quantizer};
 use fhe_trainer::io::{read_file, write_file, write_private, FileKind};
 use fhe_trainer::keys::{hex, BatchesFile, Client, Server, ServerKeyFile, WeightsFile};
 use fhe_trainer::model::{
-    accuracy, default_epochs, epoch_orders, ExecKeys, Fhe, SgdClassifier, TrainerConfig,
+    accuracy, default_epochs, epoch_orders, ExecKeys, Fhe, OneVsRest, SgdClassifier, TrainerConfig,
 };
 use fhe_trainer::owner::{LinearModel, OwnerFile};
 use fhe_trainer::{plot, suite};
@@ -84,6 +84,10 @@ struct TrainArgs {
     /// (default: enough for 300 steps, at most 20).
     #[arg(long)]
     epochs: Option<usize>,
+    /// The target holds class indices 0..k-1: train k one-vs-rest models
+    /// (`run` then reports the final accuracies only).
+    #[arg(long)]
+    multiclass: bool,
 }
 
 impl TrainArgs {
@@ -319,6 +323,19 @@ fn dispatch(cli: Cli) -> Result<()> {
             batches,
             out_dir,
             train,
+        } if train.multiclass => {
+            if batches.is_some() {
+                bail!("--batches is not supported with --multiclass; use --epochs");
+            }
+            run_multiclass(&data, &target, mode.into(), &out_dir, &train)
+        }
+        Cmd::Run {
+            data,
+            target,
+            mode,
+            batches,
+            out_dir,
+            train,
         } => run(&data, &target, mode.into(), batches, &out_dir, &train),
         Cmd::Suite {
             mode,
@@ -390,15 +407,21 @@ fn keygen(client_path: &Path, server_path: &Path) -> Result<()> {
 /// Training and test rows: `--test` scores on that file and trains on every
 /// row of `data`; otherwise a stratified split of `data`.
 fn load_split(data: &Path, target: &str, args: &TrainArgs) -> Result<(Dataset, Dataset)> {
-    let d = Dataset::from_csv_path(data, target)
-        .with_context(|| format!("loading {}", data.display()))?;
+    let load = |p: &Path| {
+        if args.multiclass {
+            Dataset::from_csv_path_classes(p, target)
+        } else {
+            Dataset::from_csv_path(p, target)
+        }
+        .with_context(|| format!("loading {}", p.display()))
+    };
+    let d = load(data)?;
     match &args.test {
         Some(t) => {
-            let test = Dataset::from_csv_path(t, target)
-                .with_context(|| format!("loading {}", t.display()))?;
-            if test.feature_names() != d.feature_names() {
+            let test = load(t)?;
+            if test.feature_names() != d.feature_names() || test.n_classes() > d.n_classes() {
                 bail!(
-                    "{} has different feature columns than {}",
+                    "{} has different feature columns or classes than {}",
                     t.display(),
                     data.display()
                 );
@@ -422,6 +445,12 @@ fn encrypt(
     let client: Client = read_file(client_path, FileKind::ClientKey)
         .with_context(|| format!("reading client key {}", client_path.display()))?;
     let (train, test) = load_split(data, target, args)?;
+    // One model for binary data, one per class for one-vs-rest.
+    let models: Vec<Option<u8>> = if args.multiclass {
+        (0..train.n_classes()).map(Some).collect()
+    } else {
+        vec![None]
+    };
     let bs = cfg.batch_size();
     if train.len() < bs {
         bail!(
@@ -435,16 +464,27 @@ fn encrypt(
     let quantizer = Quantizer::fit(&scaled)?;
     let circuit = cfg.circuit(&quantizer)?;
     let plan = Plan::new(circuit.clone())?;
-    // Each epoch is a fresh shuffle, encrypted anew, in full batches only.
-    let mut batches: Vec<BatchData<u8>> = Vec::new();
+    // Each epoch is a fresh shuffle, encrypted anew, in full batches only;
+    // every model sees the same rows, with its own labels.
+    let mut batches: Vec<Vec<BatchData<u8>>> = vec![Vec::new(); models.len()];
+    let mut n_batches = 0;
     'epochs: for order in epoch_orders(train.len(), bs, epochs, cfg.seed()) {
         for idx in order.chunks_exact(bs) {
-            if max_batches.is_some_and(|m| batches.len() >= m) {
+            if max_batches.is_some_and(|m| n_batches >= m) {
                 break 'epochs;
             }
             let xb: Vec<Vec<f64>> = idx.iter().map(|&i| scaled[i].clone()).collect();
-            let yb: Vec<u8> = idx.iter().map(|&i| train.y()[i]).collect();
-            batches.push(quantizer.training_batch(&xb, &yb)?);
+            for (m, class) in models.iter().enumerate() {
+                let yb: Vec<u8> = idx
+                    .iter()
+                    .map(|&i| match class {
+                        Some(c) => u8::from(train.y()[i] == *c),
+                        None => train.y()[i],
+                    })
+                    .collect();
+                batches[m].push(quantizer.training_batch(&xb, &yb)?);
+            }
+            n_batches += 1;
         }
     }
     let initial = state_from_weights(&plan, &vec![0.0; plan.n_columns()])?;
@@ -459,6 +499,7 @@ fn encrypt(
         quantizer,
         circuit,
         epochs,
+        classes: train.n_classes(),
         test_x: test.x().to_vec(),
         test_y: test.y().to_vec(),
     };
@@ -466,8 +507,8 @@ fn encrypt(
         .save(owner)
         .with_context(|| format!("writing {}", owner.display()))?;
     println!(
-        "encrypted {} batches of {bs} rows ({epochs} epochs, {} bytes)",
-        batches.len(),
+        "encrypted {n_batches} batches of {bs} rows for {} model(s) ({epochs} epochs, {} bytes)",
+        models.len(),
         std::fs::metadata(out)?.len()
     );
     Ok(())
@@ -495,7 +536,8 @@ fn train(
     let file: BatchesFile = read_file(batches_path, FileKind::Batches)
         .with_context(|| format!("reading batches {}", batches_path.display()))?;
     let plan = Plan::new(file.config.clone())?;
-    let (mut state, done) = match weights {
+    let models = file.batches.len();
+    let (mut states, done) = match weights {
         Some(p) => {
             let w: WeightsFile = read_file(p, FileKind::Weights)
                 .with_context(|| format!("reading weights {}", p.display()))?;
@@ -505,28 +547,44 @@ fn train(
                     p.display()
                 );
             }
-            (server.state_from_file(&w)?, w.batches_done)
+            let states = server.state_from_file(&w)?;
+            if states.len() != models {
+                bail!(
+                    "weights {} hold {} models, the batches {models}",
+                    p.display(),
+                    states.len()
+                );
+            }
+            (states, w.batches_done)
         }
-        None => (server.initial_state(&file)?, 0),
+        None => {
+            let initial = server.initial_state(&file)?;
+            (vec![initial; models], 0)
+        }
     };
+    // Continue where the weights left off.
+    let per_model = file.batches_per_model();
+    let start = usize::try_from(done).unwrap_or(usize::MAX).min(per_model);
     let n = max_batches
-        .unwrap_or(file.batches.len())
-        .min(file.batches.len());
-    let pb = progress(n);
+        .unwrap_or(per_model - start)
+        .min(per_model - start);
+    let pb = progress(n * models);
     let t = Instant::now();
-    for b in &file.batches[..n] {
-        let batch = server.expand_batch(b)?;
-        let tb = Instant::now();
-        server.train(&plan, &mut state, &batch)?;
-        pb.set_message(format!("{:.1} s/batch", tb.elapsed().as_secs_f64()));
-        pb.inc(1);
+    for (batches, state) in file.batches.iter().zip(&mut states) {
+        for b in &batches[start..start + n] {
+            let batch = server.expand_batch(b)?;
+            let tb = Instant::now();
+            server.train(&plan, state, &batch)?;
+            pb.set_message(format!("{:.1} s/batch", tb.elapsed().as_secs_f64()));
+            pb.inc(1);
+        }
     }
     pb.finish();
-    let wf = server.weights_file(&file.config, done + n as u64, &state)?;
+    let wf = server.weights_file(&file.config, (start + n) as u64, &states)?;
     write_file(out, FileKind::Weights, &wf)
         .with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "trained {n} batches in {:.1} s ({} bootstraps)",
+        "trained {n} batches of {models} model(s) in {:.1} s ({} bootstraps)",
         t.elapsed().as_secs_f64(),
         fhe_trainer::circuit::Backend::pbs_count(server.backend())
     );
@@ -547,19 +605,29 @@ fn decrypt(client_path: &Path, owner_path: &Path, weights: &Path, out: &Path) ->
         );
     }
     let plan = Plan::new(wf.config.clone())?;
-    let st = client.decrypt_weights_file(&wf)?;
-    let (w, b) = owner
-        .quantizer
-        .to_scaled_weights(&weights_from_state(&plan, &st));
-    let model = LinearModel::new(owner.feature_names, owner.scaler, w, b, wf.batches_done)?;
-    let probs = model.predict_proba(&owner.test_x)?;
+    let (mut ws, mut bs) = (Vec::new(), Vec::new());
+    for st in client.decrypt_weights_file(&wf)? {
+        let (w, b) = owner
+            .quantizer
+            .to_scaled_weights(&weights_from_state(&plan, &st));
+        ws.push(w);
+        bs.push(b);
+    }
+    let model = LinearModel::new(owner.feature_names, owner.scaler, ws, bs, wf.batches_done)?;
+    if model.n_classes() != usize::from(owner.classes) {
+        bail!(
+            "weights hold a model for {} classes, the owner file is for {}",
+            model.n_classes(),
+            owner.classes
+        );
+    }
+    let acc = model.score(&owner.test_x, &owner.test_y)?;
     model
         .save(out)
         .with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "model after {} batches: test accuracy {:.4}",
-        model.batches_done,
-        accuracy(&probs, &owner.test_y)?
+        "model after {} batches: test accuracy {acc:.4}",
+        model.batches_done
     );
     Ok(())
 }
@@ -568,7 +636,7 @@ fn predict(model: &Path, data: &Path, target: Option<&str>, out: Option<&Path>) 
     let m = LinearModel::load(model).with_context(|| format!("reading {}", model.display()))?;
     let (names, x, y) = match target {
         Some(t) => {
-            let d = Dataset::from_csv_path(data, t)
+            let d = Dataset::from_csv_path_classes(data, t)
                 .with_context(|| format!("loading {}", data.display()))?;
             (
                 d.feature_names().to_vec(),
@@ -588,14 +656,27 @@ fn predict(model: &Path, data: &Path, target: Option<&str>, out: Option<&Path>) 
             data.display()
         );
     }
-    let p = m.predict_proba(&x)?;
     if let Some(out) = out {
-        let text: String = p.iter().map(|v| format!("{v:.6}\n")).collect();
+        // Binary: the probability of class 1; multi-class: the class, then
+        // every class probability.
+        let probs = m.predict_proba(&x)?;
+        let text: String = if m.n_classes() == 2 {
+            probs.iter().map(|p| format!("{:.6}\n", p[1])).collect()
+        } else {
+            m.predict(&x)?
+                .iter()
+                .zip(&probs)
+                .map(|(c, p)| {
+                    let ps: Vec<String> = p.iter().map(|v| format!("{v:.6}")).collect();
+                    format!("{c},{}\n", ps.join(","))
+                })
+                .collect()
+        };
         write_private(out, text.as_bytes())
             .with_context(|| format!("writing {}", out.display()))?;
     }
     match y {
-        Some(y) => println!("accuracy {:.4} on {} rows", accuracy(&p, &y)?, y.len()),
+        Some(y) => println!("accuracy {:.4} on {} rows", m.score(&x, &y)?, y.len()),
         None => println!("predicted {} rows", x.len()),
     }
     Ok(())
@@ -744,6 +825,60 @@ fn run(
     plot::accuracy_plot(&png, &format!("{fhe:?}"), &series)
         .with_context(|| format!("drawing {}", png.display()))?;
     println!("wrote {} and {}", json_path.display(), png.display());
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct MulticlassResults {
+    mode: Fhe,
+    data: String,
+    test: Option<String>,
+    classes: u8,
+    train_rows: usize,
+    test_rows: usize,
+    epochs: usize,
+    seconds: f64,
+    final_test_accuracy: f64,
+    final_float_test_accuracy: f64,
+}
+
+fn run_multiclass(
+    data: &Path,
+    target: &str,
+    fhe: Fhe,
+    out_dir: &Path,
+    args: &TrainArgs,
+) -> Result<()> {
+    let cfg = args.config()?;
+    let (train, test) = load_split(data, target, args)?;
+    let epochs = args.epochs(train.len())?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let t = Instant::now();
+    let mut model = OneVsRest::new(cfg.clone(), fhe);
+    model.fit(train.x(), train.y(), train.n_classes(), epochs)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let mut twin = OneVsRest::new(cfg, Fhe::Disable);
+    twin.fit(train.x(), train.y(), train.n_classes(), epochs)?;
+    let results = MulticlassResults {
+        mode: fhe,
+        data: data.display().to_string(),
+        test: args.test.as_ref().map(|t| t.display().to_string()),
+        classes: train.n_classes(),
+        train_rows: train.len(),
+        test_rows: test.len(),
+        epochs,
+        seconds,
+        final_test_accuracy: model.score(test.x(), test.y())?,
+        final_float_test_accuracy: twin.score(test.x(), test.y())?,
+    };
+    println!(
+        "{:?}: {} classes one-vs-rest, {epochs} epochs, final accuracy {:.4} vs float32 {:.4}",
+        fhe, results.classes, results.final_test_accuracy, results.final_float_test_accuracy
+    );
+    let json_path = out_dir.join("results.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&results)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("wrote {}", json_path.display());
     Ok(())
 }
 

@@ -340,3 +340,134 @@ fn secrets_are_0600_and_a_readable_client_key_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("others may read"), "{err}");
 }
+
+#[test]
+fn run_multiclass_with_own_test_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data/suite/iris3.csv");
+    let text = std::fs::read_to_string(data).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let (mut train, mut test) = (format!("{header}\n"), format!("{header}\n"));
+    for (i, l) in lines.enumerate() {
+        let f = if i % 4 == 0 { &mut test } else { &mut train };
+        f.push_str(l);
+        f.push('\n');
+    }
+    std::fs::write(d.join("train.csv"), train).unwrap();
+    std::fs::write(d.join("test.csv"), test).unwrap();
+    let stdout = ok(&run(
+        d,
+        &[
+            "run",
+            "--data",
+            "train.csv",
+            "--test",
+            "test.csv",
+            "--target",
+            "target",
+            "--multiclass",
+            "--epochs",
+            "3",
+            "--out-dir",
+            "res",
+        ],
+    ));
+    assert!(stdout.contains("3 classes one-vs-rest"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("res/results.json")).unwrap()).unwrap();
+    assert_eq!(json["test_rows"].as_u64().unwrap(), 38);
+    // Well above the 1/3 of guessing.
+    assert!(
+        json["final_test_accuracy"].as_f64().unwrap() > 0.6,
+        "{json}"
+    );
+}
+
+#[test]
+fn split_workflow_multiclass() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data/suite/iris3.csv");
+    ok(&run(
+        d,
+        &["keygen", "--client-key", "c.key", "--server-key", "s.key"],
+    ));
+    let stdout = ok(&run(
+        d,
+        &[
+            "encrypt",
+            "--client-key",
+            "c.key",
+            "--data",
+            data,
+            "--target",
+            "target",
+            "--multiclass",
+            "--out",
+            "b.bin",
+            "--owner",
+            "owner.bin",
+            "--batch-size",
+            "2",
+            "--batches",
+            "2",
+        ],
+    ));
+    assert!(stdout.contains("for 3 model(s)"), "{stdout}");
+    let stdout = ok(&run(
+        d,
+        &[
+            "train",
+            "--server-key",
+            "s.key",
+            "--batches",
+            "b.bin",
+            "--out",
+            "w.bin",
+        ],
+    ));
+    assert!(
+        stdout.contains("trained 2 batches of 3 model(s)"),
+        "{stdout}"
+    );
+    let stdout = ok(&run(
+        d,
+        &[
+            "decrypt",
+            "--client-key",
+            "c.key",
+            "--owner",
+            "owner.bin",
+            "--weights",
+            "w.bin",
+            "--out",
+            "model.bin",
+        ],
+    ));
+    assert!(stdout.contains("after 2 batches"), "{stdout}");
+    ok(&run(
+        d,
+        &[
+            "predict",
+            "--model",
+            "model.bin",
+            "--data",
+            data,
+            "--target",
+            "target",
+            "--out",
+            "pred.csv",
+        ],
+    ));
+    let pred = std::fs::read_to_string(d.join("pred.csv")).unwrap();
+    assert_eq!(pred.lines().count(), 150);
+    for line in pred.lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 4, "{line}");
+        assert!(f[0].parse::<u8>().unwrap() < 3);
+        let total: f64 = f[1..].iter().map(|v| v.parse::<f64>().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-5, "{line}");
+    }
+}

@@ -107,7 +107,7 @@ fn files_round_trip_and_hold_no_cleartext() {
     let initial = state_from_weights(&plan, &vec![0.1; features + 1]).unwrap();
     let bf = k
         .client
-        .batches_file(plan.config(), &initial, &batches)
+        .batches_file(plan.config(), &initial, std::slice::from_ref(&batches))
         .unwrap();
     let batch_bytes = encode(FileKind::Batches, &bf).unwrap();
 
@@ -141,16 +141,20 @@ fn files_round_trip_and_hold_no_cleartext() {
     let bf: BatchesFile = decode(FileKind::Batches, &batch_bytes).unwrap();
     let server_plan = Plan::new(bf.config.clone()).unwrap();
     let mut st = k.server.initial_state(&bf).unwrap();
-    for b in &bf.batches {
+    assert_eq!(bf.batches.len(), 1);
+    for b in &bf.batches[0] {
         let eb = k.server.expand_batch(b).unwrap();
         k.server.train(&server_plan, &mut st, &eb).unwrap();
     }
-    let wf = k.server.weights_file(&bf.config, 2, &st).unwrap();
+    let wf = k
+        .server
+        .weights_file(&bf.config, 2, std::slice::from_ref(&st))
+        .unwrap();
     let wbytes = encode(FileKind::Weights, &wf).unwrap();
 
     // Client side: decrypt and compare with the simulation.
     let wf: WeightsFile = decode(FileKind::Weights, &wbytes).unwrap();
-    let got = k.client.decrypt_weights_file(&wf).unwrap();
+    let got = k.client.decrypt_weights_file(&wf).unwrap().remove(0);
     let be = ClearBackend::new();
     let mut clear: WeightState<u8> = initial;
     for b in &batches {
@@ -167,7 +171,7 @@ fn files_from_another_key_set_are_refused() {
     let other = Client::generate();
     let initial = state_from_weights(&plan, &[0.0; 3]).unwrap();
     let bf = other
-        .batches_file(plan.config(), &initial, &batches)
+        .batches_file(plan.config(), &initial, std::slice::from_ref(&batches))
         .unwrap();
     assert!(k.server.initial_state(&bf).is_err());
 }
