@@ -17,7 +17,8 @@ use fhe_trainer::encode::{state_from_weights, weights_from_state, Quantizer};
 use fhe_trainer::io::{read_file, write_file, write_private, FileKind};
 use fhe_trainer::keys::{hex, BatchesFile, Client, Server, ServerKeyFile, WeightsFile};
 use fhe_trainer::model::{
-    accuracy, default_epochs, epoch_orders, ExecKeys, Fhe, OneVsRest, SgdClassifier, TrainerConfig,
+    accuracy, default_epochs, epoch_orders, select_config, ExecKeys, Fhe, OneVsRest, SgdClassifier,
+    TrainerConfig,
 };
 use fhe_trainer::owner::{LinearModel, OwnerFile};
 use fhe_trainer::{plot, suite};
@@ -88,6 +89,11 @@ struct TrainArgs {
     /// (`run` then reports the final accuracies only).
     #[arg(long)]
     multiclass: bool,
+    /// Owner-side model selection: pick learning rate, weight range and
+    /// forward step from a public grid by a Simulate validation split of the
+    /// training rows (binary targets; replaces the three options above).
+    #[arg(long)]
+    select: bool,
 }
 
 impl TrainArgs {
@@ -99,6 +105,22 @@ impl TrainArgs {
             .parameters_range(self.range_min, self.range_max)
             .seed(self.seed)
             .build()?)
+    }
+
+    /// The config, after the owner's model selection on `train` if asked.
+    fn config_for(&self, train: &Dataset) -> Result<TrainerConfig> {
+        let cfg = self.config()?;
+        if self.select && !self.multiclass {
+            let c = select_config(&cfg, train.x(), train.y())?;
+            eprintln!(
+                "selected learning rate {}, weight range {:?}",
+                c.learning_rate(),
+                c.parameters_range()
+            );
+            Ok(c)
+        } else {
+            Ok(cfg)
+        }
     }
 
     fn epochs(&self, train_rows: usize) -> Result<usize> {
@@ -247,6 +269,10 @@ enum Cmd {
         /// Largest raw value in the reduction trees (2, 4 or 6).
         #[arg(long, default_value_t = 4)]
         tree_max: u8,
+        /// Let the owner's model selection pick learning rate, range and step
+        /// from the training rows of each split (binary sets).
+        #[arg(long)]
+        select: bool,
         /// Write the results here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -349,6 +375,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             forward_clip,
             backward_clip,
             tree_max,
+            select,
             json,
         } => {
             let cfg = TrainerConfig::builder()
@@ -359,14 +386,12 @@ fn dispatch(cli: Cli) -> Result<()> {
                 .backward_clip(backward_clip)
                 .tree_max(tree_max)
                 .build()?;
-            run_suite(
-                mode.into(),
-                dir,
-                &sets,
-                multiclass,
-                epochs,
-                &cfg,
-                json.as_deref(),
+            run_suite(mode.into(), dir, &sets, multiclass, epochs, &cfg, select).and_then(
+                |results| match json {
+                    Some(p) => std::fs::write(&p, serde_json::to_vec_pretty(&results)?)
+                        .with_context(|| format!("writing {}", p.display())),
+                    None => Ok(()),
+                },
             )
         }
         Cmd::Bench {
@@ -441,10 +466,11 @@ fn encrypt(
     max_batches: Option<usize>,
     args: &TrainArgs,
 ) -> Result<()> {
-    let cfg = args.config()?;
+    args.config()?;
     let client: Client = read_file(client_path, FileKind::ClientKey)
         .with_context(|| format!("reading client key {}", client_path.display()))?;
     let (train, test) = load_split(data, target, args)?;
+    let cfg = args.config_for(&train)?;
     // One model for binary data, one per class for one-vs-rest.
     let models: Vec<Option<u8>> = if args.multiclass {
         (0..train.n_classes()).map(Some).collect()
@@ -717,8 +743,9 @@ fn run(
     out_dir: &Path,
     args: &TrainArgs,
 ) -> Result<()> {
-    let cfg = args.config()?;
+    args.config()?;
     let (train, test) = load_split(data, target, args)?;
+    let cfg = args.config_for(&train)?;
     let bs = cfg.batch_size();
     let per_epoch = train.len() / bs;
     if per_epoch == 0 {
@@ -889,8 +916,8 @@ fn run_suite(
     multiclass: bool,
     epochs: Option<usize>,
     cfg: &TrainerConfig,
-    json: Option<&Path>,
-) -> Result<()> {
+    select: bool,
+) -> Result<Vec<suite::SetResult>> {
     let dir = dir.unwrap_or_else(suite::default_dir);
     let s = suite::Suite::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let sets = if multiclass { &s.multiclass } else { &s.binary };
@@ -908,7 +935,7 @@ fn run_suite(
             continue;
         }
         let t = Instant::now();
-        let r = suite::run_set(&dir, set, cfg, fhe, epochs)
+        let r = suite::run_set(&dir, set, cfg, fhe, epochs, select)
             .with_context(|| format!("running {}", set.name))?;
         eprintln!(
             "{}: {:.1}% (scikit-learn {:.1}%) in {:.1} s",
@@ -920,11 +947,7 @@ fn run_suite(
         results.push(r);
     }
     print!("{}", suite::table(&results, fhe));
-    if let Some(p) = json {
-        std::fs::write(p, serde_json::to_vec_pretty(&results)?)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
+    Ok(results)
 }
 
 #[derive(Debug, Serialize)]

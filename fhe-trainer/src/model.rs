@@ -678,6 +678,47 @@ fn argmax_columns(cols: &[Vec<f64>], rows: usize) -> Result<Vec<u8>> {
         .collect())
 }
 
+/// The coarse public grid [`select_config`] draws from: `(learning rate,
+/// weight range R for [-R, R], forward step)`. The first entry is the
+/// default.
+pub const SELECTION_GRID: [(f64, f64, f64); 6] = [
+    (0.3, 1.0, 0.7),
+    (0.15, 1.0, 0.7),
+    (0.6, 1.0, 0.7),
+    (0.3, 2.0, 1.0),
+    (0.15, 2.0, 1.0),
+    (0.3, 2.0, 1.4),
+];
+
+/// The owner's model selection, in the clear and on the training rows only:
+/// holds out a stratified 30% of them, trains each [`SELECTION_GRID`] entry
+/// in `Simulate` (bit for bit what `Execute` would compute) on the rest with
+/// [`default_epochs`], and returns `base` with the entry of best validation
+/// accuracy (ties to the earlier entry). The server only learns the chosen
+/// grid entry, which is public anyway. Binary labels only.
+pub fn select_config(base: &TrainerConfig, x: &[Vec<f64>], y: &[u8]) -> Result<TrainerConfig> {
+    let names: Vec<String> = (0..x.first().map_or(0, Vec::len))
+        .map(|j| format!("f{j}"))
+        .collect();
+    let d = crate::data::Dataset::new(names, x.to_vec(), y.to_vec())?;
+    let (tr, va) = d.stratified_split(0.3, base.seed)?;
+    let mut best: Option<(f64, TrainerConfig)> = None;
+    for &(lr, range, step) in &SELECTION_GRID {
+        let mut c = base.clone();
+        c.learning_rate = lr;
+        c.parameters_range = (-range, range);
+        c.forward_step = step;
+        let mut m = SgdClassifier::new(c.clone(), Fhe::Simulate);
+        m.fit(tr.x(), tr.y(), default_epochs(tr.len(), c.batch_size))?;
+        let acc = m.score(va.x(), va.y())?;
+        if best.as_ref().is_none_or(|(b, _)| acc > *b) {
+            best = Some((acc, c));
+        }
+    }
+    best.map(|b| b.1)
+        .ok_or_else(|| Error::Config("empty selection grid".into()))
+}
+
 /// Fewest SGD steps the default training length aims for.
 pub const MIN_STEPS: usize = 300;
 /// Most epochs the default training length uses.
@@ -753,6 +794,24 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!((c.n_bits(), c.batch_size(), c.seed()), (4, 4, 3));
+    }
+
+    #[test]
+    fn selection_picks_a_grid_entry() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let x: Vec<Vec<f64>> = (0..120)
+            .map(|_| (0..3).map(|_| rng.gen_range(-1.0..1.0)).collect())
+            .collect();
+        let y: Vec<u8> = x
+            .iter()
+            .map(|r| u8::from(r[0] + 0.3 * r[1] > 0.0))
+            .collect();
+        let c = select_config(&TrainerConfig::default(), &x, &y).unwrap();
+        let entry = (c.learning_rate, -c.parameters_range.0, c.forward_step);
+        assert!(SELECTION_GRID.contains(&entry), "{entry:?}");
+        assert_eq!(c.batch_size(), 8);
+        assert!(select_config(&TrainerConfig::default(), &x, &[2; 120]).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{default_epochs, Fhe, OneVsRest, SgdClassifier, TrainerConfig};
+use crate::model::{default_epochs, select_config, Fhe, OneVsRest, SgdClassifier, TrainerConfig};
 
 /// Where the suite lives in this crate.
 pub fn default_dir() -> PathBuf {
@@ -122,13 +122,15 @@ impl SetResult {
 
 /// Trains and scores every split of `set` with `config` in `fhe` mode
 /// (one-vs-rest for more than two classes); `epochs: None` uses
-/// [`default_epochs`].
+/// [`default_epochs`]; `select` lets the owner's [`select_config`] pick the
+/// hyper-parameters from the training rows of each split (binary sets).
 pub fn run_set(
     dir: &Path,
     set: &SuiteSet,
     config: &TrainerConfig,
     fhe: Fhe,
     epochs: Option<usize>,
+    select: bool,
 ) -> Result<SetResult> {
     let path = dir.join(&set.file);
     let d = if set.classes > 2 {
@@ -169,6 +171,11 @@ pub fn run_set(
         let (train, test) = (d.select(&train_idx), d.select(test_idx));
         let e = epochs.unwrap_or_else(|| default_epochs(train.len(), config.batch_size()));
         res.epochs = e;
+        let config = if select && d.n_classes() == 2 {
+            &select_config(config, train.x(), train.y())?
+        } else {
+            config
+        };
         for (mode, out) in [(fhe, &mut res.ours), (Fhe::Disable, &mut res.float_twin)] {
             let acc = if d.n_classes() > 2 {
                 let mut m = OneVsRest::new(config.clone(), mode);

@@ -53,7 +53,7 @@ fn multiclass_defaults_hold_on_the_suite() {
     let results: Vec<_> = s
         .multiclass
         .iter()
-        .map(|set| suite::run_set(&dir, set, &cfg, Fhe::Simulate, None).unwrap())
+        .map(|set| suite::run_set(&dir, set, &cfg, Fhe::Simulate, None, false).unwrap())
         .collect();
     eprint!("{}", suite::table(&results, Fhe::Simulate));
     assert!(results.iter().all(|r| r.classes >= 3));
@@ -71,7 +71,7 @@ fn defaults_hold_on_the_suite() {
     let cfg = TrainerConfig::default();
     let mut results = Vec::new();
     for set in &s.binary {
-        results.push(suite::run_set(&dir, set, &cfg, Fhe::Simulate, None).unwrap());
+        results.push(suite::run_set(&dir, set, &cfg, Fhe::Simulate, None, false).unwrap());
     }
     eprint!("{}", suite::table(&results, Fhe::Simulate));
     check(&results, BASELINE);
