@@ -119,6 +119,14 @@
 //!   small data sets pay for several epochs and large ones for one.
 //! * Dropping leftover rows: at most `B - 1` rows unused per epoch, a
 //!   different set each epoch; 0 PBS.
+//! * Owner-side model selection ([`model::select_config`], opt-in): 0 PBS;
+//!   the owner runs six Simulate trainings on its own rows in the clear and
+//!   the server learns only the chosen entry of the public grid.
+//! * One-vs-rest for `k` classes: `k` times the binary batch (`k` models on
+//!   `k` label-flipped copies of each batch).
+//! * Finer reduction trees (`tree_max` 6 instead of 4): tree values summed
+//!   in pairs instead of triples, so more tree levels and lookups per row and
+//!   column; measured worse on the suite, so not the default.
 //!
 //! # Files
 //!
