@@ -146,11 +146,13 @@ impl Enc {
         }
     }
 
-    /// Nearest raw value of `v`, clipped to `0..=max`.
+    /// Nearest raw value of `v` on a symmetric encoding, clipped to
+    /// `0..=max`. Rounds relative to zero with ties to even, so positive and
+    /// negative values round alike and a tie is rounded up as often as down
+    /// (a `1/6` on a `1/3` grid goes to 0, a `1/2` to `2/3`).
     fn quantize(&self, v: f64, max: u8) -> u8 {
-        ((v - self.offset) / self.scale)
-            .round()
-            .clamp(0.0, f64::from(max)) as u8
+        let zero = (-self.offset / self.scale).round();
+        ((v / self.scale).round_ties_even() + zero).clamp(0.0, f64::from(max)) as u8
     }
 }
 
@@ -173,18 +175,21 @@ pub struct Val<C> {
 fn sum<B: Backend>(be: &B, vals: &[&Val<B::Ct>]) -> Val<B::Ct> {
     let first = vals[0];
     let mut out = first.clone();
+    // Bookkeeping in u32: a u8 would wrap in release builds before the check.
+    let mut max = u32::from(first.max);
     for v in &vals[1..] {
         assert_eq!(
             v.enc.scale, first.enc.scale,
             "summing values of different scales"
         );
         be.add_assign(&mut out.ct, &v.ct);
-        out.max += v.max;
+        max += u32::from(v.max);
         out.norm2 += v.norm2;
         out.enc.offset += v.enc.offset;
     }
-    assert!(out.max <= MAX_RAW, "sum can reach {}", out.max);
+    assert!(max <= u32::from(MAX_RAW), "sum can reach {max}");
     assert!(out.norm2 <= MAX_NORM2, "sum noise weight {}", out.norm2);
+    out.max = max as u8;
     out
 }
 
@@ -218,12 +223,16 @@ pub struct CircuitConfig {
     pub forward_clip: f64,
     /// Largest |real| a gradient partial sum keeps when it is requantized.
     pub backward_clip: f64,
+    /// Largest raw value of a requantized partial sum in the reduction
+    /// trees (2, 4 or 6): `tree_max + 1` levels over `[-clip, clip]`.
+    /// Finer grids cost lookups: groups of `15 / tree_max` values per sum.
+    pub tree_max: u8,
     /// Probabilities the four sigmoid output levels stand for.
     pub sigmoid_levels: [f64; 4],
     /// Per feature, the inner level `r` of the 2-bit feature encoding, whose
-    /// levels are `[-1, -r, r, 1]` (`0 < r <= 1`). Chosen by the data owner
-    /// from training data (see `encode::Quantizer`); public, like any
-    /// quantizer of a compiled circuit.
+    /// levels are `[-1, -r, r, 1]`, a multiple of [`RATIO_GRID`] in (0, 1].
+    /// `encode::Quantizer` uses the public constant `INNER_RATIO` for every
+    /// feature.
     pub feature_ratios: Vec<f64>,
 }
 
@@ -239,8 +248,9 @@ impl CircuitConfig {
             forward_step: 0.7,
             forward_clip: 2.0,
             backward_clip: 2.0,
+            tree_max: 4,
             sigmoid_levels: [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0],
-            feature_ratios: vec![1.0 / 3.0; n_features],
+            feature_ratios: vec![crate::encode::INNER_RATIO; n_features],
         }
     }
 
@@ -272,6 +282,14 @@ impl CircuitConfig {
                 self.hi_max
             )));
         }
+        // Even so that 0 is exact; at most 6 so that two values still fit a
+        // block and every tree level shrinks.
+        if ![2, 4, 6].contains(&self.tree_max) {
+            return Err(Error::Config(format!(
+                "tree_max {} is not 2, 4 or 6",
+                self.tree_max
+            )));
+        }
         for (name, v) in [
             ("forward_step", self.forward_step),
             ("forward_clip", self.forward_clip),
@@ -288,16 +306,22 @@ impl CircuitConfig {
                 self.n_features
             )));
         }
-        if let Some(r) = self
-            .feature_ratios
-            .iter()
-            .find(|r| !(r.is_finite() && **r > 0.0 && **r <= 1.0))
-        {
-            return Err(Error::Config(format!("feature ratio {r} not in (0, 1]")));
+        // Ratios are public: only a coarse grid is accepted, so a config can
+        // never carry fine statistics of the data.
+        if let Some(r) = self.feature_ratios.iter().find(|r| {
+            let k = **r / RATIO_GRID;
+            !(r.is_finite() && k.fract() == 0.0 && (1.0..=1.0 / RATIO_GRID).contains(&k))
+        }) {
+            return Err(Error::Config(format!(
+                "feature ratio {r} is not a multiple of {RATIO_GRID} in (0, 1]"
+            )));
         }
         Ok(())
     }
 }
+
+/// The public grid of feature ratios a config may carry.
+pub const RATIO_GRID: f64 = 0.125;
 
 /// Levels of the bias column (its value is always level 3, i.e. 1.0, or
 /// level 0 after the label flip).
@@ -329,8 +353,8 @@ pub struct Plan {
 
 const FPROD_MAX: u8 = 4;
 const BPROD_MAX: u8 = 6;
-const TREE_MAX: u8 = 4;
-const LO_LEVELS: u8 = 4;
+/// Levels of the low digit of a master weight.
+pub const LO_LEVELS: u8 = 4;
 
 impl Plan {
     /// Derives the plan; fails on an invalid config.
@@ -485,9 +509,14 @@ pub struct BatchData<C> {
 }
 
 /// Reduces values of one encoding to one value by summing groups and
-/// requantizing each group sum onto `TREE_MAX` raw steps. Runs all rows'
+/// requantizing each group sum onto `tree_max` raw steps. Runs all rows'
 /// reductions level by level so each level's lookups are one parallel call.
-fn reduce_many<B: Backend>(be: &B, mut sets: Vec<Vec<Val<B::Ct>>>, clip: f64) -> Vec<Val<B::Ct>> {
+fn reduce_many<B: Backend>(
+    be: &B,
+    mut sets: Vec<Vec<Val<B::Ct>>>,
+    clip: f64,
+    tree_max: u8,
+) -> Vec<Val<B::Ct>> {
     loop {
         // Can every set be summed directly?
         let done = sets.iter().all(|s| {
@@ -507,28 +536,36 @@ fn reduce_many<B: Backend>(be: &B, mut sets: Vec<Vec<Val<B::Ct>>>, clip: f64) ->
                 groups.push((si, sum(be, &chunk.iter().collect::<Vec<_>>())));
             }
         }
-        let out_enc = Enc::symmetric(clip, TREE_MAX);
-        let tables: Vec<Table> = groups
+        let out_enc = Enc::symmetric(clip, tree_max);
+        // A group whose requantization would be the identity (a lone value
+        // already on the tree's encoding) skips its lookup.
+        let tables: Vec<Option<Table>> = groups
             .iter()
             .map(|(_, v)| {
                 let enc = v.enc;
-                Table::from_fn(v.max, |r| out_enc.quantize(enc.real(r), TREE_MAX))
+                let t = Table::from_fn(v.max, |r| out_enc.quantize(enc.real(r), tree_max));
+                let identity = enc == out_enc && (0..=v.max).all(|r| t.get(r) == r);
+                (!identity).then_some(t)
             })
             .collect();
         let jobs: Vec<(&B::Ct, &Table)> = groups
             .iter()
             .zip(&tables)
-            .map(|((_, v), t)| (&v.ct, t))
+            .filter_map(|((_, v), t)| t.as_ref().map(|t| (&v.ct, t)))
             .collect();
-        let outs = be.lookups(&jobs);
+        let mut outs = be.lookups(&jobs).into_iter();
         let mut next: Vec<Vec<Val<B::Ct>>> = vec![Vec::new(); sets.len()];
-        for ((si, _), ct) in groups.iter().zip(outs) {
-            next[*si].push(Val {
-                ct,
-                max: TREE_MAX,
-                norm2: 1,
-                enc: out_enc,
-            });
+        for ((si, v), t) in groups.into_iter().zip(&tables) {
+            let val = match t {
+                Some(_) => Val {
+                    ct: outs.next().expect("one output per lookup"),
+                    max: tree_max,
+                    norm2: 1,
+                    enc: out_enc,
+                },
+                None => v,
+            };
+            next[si].push(val);
         }
         sets = next;
     }
@@ -577,7 +614,7 @@ fn forward<B: Backend>(be: &B, plan: &Plan, fwd: &[B::Ct], rows: &[Vec<B::Ct>]) 
                 .collect()
         })
         .collect();
-    let margins = reduce_many(be, sets, plan.config.forward_clip);
+    let margins = reduce_many(be, sets, plan.config.forward_clip, plan.config.tree_max);
     let tables: Vec<Table> = margins
         .iter()
         .map(|m| Table::from_fn(m.max, |r| plan.sigmoid_index(m.enc.real(r))))
@@ -603,9 +640,10 @@ pub fn train_batch<B: Backend>(
 ) -> Result<()> {
     let cols = plan.n_columns();
     let rows = &batch.rows;
-    if rows.is_empty() || rows.len() > plan.config.batch_size {
+    // Only full batches: a short one would tell the server the row count.
+    if rows.len() != plan.config.batch_size {
         return Err(Error::Shape(format!(
-            "batch has {} rows, plan allows 1..={}",
+            "batch has {} rows, the plan's batch size is {}",
             rows.len(),
             plan.config.batch_size
         )));
@@ -639,7 +677,7 @@ pub fn train_batch<B: Backend>(
                 .collect()
         })
         .collect();
-    let grads = reduce_many(be, sets, plan.config.backward_clip);
+    let grads = reduce_many(be, sets, plan.config.backward_clip, plan.config.tree_max);
 
     // Update in weight steps, offset by update_max, added to the low digit.
     let um = plan.update_max;
@@ -767,6 +805,8 @@ mod tests {
         assert!(Plan::new(c).is_err());
         let mut c = ok.clone();
         c.feature_ratios[0] = 0.0;
+        assert!(Plan::new(c.clone()).is_err());
+        c.feature_ratios[0] = 0.3;
         assert!(Plan::new(c).is_err());
         let mut c = ok;
         c.batch_size = 0;
@@ -809,10 +849,10 @@ mod tests {
             rows: vec![vec![2u8; 31]; 8],
         };
         train_batch(&be, &p, &mut st, &batch).unwrap();
-        // 248 forward products + 136 forward tree + 8 sigmoids + 248 backward
-        // products + 186 backward tree + 31 updates + 62 carry/low + 62
+        // 248 forward products + 128 forward tree + 8 sigmoids + 248 backward
+        // products + 155 backward tree + 31 updates + 62 carry/low + 62
         // clamp/forward.
-        assert_eq!(be.pbs_count(), 981);
+        assert_eq!(be.pbs_count(), 942);
     }
 
     #[test]
@@ -841,6 +881,10 @@ mod tests {
             rows: vec![vec![0u8; 3]; 3],
         };
         assert!(train_batch(&be, &p, &mut st, &too_many).is_err());
+        let short = BatchData {
+            rows: vec![vec![0u8; 3]; 1],
+        };
+        assert!(train_batch(&be, &p, &mut st, &short).is_err());
         let narrow = BatchData {
             rows: vec![vec![0u8; 2]; 2],
         };
@@ -860,7 +904,7 @@ mod tests {
         ) {
             use rand::{Rng, SeedableRng};
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let p = plan(features, 4);
+            let p = plan(features, rows);
             let cols = p.n_columns();
             let mut st = WeightState { hi: vec![], lo: vec![], fwd: vec![] };
             for _ in 0..cols {

@@ -18,11 +18,31 @@ pub struct Dataset {
     feature_names: Vec<String>,
     x: Vec<Vec<f64>>,
     y: Vec<u8>,
+    classes: u8,
 }
 
+/// Most classes a multi-class data set may have.
+pub const MAX_CLASSES: u8 = 32;
+
 impl Dataset {
-    /// Builds a data set from rows, checking shapes, finiteness and labels.
+    /// Builds a binary data set from rows, checking shapes, finiteness and
+    /// labels (0 or 1).
     pub fn new(feature_names: Vec<String>, x: Vec<Vec<f64>>, y: Vec<u8>) -> Result<Self> {
+        Self::with_classes(feature_names, x, y, 2)
+    }
+
+    /// Builds a data set whose labels are class indices `0..classes`.
+    pub fn with_classes(
+        feature_names: Vec<String>,
+        x: Vec<Vec<f64>>,
+        y: Vec<u8>,
+        classes: u8,
+    ) -> Result<Self> {
+        if !(2..=MAX_CLASSES).contains(&classes) {
+            return Err(Error::Shape(format!(
+                "{classes} classes is not in 2..={MAX_CLASSES}"
+            )));
+        }
         if x.len() != y.len() {
             return Err(Error::Shape(format!(
                 "{} rows but {} labels",
@@ -50,9 +70,9 @@ impl Dataset {
                 )));
             }
         }
-        if let Some(i) = y.iter().position(|&l| l > 1) {
+        if let Some(i) = y.iter().position(|&l| l >= classes) {
             return Err(Error::Shape(format!(
-                "label {} at row {} is not 0 or 1",
+                "label {} at row {} is not below {classes}",
                 y[i],
                 i + 1
             )));
@@ -61,6 +81,7 @@ impl Dataset {
             feature_names,
             x,
             y,
+            classes,
         })
     }
 
@@ -73,75 +94,28 @@ impl Dataset {
 
     /// Loads CSV text from any reader; see [`Dataset::from_csv_path`].
     pub fn from_csv_reader(reader: impl Read, target: &str) -> Result<Self> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(false)
-            .trim(csv::Trim::All)
-            .from_reader(reader);
-        let headers = rdr
-            .headers()
-            .map_err(|e| Error::Csv {
-                what: format!("header: {e}"),
-            })?
-            .clone();
-        let target_idx = headers
-            .iter()
-            .position(|h| h == target)
-            .ok_or_else(|| Error::NoSuchColumn(target.to_string()))?;
-        let feature_names: Vec<String> = headers
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != target_idx)
-            .map(|(_, h)| h.to_string())
-            .collect();
-        let mut x = Vec::new();
-        let mut y = Vec::new();
-        for (r, rec) in rdr.records().enumerate() {
-            let row_no = r + 1;
-            let rec = rec.map_err(|e| Error::Csv {
-                what: format!("row {row_no}: {e}"),
-            })?;
-            let mut row = Vec::with_capacity(feature_names.len());
-            for (c, cell) in rec.iter().enumerate() {
-                let column = headers.get(c).unwrap_or("?");
-                if c == target_idx {
-                    let label = match cell {
-                        "0" | "0.0" => 0,
-                        "1" | "1.0" => 1,
-                        _ => {
-                            return Err(Error::BadLabel {
-                                row: row_no,
-                                column: column.to_string(),
-                                value: cell.to_string(),
-                            })
-                        }
-                    };
-                    y.push(label);
-                    continue;
-                }
-                if cell.is_empty() {
-                    return Err(Error::Csv {
-                        what: format!("row {row_no}, column {column:?}: missing value"),
-                    });
-                }
-                let v: f64 = cell.parse().map_err(|_| Error::Csv {
-                    what: format!("row {row_no}, column {column:?}: {cell:?} is not a number"),
-                })?;
-                if !v.is_finite() {
-                    return Err(Error::Csv {
-                        what: format!("row {row_no}, column {column:?}: {cell:?} is not finite"),
-                    });
-                }
-                row.push(v);
-            }
-            x.push(row);
+        let (names, x, y) = parse_csv(reader, Some((target, 2)))?;
+        Dataset::new(names, x, y)
+    }
+
+    /// Loads a CSV whose `target` column holds class indices `0, 1, ...,
+    /// k - 1` (integers, `k <= MAX_CLASSES`, every class present).
+    pub fn from_csv_path_classes(path: impl AsRef<Path>, target: &str) -> Result<Self> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let (names, x, y) = parse_csv(file, Some((target, MAX_CLASSES)))?;
+        let k = y.iter().copied().max().unwrap_or(0) + 1;
+        if let Some(c) = (0..k).find(|c| !y.contains(c)) {
+            return Err(Error::Shape(format!(
+                "class {c} has no row: labels must be 0..{k} with every class present"
+            )));
         }
-        if x.is_empty() {
-            return Err(Error::Csv {
-                what: "has no data rows".into(),
-            });
-        }
-        Dataset::new(feature_names, x, y)
+        Dataset::with_classes(names, x, y, k.max(2))
+    }
+
+    /// Number of classes (2 for a binary set).
+    pub fn n_classes(&self) -> u8 {
+        self.classes
     }
 
     /// Feature column names, in order.
@@ -180,6 +154,7 @@ impl Dataset {
             feature_names: self.feature_names.clone(),
             x: idx.iter().map(|&i| self.x[i].clone()).collect(),
             y: idx.iter().map(|&i| self.y[i]).collect(),
+            classes: self.classes,
         }
     }
 
@@ -194,7 +169,7 @@ impl Dataset {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut train = Vec::new();
         let mut test = Vec::new();
-        for class in 0..=1u8 {
+        for class in 0..self.classes {
             let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.y[i] == class).collect();
             idx.shuffle(&mut rng);
             let n_test = (idx.len() as f64 * test_fraction).round() as usize;
@@ -208,6 +183,101 @@ impl Dataset {
         }
         Ok((self.select(&train), self.select(&test)))
     }
+}
+
+/// Feature names and rows of a CSV file without a label column (every
+/// column is a feature), for prediction.
+pub fn features_from_csv_path(path: impl AsRef<Path>) -> Result<(Vec<String>, Vec<Vec<f64>>)> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let (names, x, _) = parse_csv(file, None)?;
+    Ok((names, x))
+}
+
+/// Feature names, feature rows and labels of a parsed CSV.
+type Parsed = (Vec<String>, Vec<Vec<f64>>, Vec<u8>);
+
+/// Parses a CSV with a header; `target` names the label column, if any, and
+/// the number of classes its integer labels must stay below.
+fn parse_csv(reader: impl Read, target: Option<(&str, u8)>) -> Result<Parsed> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let headers = rdr
+        .headers()
+        .map_err(|e| Error::Csv {
+            what: format!("header: {e}"),
+        })?
+        .clone();
+    let classes = target.map_or(2, |t| t.1);
+    let target_idx = match target.map(|t| t.0) {
+        Some(t) => Some(
+            headers
+                .iter()
+                .position(|h| h == t)
+                .ok_or_else(|| Error::NoSuchColumn(t.to_string()))?,
+        ),
+        None => None,
+    };
+    let feature_names: Vec<String> = headers
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| Some(i) != target_idx)
+        .map(|(_, h)| h.to_string())
+        .collect();
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for (r, rec) in rdr.records().enumerate() {
+        let row_no = r + 1;
+        let rec = rec.map_err(|e| Error::Csv {
+            what: format!("row {row_no}: {e}"),
+        })?;
+        let mut row = Vec::with_capacity(feature_names.len());
+        for (c, cell) in rec.iter().enumerate() {
+            let column = headers.get(c).unwrap_or("?");
+            if Some(c) == target_idx {
+                let label = match cell.strip_suffix(".0").unwrap_or(cell).parse::<u8>() {
+                    Ok(l) if l < classes => l,
+                    _ => {
+                        return Err(Error::BadLabel {
+                            row: row_no,
+                            column: column.to_string(),
+                            value: cell.to_string(),
+                            classes,
+                        })
+                    }
+                };
+                y.push(label);
+                continue;
+            }
+            if cell.is_empty() {
+                return Err(Error::Csv {
+                    what: format!("row {row_no}, column {column:?}: missing value"),
+                });
+            }
+            let v: f64 = cell.parse().map_err(|_| Error::Csv {
+                what: format!("row {row_no}, column {column:?}: {cell:?} is not a number"),
+            })?;
+            if !v.is_finite() {
+                return Err(Error::Csv {
+                    what: format!("row {row_no}, column {column:?}: {cell:?} is not finite"),
+                });
+            }
+            row.push(v);
+        }
+        x.push(row);
+    }
+    if x.is_empty() {
+        return Err(Error::Csv {
+            what: "has no data rows".into(),
+        });
+    }
+    if feature_names.is_empty() {
+        return Err(Error::Shape("no feature columns".into()));
+    }
+    Ok((feature_names, x, y))
 }
 
 /// Min-max scaler to [-1, 1], fitted on training data and stored with the model.

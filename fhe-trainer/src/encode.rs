@@ -10,22 +10,26 @@ use crate::error::{Error, Result};
 
 /// Per-feature preconditioning and 2-bit quantization, applied after the
 /// min-max scaler. A feature `v` in [-1, 1] becomes `u = (v - centre) / spread`
-/// (centre: training median; spread: mean |v - centre| over the upper half), and
-/// its 2-bit index is the sign of `u` and whether `|u|` exceeds the median
-/// `|u|`. The levels are `[-1, -r, r, 1]` with `r` the mean of the inner half.
-/// Centring is an affine change of variables the bias absorbs; it is what lets
-/// two bits per feature match float accuracy (uniform 2-bit levels lose 2
-/// points, see the crate docs).
+/// (centre: training median), and its 2-bit index is the nearest of the
+/// levels `[-1, -1/2, 1/2, 1]` (sign of `u`, then `|u|` against 3/4). The
+/// inner level is the same public constant [`INNER_RATIO`] for every feature,
+/// so the server learns nothing about the data from it, and the forward
+/// product `x * (+-s)` lands exactly on the circuit's `s / 2` grid. The spread
+/// is fitted by alternating assignment and least squares (Lloyd's algorithm
+/// with the level ratio fixed) on the training rows, in the clear, by the
+/// owner. Centring is an affine change of variables the bias absorbs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Quantizer {
     centre: Vec<f64>,
     spread: Vec<f64>,
-    threshold: Vec<f64>,
-    ratio: Vec<f64>,
 }
 
-/// Smallest inner level, so a constant feature keeps a valid encoding.
-const MIN_RATIO: f64 = 0.05;
+/// The inner level of every feature (the outer level is 1).
+pub const INNER_RATIO: f64 = 0.5;
+/// `|u|` above this is the outer level: the midpoint of the two levels.
+const THRESHOLD: f64 = (1.0 + INNER_RATIO) / 2.0;
+/// Lloyd iterations fitting each spread.
+const LLOYD_ITERATIONS: usize = 25;
 
 impl Quantizer {
     /// Fits on min-max scaled training rows.
@@ -37,33 +41,38 @@ impl Quantizer {
         let mut q = Quantizer {
             centre: Vec::with_capacity(n),
             spread: Vec::with_capacity(n),
-            threshold: Vec::with_capacity(n),
-            ratio: Vec::with_capacity(n),
         };
         for j in 0..n {
             let mut col: Vec<f64> = x.iter().map(|r| r[j]).collect();
             col.sort_by(f64::total_cmp);
             let centre = col[col.len() / 2];
-            let mut dev: Vec<f64> = col.iter().map(|v| (v - centre).abs()).collect();
-            dev.sort_by(f64::total_cmp);
-            let t = dev[dev.len() / 2];
-            let (inner, outer): (Vec<f64>, Vec<f64>) = dev.iter().partition(|&&d| d <= t);
-            let mean = |v: &[f64]| {
-                if v.is_empty() {
-                    0.0
-                } else {
-                    v.iter().sum::<f64>() / v.len() as f64
+            let dev: Vec<f64> = col.iter().map(|v| (v - centre).abs()).collect();
+            let max_dev = dev.iter().cloned().fold(0.0, f64::max);
+            // Start from the largest deviation, then alternate: assign each
+            // deviation to the nearer level, refit the spread by least squares.
+            let mut spread = max_dev;
+            for _ in 0..LLOYD_ITERATIONS {
+                if spread <= 1e-12 {
+                    break;
                 }
-            };
-            let mut spread = mean(&outer);
-            if spread <= 1e-12 {
-                spread = t.max(1e-12);
+                let (mut num, mut den) = (0.0, 0.0);
+                for &d in &dev {
+                    let l = if d > THRESHOLD * spread {
+                        1.0
+                    } else {
+                        INNER_RATIO
+                    };
+                    num += d * l;
+                    den += l * l;
+                }
+                spread = num / den;
             }
-            let ratio = (mean(&inner) / spread).clamp(MIN_RATIO, 1.0);
+            if spread <= 1e-12 {
+                // A constant feature: any spread works, its index never varies.
+                spread = 1.0;
+            }
             q.centre.push(centre);
             q.spread.push(spread);
-            q.threshold.push(t / spread);
-            q.ratio.push(ratio);
         }
         Ok(q)
     }
@@ -73,9 +82,10 @@ impl Quantizer {
         self.centre.len()
     }
 
-    /// Inner levels, one per feature (for the circuit config).
-    pub fn ratios(&self) -> &[f64] {
-        &self.ratio
+    /// Inner levels, one per feature (for the circuit config): all
+    /// [`INNER_RATIO`].
+    pub fn ratios(&self) -> Vec<f64> {
+        vec![INNER_RATIO; self.centre.len()]
     }
 
     /// Feature centres (in min-max units).
@@ -114,8 +124,7 @@ impl Quantizer {
         let u = self.transform_row(row)?;
         let mut out: Vec<u8> = u
             .iter()
-            .enumerate()
-            .map(|(j, &v)| match (v < 0.0, v.abs() > self.threshold[j]) {
+            .map(|&v| match (v < 0.0, v.abs() > THRESHOLD) {
                 (true, true) => 0,
                 (true, false) => 1,
                 (false, false) => 2,
@@ -215,7 +224,7 @@ mod tests {
             }
         }
         assert_eq!(*a.rows[0].last().unwrap(), BIAS_ONE);
-        assert!(q.ratios()[0] > 0.0 && q.ratios()[0] <= 1.0);
+        assert_eq!(q.ratios(), [INNER_RATIO]);
     }
 
     #[test]
@@ -235,10 +244,25 @@ mod tests {
     }
 
     #[test]
+    fn spread_fits_the_levels() {
+        // Deviations clustered at 1 and 2 around the median 0: spread 2.
+        let x: Vec<Vec<f64>> = [-2.0, -1.0, 0.0, 1.0, 2.0, -2.0, 2.0, -1.0, 1.0]
+            .iter()
+            .map(|&v| vec![v * 0.4])
+            .collect();
+        let q = Quantizer::fit(&x).unwrap();
+        assert!((q.spreads()[0] - 0.8).abs() < 0.1, "{:?}", q.spreads());
+        assert_eq!(q.indices(&[0.8]).unwrap()[0], 3);
+        assert_eq!(q.indices(&[0.4]).unwrap()[0], 2);
+        assert_eq!(q.indices(&[-0.4]).unwrap()[0], 1);
+        assert_eq!(q.indices(&[-0.8]).unwrap()[0], 0);
+    }
+
+    #[test]
     fn constant_feature_is_valid() {
         let x = vec![vec![0.5]; 5];
         let q = Quantizer::fit(&x).unwrap();
-        assert!(q.ratios()[0] >= MIN_RATIO);
+        assert_eq!(q.ratios(), [INNER_RATIO]);
         assert_eq!(q.indices(&[0.5]).unwrap().len(), 2);
     }
 }

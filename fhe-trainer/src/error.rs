@@ -20,9 +20,11 @@ pub enum Error {
         /// What was wrong, with row and column.
         what: String,
     },
-    /// A label other than 0 or 1 was found.
-    #[error("row {row}: label {value:?} in column {column:?} is not 0 or 1")]
+    /// A label that is not a class index was found (0 or 1 for binary data).
+    #[error("row {row}: label {value:?} in column {column:?} is not {}", if *classes == 2 { "0 or 1".to_string() } else { format!("an integer in 0..{classes}") })]
     BadLabel {
+        /// Number of classes allowed.
+        classes: u8,
         /// 1-based data row (header not counted).
         row: usize,
         /// Name of the label column.
@@ -77,6 +79,21 @@ pub enum Error {
     /// Files from different key sets or circuit plans were combined.
     #[error("incompatible inputs: {0}")]
     Incompatible(String),
+    /// A secret file (client key, owner file) can be read by others.
+    #[error("{path} has mode {mode:o}: others may read this secret; run chmod 600 on it")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A decrypted block overflowed into tfhe's padding bit: the circuit
+    /// plan is wrong or the ciphertext was tampered with.
+    #[error("decrypted block {value} is outside the 4-bit block space (padding bit set)")]
+    Overflow {
+        /// The decoded value, modulo 32.
+        value: u64,
+    },
     /// The plot could not be drawn.
     #[error("plot: {0}")]
     Plot(String),

@@ -16,7 +16,12 @@
 //! written with tfhe's `safe_serialize` and read back with `safe_deserialize`
 //! and a per-ciphertext limit; tfhe 1.8 offers no `Named` impl for the
 //! compressed server key and seeded ciphertexts, so those go through bincode
-//! under this header.
+//! under this header and are checked with tfhe's `is_conformant` after
+//! decoding.
+//!
+//! Every file is written with mode 0600 through a fresh temporary file
+//! (`create_new`) renamed into place; the client key and the owner file are
+//! refused on load when their group or others have any access.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -24,6 +29,7 @@ use std::path::Path;
 use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tfhe::shortint::parameters::CiphertextConformanceParams;
 use tfhe::shortint::Ciphertext;
 
 use crate::error::{Error, Result};
@@ -31,7 +37,7 @@ use crate::error::{Error, Result};
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"FHETRAIN";
 /// Current format version.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 20;
 /// Upper bound of one safe-serialized shortint ciphertext.
@@ -53,6 +59,10 @@ pub enum FileKind {
     Rows = 5,
     /// Encrypted sigmoid levels from inference.
     Predictions = 6,
+    /// The data owner's clear preprocessing, circuit config and test rows.
+    Owner = 7,
+    /// A decrypted model.
+    Model = 8,
 }
 
 impl FileKind {
@@ -64,6 +74,8 @@ impl FileKind {
             4 => FileKind::Weights,
             5 => FileKind::Rows,
             6 => FileKind::Predictions,
+            7 => FileKind::Owner,
+            8 => FileKind::Model,
             _ => return None,
         })
     }
@@ -75,6 +87,8 @@ impl FileKind {
             FileKind::ServerKey => 1 << 30,
             FileKind::Batches | FileKind::Rows => 512 << 20,
             FileKind::Weights | FileKind::Predictions => 64 << 20,
+            FileKind::Owner => 256 << 20,
+            FileKind::Model => 16 << 20,
         }
     }
 
@@ -86,7 +100,14 @@ impl FileKind {
             FileKind::Weights => "weights file",
             FileKind::Rows => "rows file",
             FileKind::Predictions => "predictions file",
+            FileKind::Owner => "owner file",
+            FileKind::Model => "model file",
         }
+    }
+
+    /// Kinds holding secrets: refused on load when others may read them.
+    fn is_secret(self) -> bool {
+        matches!(self, FileKind::ClientKey | FileKind::Owner)
     }
 }
 
@@ -177,18 +198,78 @@ pub fn decode<T: DeserializeOwned>(kind: FileKind, bytes: &[u8]) -> Result<T> {
         })
 }
 
-/// Writes a file of `kind`.
+/// Writes a file of `kind`, readable and writable by its owner only (0600).
 pub fn write_file<T: Serialize>(path: &Path, kind: FileKind, value: &T) -> Result<()> {
-    let bytes = encode(kind, value)?;
-    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(&bytes).map_err(|e| Error::io(path, e))
+    write_private(path, &encode(kind, value)?)
+}
+
+/// Writes `bytes` to `path` with mode 0600: into a fresh temporary file next
+/// to it (`create_new`, so an existing file or a planted link is never
+/// followed), synced, then renamed over `path`.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::io(path, std::io::Error::other("path has no file name")))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(
+        ".tmp{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let tmp = dir.join(tmp_name);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let result = (|| {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Refuses a secret file that its group or others may read or write.
+fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, meta);
+    Ok(())
 }
 
 /// Reads a file of `kind`, refusing files over the kind's limit before
-/// reading them.
+/// reading them, and secret kinds (client key, owner file) that others can
+/// read.
 pub fn read_file<T: DeserializeOwned>(path: &Path, kind: FileKind) -> Result<T> {
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if kind.is_secret() {
+        check_private(path, &meta)?;
+    }
+    let size = meta.len();
     let max = kind.limit() + HEADER_LEN as u64;
     if size > max {
         return Err(Error::TooLarge {
@@ -204,6 +285,25 @@ pub fn read_file<T: DeserializeOwned>(path: &Path, kind: FileKind) -> Result<T> 
     decode(kind, &bytes)
 }
 
+/// Reads a whole (unframed) file of at most `limit` bytes, refusing larger
+/// ones before reading them.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if size > limit {
+        return Err(Error::TooLarge {
+            what: "file",
+            size,
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    f.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
+}
+
 /// `safe_serialize` of one ciphertext.
 pub fn ct_to_bytes(ct: &Ciphertext) -> Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -216,12 +316,16 @@ pub fn ct_to_bytes(ct: &Ciphertext) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// `safe_deserialize` of one ciphertext, with [`CIPHERTEXT_LIMIT`].
-pub fn ct_from_bytes(bytes: &[u8]) -> Result<Ciphertext> {
-    tfhe::safe_serialization::safe_deserialize(bytes, CIPHERTEXT_LIMIT).map_err(|e| Error::Decode {
-        what: "ciphertext",
-        detail: e,
-    })
+/// `safe_deserialize_conformant` of one ciphertext, with [`CIPHERTEXT_LIMIT`]:
+/// the ciphertext must have exactly the shape, moduli, atomic pattern, noise
+/// level and degree of `params`.
+pub fn ct_from_bytes(bytes: &[u8], params: &CiphertextConformanceParams) -> Result<Ciphertext> {
+    tfhe::safe_serialization::safe_deserialize_conformant(bytes, CIPHERTEXT_LIMIT, params).map_err(
+        |e| Error::Decode {
+            what: "ciphertext",
+            detail: e,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -273,5 +377,27 @@ mod tests {
         fn decode_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
             let _ = decode::<Vec<u64>>(FileKind::Rows, &data);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_are_private_and_open_secrets_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.bin");
+        write_file(&p, FileKind::ClientKey, &7u32).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(read_file::<u32>(&p, FileKind::ClientKey).unwrap(), 7);
+        // Overwriting keeps 0600 and leaves no temporary file behind.
+        write_file(&p, FileKind::ClientKey, &8u32).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_file::<u32>(&p, FileKind::ClientKey).unwrap_err();
+        assert!(matches!(e, Error::Permissions { mode: 0o644, .. }), "{e}");
+        // A non-secret kind with the same mode still loads.
+        write_file(&p, FileKind::Weights, &9u32).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_file::<u32>(&p, FileKind::Weights).unwrap(), 9);
     }
 }

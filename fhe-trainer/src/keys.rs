@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use tfhe::core_crypto::prelude::LweDimension;
+use tfhe::conformance::ParameterSetConformant;
+use tfhe::shortint::ciphertext::Degree;
+use tfhe::shortint::parameters::CiphertextConformanceParams;
 use tfhe::shortint::{Ciphertext, ClientKey, CompressedCiphertext, CompressedServerKey};
 
-use crate::circuit::{infer, train_batch, BatchData, CircuitConfig, Plan, WeightState};
+use crate::circuit::{infer, train_batch, BatchData, CircuitConfig, Plan, WeightState, LO_LEVELS};
 use crate::error::{Error, Result};
 use crate::exec::{TfheBackend, PARAMS};
 use crate::io::{ct_from_bytes, ct_to_bytes};
@@ -18,31 +20,19 @@ use crate::io::{ct_from_bytes, ct_to_bytes};
 /// different key sets are refused instead of decrypting to garbage.
 pub type KeyId = [u8; 16];
 
-fn lwe_dimension() -> LweDimension {
-    PARAMS
-        .glwe_dimension
-        .to_equivalent_lwe_dimension(PARAMS.polynomial_size)
+/// Conformance parameters of a block of this parameter set whose public
+/// degree (largest value it may hold) is `degree`.
+fn conformance(degree: u64) -> CiphertextConformanceParams {
+    let mut p = PARAMS.to_shortint_conformance_param();
+    p.degree = Degree::new(degree);
+    p
 }
 
-/// Checks that a ciphertext read from a file has this parameter set's shape,
-/// so a hostile file cannot reach tfhe with mismatched dimensions.
-fn check_ct(ct: &Ciphertext) -> Result<()> {
-    if ct.ct.lwe_size().to_lwe_dimension() != lwe_dimension()
-        || ct.message_modulus != PARAMS.message_modulus
-        || ct.carry_modulus != PARAMS.carry_modulus
-    {
-        return Err(Error::Incompatible(
-            "ciphertext does not match the parameter set".into(),
-        ));
-    }
-    Ok(())
-}
-
+/// Checks a seeded ciphertext read from a file against the parameter set
+/// (dimensions, moduli, atomic pattern, noise level, degree of a fresh 2-bit
+/// encryption), so a hostile file cannot reach tfhe with a mismatched shape.
 fn check_compressed(ct: &CompressedCiphertext) -> Result<()> {
-    if ct.ct.lwe_size().to_lwe_dimension() != lwe_dimension()
-        || ct.message_modulus != PARAMS.message_modulus
-        || ct.carry_modulus != PARAMS.carry_modulus
-    {
+    if !ct.is_conformant(&PARAMS.to_shortint_conformance_param()) {
         return Err(Error::Incompatible(
             "seeded ciphertext does not match the parameter set".into(),
         ));
@@ -50,37 +40,55 @@ fn check_compressed(ct: &CompressedCiphertext) -> Result<()> {
     Ok(())
 }
 
+/// Public degrees of the three digit vectors of a weight state.
+fn state_degrees(config: &CircuitConfig) -> [u64; 3] {
+    [u64::from(config.hi_max), u64::from(LO_LEVELS - 1), 2]
+}
+
+/// Degree of an encrypted sigmoid level (0..4).
+const LEVEL_DEGREE: u64 = 3;
+
 /// Serialized form of encrypted weights: each block `safe_serialize`d.
 pub type StateBytes = WeightState<Vec<u8>>;
 
-fn state_to_bytes(st: &WeightState<Ciphertext>) -> Result<StateBytes> {
-    let conv = |v: &[Ciphertext]| v.iter().map(ct_to_bytes).collect::<Result<Vec<_>>>();
+/// Serializes a state with canonical degrees (the public bound of each digit),
+/// so that the reader can demand exactly those degrees.
+fn state_to_bytes(st: &WeightState<Ciphertext>, config: &CircuitConfig) -> Result<StateBytes> {
+    let [dh, dl, df] = state_degrees(config);
+    let conv = |v: &[Ciphertext], d: u64| {
+        v.iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.degree = Degree::new(d);
+                ct_to_bytes(&c)
+            })
+            .collect::<Result<Vec<_>>>()
+    };
     Ok(WeightState {
-        hi: conv(&st.hi)?,
-        lo: conv(&st.lo)?,
-        fwd: conv(&st.fwd)?,
+        hi: conv(&st.hi, dh)?,
+        lo: conv(&st.lo, dl)?,
+        fwd: conv(&st.fwd, df)?,
     })
 }
 
-fn state_from_bytes(st: &StateBytes, columns: usize) -> Result<WeightState<Ciphertext>> {
+fn state_from_bytes(st: &StateBytes, config: &CircuitConfig) -> Result<WeightState<Ciphertext>> {
+    let columns = config.n_features + 1;
     if st.hi.len() != columns || st.lo.len() != columns || st.fwd.len() != columns {
         return Err(Error::Shape(format!(
             "weight state does not have {columns} columns"
         )));
     }
-    let conv = |v: &[Vec<u8>]| {
+    let [dh, dl, df] = state_degrees(config);
+    let conv = |v: &[Vec<u8>], d: u64| {
+        let params = conformance(d);
         v.iter()
-            .map(|b| {
-                let ct = ct_from_bytes(b)?;
-                check_ct(&ct)?;
-                Ok(ct)
-            })
+            .map(|b| ct_from_bytes(b, &params))
             .collect::<Result<Vec<_>>>()
     };
     Ok(WeightState {
-        hi: conv(&st.hi)?,
-        lo: conv(&st.lo)?,
-        fwd: conv(&st.fwd)?,
+        hi: conv(&st.hi, dh)?,
+        lo: conv(&st.lo, dl)?,
+        fwd: conv(&st.fwd, df)?,
     })
 }
 
@@ -122,25 +130,34 @@ impl std::fmt::Debug for ServerKeyFile {
 }
 
 /// Encrypted training input: the public circuit config, the initial
-/// encrypted weights and the batches, each a row-major block of seeded
-/// ciphertexts.
+/// encrypted weights and the batches of each model (one model for binary
+/// data, one per class for one-vs-rest), each batch a row-major block of
+/// seeded ciphertexts.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct BatchesFile {
     /// Key-set tag.
     pub key_id: KeyId,
     /// The circuit the server must run.
     pub config: CircuitConfig,
-    /// Initial weights.
+    /// Initial weights, the starting point of every model.
     pub initial: StateBytes,
-    /// Training batches.
-    pub batches: Vec<BatchData<CompressedCiphertext>>,
+    /// Training batches of each model (the same number for every model).
+    pub batches: Vec<Vec<BatchData<CompressedCiphertext>>>,
+}
+
+impl BatchesFile {
+    /// Batches per model.
+    pub fn batches_per_model(&self) -> usize {
+        self.batches.first().map_or(0, Vec::len)
+    }
 }
 
 impl std::fmt::Debug for BatchesFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchesFile")
             .field("key_id", &hex(&self.key_id))
-            .field("batches", &self.batches.len())
+            .field("models", &self.batches.len())
+            .field("batches", &self.batches_per_model())
             .finish_non_exhaustive()
     }
 }
@@ -152,10 +169,10 @@ pub struct WeightsFile {
     pub key_id: KeyId,
     /// The circuit config the weights belong to.
     pub config: CircuitConfig,
-    /// Batches trained so far.
+    /// Batches trained so far, per model.
     pub batches_done: u64,
-    /// The weights.
-    pub state: StateBytes,
+    /// The weights of each model.
+    pub states: Vec<StateBytes>,
 }
 
 /// Encrypted rows for inference.
@@ -232,18 +249,28 @@ impl Client {
     }
 
     /// Decrypts a weight state.
-    pub fn decrypt_state(&self, st: &WeightState<Ciphertext>) -> WeightState<u8> {
-        let d = |v: &[Ciphertext]| v.iter().map(|c| self.decrypt_block(c)).collect();
-        WeightState {
-            hi: d(&st.hi),
-            lo: d(&st.lo),
-            fwd: d(&st.fwd),
-        }
+    pub fn decrypt_state(&self, st: &WeightState<Ciphertext>) -> Result<WeightState<u8>> {
+        let d = |v: &[Ciphertext]| {
+            v.iter()
+                .map(|c| self.decrypt_block(c))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(WeightState {
+            hi: d(&st.hi)?,
+            lo: d(&st.lo)?,
+            fwd: d(&st.fwd)?,
+        })
     }
 
-    /// Decrypts one block (full 4-bit space).
-    pub fn decrypt_block(&self, ct: &Ciphertext) -> u8 {
-        (self.cks.decrypt_message_and_carry(ct) % 16) as u8
+    /// Decrypts one block (full 4-bit space). tfhe decodes modulo 32, the
+    /// padding bit included; a value of 16 or more means the block overflowed
+    /// into the padding bit, which is an error, never folded away.
+    pub fn decrypt_block(&self, ct: &Ciphertext) -> Result<u8> {
+        let v = self.cks.decrypt_message_and_carry(ct);
+        if v > u64::from(crate::circuit::MAX_RAW) {
+            return Err(Error::Overflow { value: v });
+        }
+        Ok(v as u8)
     }
 
     /// Encrypts 2-bit index rows as seeded ciphertexts.
@@ -272,29 +299,42 @@ impl Client {
         })
     }
 
-    /// Builds the batches file for the server.
+    /// Builds the batches file for the server: `per_model[m]` are model
+    /// `m`'s batches (one model for binary data).
     pub fn batches_file(
         &self,
         config: &CircuitConfig,
         initial: &WeightState<u8>,
-        batches: &[BatchData<u8>],
+        per_model: &[Vec<BatchData<u8>>],
     ) -> Result<BatchesFile> {
+        if per_model.is_empty() || per_model.iter().any(|b| b.len() != per_model[0].len()) {
+            return Err(Error::Shape(
+                "every model needs the same, non-zero number of batch lists".into(),
+            ));
+        }
         Ok(BatchesFile {
             key_id: self.key_id,
             config: config.clone(),
-            initial: state_to_bytes(&self.encrypt_state(initial))?,
-            batches: batches
+            initial: state_to_bytes(&self.encrypt_state(initial), config)?,
+            batches: per_model
                 .iter()
-                .map(|b| self.encrypt_batch(b))
+                .map(|bs| {
+                    bs.iter()
+                        .map(|b| self.encrypt_batch(b))
+                        .collect::<Result<Vec<_>>>()
+                })
                 .collect::<Result<_>>()?,
         })
     }
 
-    /// Decrypts a weights file into a clear state.
-    pub fn decrypt_weights_file(&self, f: &WeightsFile) -> Result<WeightState<u8>> {
+    /// Decrypts a weights file into one clear state per model.
+    pub fn decrypt_weights_file(&self, f: &WeightsFile) -> Result<Vec<WeightState<u8>>> {
         self.check_id(&f.key_id)?;
-        let plan = Plan::new(f.config.clone())?;
-        Ok(self.decrypt_state(&state_from_bytes(&f.state, plan.n_columns())?))
+        Plan::new(f.config.clone())?;
+        f.states
+            .iter()
+            .map(|s| self.decrypt_state(&state_from_bytes(s, &f.config)?))
+            .collect()
     }
 
     /// Builds a rows file for encrypted inference.
@@ -308,13 +348,10 @@ impl Client {
     /// Decrypts predicted sigmoid levels (0..4).
     pub fn decrypt_predictions(&self, f: &PredictionsFile) -> Result<Vec<u8>> {
         self.check_id(&f.key_id)?;
+        let params = conformance(LEVEL_DEGREE);
         f.levels
             .iter()
-            .map(|b| {
-                let ct = ct_from_bytes(b)?;
-                check_ct(&ct)?;
-                Ok(self.decrypt_block(&ct))
-            })
+            .map(|b| self.decrypt_block(&ct_from_bytes(b, &params)?))
             .collect()
     }
 
@@ -341,7 +378,6 @@ impl Server {
     /// Decompresses a server key file; the key is checked against the
     /// parameter set first.
     pub fn new(file: &ServerKeyFile) -> Result<Server> {
-        use tfhe::conformance::ParameterSetConformant;
         use tfhe::shortint::ciphertext::MaxDegree;
         use tfhe::shortint::parameters::AtomicPatternParameters;
         let expected = (
@@ -386,15 +422,18 @@ impl Server {
     /// Loads the initial encrypted state of a batches file.
     pub fn initial_state(&self, f: &BatchesFile) -> Result<WeightState<Ciphertext>> {
         self.check_id(&f.key_id)?;
-        let plan = Plan::new(f.config.clone())?;
-        state_from_bytes(&f.initial, plan.n_columns())
+        Plan::new(f.config.clone())?;
+        state_from_bytes(&f.initial, &f.config)
     }
 
-    /// Loads a state from a weights file (to continue training).
-    pub fn state_from_file(&self, f: &WeightsFile) -> Result<WeightState<Ciphertext>> {
+    /// Loads the states of a weights file (to continue training).
+    pub fn state_from_file(&self, f: &WeightsFile) -> Result<Vec<WeightState<Ciphertext>>> {
         self.check_id(&f.key_id)?;
-        let plan = Plan::new(f.config.clone())?;
-        state_from_bytes(&f.state, plan.n_columns())
+        Plan::new(f.config.clone())?;
+        f.states
+            .iter()
+            .map(|s| state_from_bytes(s, &f.config))
+            .collect()
     }
 
     /// Expands one seeded batch, checking every ciphertext.
@@ -427,18 +466,21 @@ impl Server {
         train_batch(&self.backend, plan, state, batch)
     }
 
-    /// Packs a state into a weights file.
+    /// Packs the states of every model into a weights file.
     pub fn weights_file(
         &self,
         config: &CircuitConfig,
         batches_done: u64,
-        state: &WeightState<Ciphertext>,
+        states: &[WeightState<Ciphertext>],
     ) -> Result<WeightsFile> {
         Ok(WeightsFile {
             key_id: self.key_id,
             config: config.clone(),
             batches_done,
-            state: state_to_bytes(state)?,
+            states: states
+                .iter()
+                .map(|s| state_to_bytes(s, config))
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -456,7 +498,38 @@ impl Server {
         let levels = infer(&self.backend, plan, state, &expanded.rows)?;
         Ok(PredictionsFile {
             key_id: self.key_id,
-            levels: levels.iter().map(ct_to_bytes).collect::<Result<_>>()?,
+            levels: levels
+                .into_iter()
+                .map(|mut c| {
+                    c.degree = Degree::new(LEVEL_DEGREE);
+                    ct_to_bytes(&c)
+                })
+                .collect::<Result<_>>()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_into_the_padding_bit_is_an_error() {
+        let c = Client::generate();
+        assert_eq!(c.decrypt_block(&c.enc(15)).unwrap(), 15);
+        // 20 sets the padding bit (tfhe decodes modulo 32): refused, not
+        // folded to 4.
+        let e = c.decrypt_block(&c.cks.unchecked_encrypt(20)).unwrap_err();
+        assert!(matches!(e, Error::Overflow { value: 20 }), "{e}");
+    }
+
+    #[test]
+    fn ciphertexts_of_the_wrong_degree_are_refused() {
+        let c = Client::generate();
+        let mut ct = c.enc(2);
+        ct.degree = Degree::new(2);
+        let bytes = ct_to_bytes(&ct).unwrap();
+        assert!(ct_from_bytes(&bytes, &conformance(2)).is_ok());
+        assert!(ct_from_bytes(&bytes, &conformance(3)).is_err());
     }
 }

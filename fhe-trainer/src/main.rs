@@ -1,22 +1,27 @@
 //! `fhe-trainer`: the split workflow (`keygen`, `encrypt`, `train`,
-//! `decrypt`, `predict`), a one-shot `run` and a `bench`.
+//! `decrypt`, `predict`), a one-shot `run`, the accuracy `suite` and a
+//! `bench`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use fhe_trainer::circuit::{BatchData, CircuitConfig, Plan};
+use fhe_trainer::circuit::{BatchData, Plan};
 use fhe_trainer::data::{Dataset, MinMaxScaler};
 use fhe_trainer::encode::{state_from_weights, weights_from_state, Quantizer};
-use fhe_trainer::io::{read_file, write_file, FileKind};
+use fhe_trainer::io::{read_file, write_file, write_private, FileKind};
 use fhe_trainer::keys::{hex, BatchesFile, Client, Server, ServerKeyFile, WeightsFile};
-use fhe_trainer::model::{accuracy, ExecKeys, Fhe, SgdClassifier, TrainerConfig};
-use fhe_trainer::plot;
+use fhe_trainer::model::{
+    accuracy, default_epochs, epoch_orders, select_config, ExecKeys, Fhe, OneVsRest, SgdClassifier,
+    TrainerConfig,
+};
+use fhe_trainer::owner::{LinearModel, OwnerFile};
+use fhe_trainer::{plot, suite};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,12 +34,33 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How `run` and `suite` evaluate the model.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Float32 SGD on the same preprocessing and batches.
+    Disable,
+    /// The exact integer circuit, in the clear.
+    Simulate,
+    /// The same circuit under TFHE (generates keys first).
+    Execute,
+}
+
+impl From<Mode> for Fhe {
+    fn from(m: Mode) -> Fhe {
+        match m {
+            Mode::Disable => Fhe::Disable,
+            Mode::Simulate => Fhe::Simulate,
+            Mode::Execute => Fhe::Execute,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 struct TrainArgs {
     /// Bits of the encrypted master weights (3 to 6; 6 means 48 levels).
     #[arg(long, default_value_t = 6)]
     n_bits: u8,
-    /// Rows per batch.
+    /// Rows per batch (1 to 64).
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
     /// SGD learning rate.
@@ -46,12 +72,28 @@ struct TrainArgs {
     /// Upper end of the weight range.
     #[arg(long, default_value_t = 1.0)]
     range_max: f64,
-    /// Seed of the train/test split.
+    /// Seed of the train/test split and of the epoch shuffles.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Fraction of rows held out for testing (stratified).
+    /// Fraction of rows held out for testing (stratified; ignored with --test).
     #[arg(long, default_value_t = 0.3)]
     test_fraction: f64,
+    /// Score on this CSV instead of a split: every row of --data is trained on.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Epochs, each a fresh shuffle of the training rows in full batches
+    /// (default: enough for 300 steps, at most 20).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// The target holds class indices 0..k-1: train k one-vs-rest models
+    /// (`run` then reports the final accuracies only).
+    #[arg(long)]
+    multiclass: bool,
+    /// Owner-side model selection: pick learning rate, weight range and
+    /// forward step from a public grid by a Simulate validation split of the
+    /// training rows (binary targets; replaces the three options above).
+    #[arg(long)]
+    select: bool,
 }
 
 impl TrainArgs {
@@ -64,32 +106,61 @@ impl TrainArgs {
             .seed(self.seed)
             .build()?)
     }
+
+    /// The config, after the owner's model selection on `train` if asked.
+    fn config_for(&self, train: &Dataset) -> Result<TrainerConfig> {
+        let cfg = self.config()?;
+        if self.select && !self.multiclass {
+            let c = select_config(&cfg, train.x(), train.y())?;
+            eprintln!(
+                "selected learning rate {}, weight range {:?}",
+                c.learning_rate(),
+                c.parameters_range()
+            );
+            Ok(c)
+        } else {
+            Ok(cfg)
+        }
+    }
+
+    fn epochs(&self, train_rows: usize) -> Result<usize> {
+        match self.epochs {
+            Some(0) => bail!("--epochs must be at least 1"),
+            Some(e) => Ok(e),
+            None => Ok(default_epochs(train_rows, self.batch_size)),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Generate a client key (kept by the data owner) and a compressed server key.
     Keygen {
+        /// Where to write the client key (secret; written 0600).
         #[arg(long)]
         client_key: PathBuf,
+        /// Where to write the compressed server key (for the server).
         #[arg(long)]
         server_key: PathBuf,
     },
-    /// Fit preprocessing on the training split and encrypt the training batches.
+    /// Fit preprocessing on the training rows and encrypt the training batches.
     Encrypt {
+        /// The data owner's client key.
         #[arg(long)]
         client_key: PathBuf,
+        /// Training CSV with a header row.
         #[arg(long)]
         data: PathBuf,
+        /// Name of the 0/1 label column.
         #[arg(long)]
         target: String,
         /// Encrypted batches for the server.
         #[arg(long)]
         out: PathBuf,
-        /// Cleartext preprocessing and test split, kept by the data owner.
+        /// Cleartext preprocessing and test rows, kept by the data owner (0600).
         #[arg(long)]
         owner: PathBuf,
-        /// Encrypt at most this many batches (default: one epoch).
+        /// Encrypt at most this many batches (default: every batch of every epoch).
         #[arg(long)]
         batches: Option<usize>,
         #[command(flatten)]
@@ -97,52 +168,64 @@ enum Cmd {
     },
     /// Train on encrypted batches with the server key only.
     Train {
+        /// The compressed server key.
         #[arg(long)]
         server_key: PathBuf,
+        /// The encrypted batches file from `encrypt`.
         #[arg(long)]
         batches: PathBuf,
         /// Continue from these encrypted weights instead of the initial ones.
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Where to write the encrypted weights.
         #[arg(long)]
         out: PathBuf,
         /// Train at most this many batches.
         #[arg(long)]
         max_batches: Option<usize>,
     },
-    /// Decrypt trained weights into a cleartext model.
+    /// Decrypt trained weights into a cleartext model and score it on the owner's test rows.
     Decrypt {
+        /// The data owner's client key.
         #[arg(long)]
         client_key: PathBuf,
+        /// The owner file from `encrypt`.
         #[arg(long)]
         owner: PathBuf,
+        /// Encrypted weights from `train`.
         #[arg(long)]
         weights: PathBuf,
+        /// Where to write the decrypted model (0600).
         #[arg(long)]
         out: PathBuf,
     },
     /// Predict with a decrypted model; prints accuracy when the target column is present.
     Predict {
+        /// The model file from `decrypt`.
         #[arg(long)]
         model: PathBuf,
+        /// CSV with the model's feature columns.
         #[arg(long)]
         data: PathBuf,
+        /// Name of the label column, if the CSV has one.
         #[arg(long)]
-        target: String,
-        /// Write one probability per line here.
+        target: Option<String>,
+        /// Write one probability per line here (0600).
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// One-shot: split, train batch by batch, report accuracy, write JSON and a plot.
+    /// One-shot: train batch by batch, report test accuracy, write results.json and a plot.
     Run {
+        /// CSV with a header row (the training rows when --test is given).
         #[arg(long)]
         data: PathBuf,
+        /// Name of the 0/1 label column.
         #[arg(long)]
         target: String,
-        /// disable, simulate or execute.
-        #[arg(long, default_value = "simulate")]
-        mode: String,
-        /// Number of batches (default: one epoch).
+        /// How the model is evaluated.
+        #[arg(long, value_enum, default_value_t = Mode::Simulate)]
+        mode: Mode,
+        /// Number of batches (default: every batch of every epoch); may run past one epoch.
         #[arg(long)]
         batches: Option<usize>,
         /// Directory for results.json and accuracy.png.
@@ -151,15 +234,61 @@ enum Cmd {
         #[command(flatten)]
         train: TrainArgs,
     },
+    /// The accuracy suite: every shipped data set, its splits, against scikit-learn.
+    Suite {
+        /// How the model is evaluated.
+        #[arg(long, value_enum, default_value_t = Mode::Simulate)]
+        mode: Mode,
+        /// Directory holding suite.json and the CSVs (default: the crate's data/suite).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Only these sets (repeatable; default: all binary sets).
+        #[arg(long = "set")]
+        sets: Vec<String>,
+        /// Run the multi-class sets (one-vs-rest) instead of the binary ones.
+        #[arg(long)]
+        multiclass: bool,
+        /// Epochs (default: the rule of `run`).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// SGD learning rate.
+        #[arg(long, default_value_t = 0.3)]
+        learning_rate: f64,
+        /// Weight range is [-R, R].
+        #[arg(long, default_value_t = 1.0)]
+        range: f64,
+        /// Magnitude of the ternary forward weight.
+        #[arg(long, default_value_t = 0.7)]
+        forward_step: f64,
+        /// Clip of the forward reduction tree.
+        #[arg(long, default_value_t = 2.0)]
+        forward_clip: f64,
+        /// Clip of the gradient reduction tree.
+        #[arg(long, default_value_t = 2.0)]
+        backward_clip: f64,
+        /// Largest raw value in the reduction trees (2, 4 or 6).
+        #[arg(long, default_value_t = 4)]
+        tree_max: u8,
+        /// Let the owner's model selection pick learning rate, range and step
+        /// from the training rows of each split (binary sets).
+        #[arg(long)]
+        select: bool,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Time Execute training on batches of the given shape.
     Bench {
         /// Data to draw batches from (default: seeded random features).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Name of the label column of --data.
         #[arg(long, default_value = "target")]
         target: String,
+        /// Features per row.
         #[arg(long, default_value_t = 30)]
         features: usize,
+        /// Rows per batch.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
         /// Batches to time.
@@ -169,30 +298,6 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-}
-
-/// What the data owner keeps in the clear next to its client key.
-#[derive(Debug, Serialize, Deserialize)]
-struct OwnerFile {
-    key_id: String,
-    target: String,
-    feature_names: Vec<String>,
-    scaler: MinMaxScaler,
-    quantizer: Quantizer,
-    circuit: CircuitConfig,
-    test_x: Vec<Vec<f64>>,
-    test_y: Vec<u8>,
-}
-
-/// A decrypted model on raw features.
-#[derive(Debug, Serialize, Deserialize)]
-struct ModelFile {
-    feature_names: Vec<String>,
-    scaler: MinMaxScaler,
-    /// Weights on min-max scaled features.
-    weights: Vec<f64>,
-    bias: f64,
-    batches_done: u64,
 }
 
 fn main() {
@@ -236,7 +341,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             data,
             target,
             out,
-        } => predict(&model, &data, &target, out.as_deref()),
+        } => predict(&model, &data, target.as_deref(), out.as_deref()),
         Cmd::Run {
             data,
             target,
@@ -244,7 +349,51 @@ fn dispatch(cli: Cli) -> Result<()> {
             batches,
             out_dir,
             train,
-        } => run(&data, &target, &mode, batches, &out_dir, &train),
+        } if train.multiclass => {
+            if batches.is_some() {
+                bail!("--batches is not supported with --multiclass; use --epochs");
+            }
+            run_multiclass(&data, &target, mode.into(), &out_dir, &train)
+        }
+        Cmd::Run {
+            data,
+            target,
+            mode,
+            batches,
+            out_dir,
+            train,
+        } => run(&data, &target, mode.into(), batches, &out_dir, &train),
+        Cmd::Suite {
+            mode,
+            dir,
+            sets,
+            multiclass,
+            epochs,
+            learning_rate,
+            range,
+            forward_step,
+            forward_clip,
+            backward_clip,
+            tree_max,
+            select,
+            json,
+        } => {
+            let cfg = TrainerConfig::builder()
+                .learning_rate(learning_rate)
+                .parameters_range(-range, range)
+                .forward_step(forward_step)
+                .forward_clip(forward_clip)
+                .backward_clip(backward_clip)
+                .tree_max(tree_max)
+                .build()?;
+            run_suite(mode.into(), dir, &sets, multiclass, epochs, &cfg, select).and_then(
+                |results| match json {
+                    Some(p) => std::fs::write(&p, serde_json::to_vec_pretty(&results)?)
+                        .with_context(|| format!("writing {}", p.display())),
+                    None => Ok(()),
+                },
+            )
+        }
         Cmd::Bench {
             data,
             target,
@@ -280,10 +429,32 @@ fn keygen(client_path: &Path, server_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Training and test rows: `--test` scores on that file and trains on every
+/// row of `data`; otherwise a stratified split of `data`.
 fn load_split(data: &Path, target: &str, args: &TrainArgs) -> Result<(Dataset, Dataset)> {
-    let d = Dataset::from_csv_path(data, target)
-        .with_context(|| format!("loading {}", data.display()))?;
-    Ok(d.stratified_split(args.test_fraction, args.seed)?)
+    let load = |p: &Path| {
+        if args.multiclass {
+            Dataset::from_csv_path_classes(p, target)
+        } else {
+            Dataset::from_csv_path(p, target)
+        }
+        .with_context(|| format!("loading {}", p.display()))
+    };
+    let d = load(data)?;
+    match &args.test {
+        Some(t) => {
+            let test = load(t)?;
+            if test.feature_names() != d.feature_names() || test.n_classes() > d.n_classes() {
+                bail!(
+                    "{} has different feature columns or classes than {}",
+                    t.display(),
+                    data.display()
+                );
+            }
+            Ok((d, test))
+        }
+        None => Ok(d.stratified_split(args.test_fraction, args.seed)?),
+    }
 }
 
 fn encrypt(
@@ -295,24 +466,52 @@ fn encrypt(
     max_batches: Option<usize>,
     args: &TrainArgs,
 ) -> Result<()> {
-    let cfg = args.config()?;
+    args.config()?;
     let client: Client = read_file(client_path, FileKind::ClientKey)
         .with_context(|| format!("reading client key {}", client_path.display()))?;
     let (train, test) = load_split(data, target, args)?;
+    let cfg = args.config_for(&train)?;
+    // One model for binary data, one per class for one-vs-rest.
+    let models: Vec<Option<u8>> = if args.multiclass {
+        (0..train.n_classes()).map(Some).collect()
+    } else {
+        vec![None]
+    };
+    let bs = cfg.batch_size();
+    if train.len() < bs {
+        bail!(
+            "{} training rows do not fill one batch of {bs}",
+            train.len()
+        );
+    }
+    let epochs = args.epochs(train.len())?;
     let scaler = MinMaxScaler::fit(train.x())?;
     let scaled = scaler.transform(train.x())?;
     let quantizer = Quantizer::fit(&scaled)?;
     let circuit = cfg.circuit(&quantizer)?;
     let plan = Plan::new(circuit.clone())?;
-    let mut batches: Vec<BatchData<u8>> = Vec::new();
-    for (xb, yb) in scaled
-        .chunks(cfg.batch_size())
-        .zip(train.y().chunks(cfg.batch_size()))
-    {
-        if max_batches.is_some_and(|m| batches.len() >= m) {
-            break;
+    // Each epoch is a fresh shuffle, encrypted anew, in full batches only;
+    // every model sees the same rows, with its own labels.
+    let mut batches: Vec<Vec<BatchData<u8>>> = vec![Vec::new(); models.len()];
+    let mut n_batches = 0;
+    'epochs: for order in epoch_orders(train.len(), bs, epochs, cfg.seed()) {
+        for idx in order.chunks_exact(bs) {
+            if max_batches.is_some_and(|m| n_batches >= m) {
+                break 'epochs;
+            }
+            let xb: Vec<Vec<f64>> = idx.iter().map(|&i| scaled[i].clone()).collect();
+            for (m, class) in models.iter().enumerate() {
+                let yb: Vec<u8> = idx
+                    .iter()
+                    .map(|&i| match class {
+                        Some(c) => u8::from(train.y()[i] == *c),
+                        None => train.y()[i],
+                    })
+                    .collect();
+                batches[m].push(quantizer.training_batch(&xb, &yb)?);
+            }
+            n_batches += 1;
         }
-        batches.push(quantizer.training_batch(xb, yb)?);
     }
     let initial = state_from_weights(&plan, &vec![0.0; plan.n_columns()])?;
     let file = client.batches_file(&circuit, &initial, &batches)?;
@@ -325,15 +524,17 @@ fn encrypt(
         scaler,
         quantizer,
         circuit,
+        epochs,
+        classes: train.n_classes(),
         test_x: test.x().to_vec(),
         test_y: test.y().to_vec(),
     };
-    std::fs::write(owner, serde_json::to_vec_pretty(&owner_file)?)
+    owner_file
+        .save(owner)
         .with_context(|| format!("writing {}", owner.display()))?;
     println!(
-        "encrypted {} batches of up to {} rows ({} bytes)",
-        batches.len(),
-        cfg.batch_size(),
+        "encrypted {n_batches} batches of {bs} rows for {} model(s) ({epochs} epochs, {} bytes)",
+        models.len(),
         std::fs::metadata(out)?.len()
     );
     Ok(())
@@ -361,7 +562,8 @@ fn train(
     let file: BatchesFile = read_file(batches_path, FileKind::Batches)
         .with_context(|| format!("reading batches {}", batches_path.display()))?;
     let plan = Plan::new(file.config.clone())?;
-    let (mut state, done) = match weights {
+    let models = file.batches.len();
+    let (mut states, done) = match weights {
         Some(p) => {
             let w: WeightsFile = read_file(p, FileKind::Weights)
                 .with_context(|| format!("reading weights {}", p.display()))?;
@@ -371,28 +573,44 @@ fn train(
                     p.display()
                 );
             }
-            (server.state_from_file(&w)?, w.batches_done)
+            let states = server.state_from_file(&w)?;
+            if states.len() != models {
+                bail!(
+                    "weights {} hold {} models, the batches {models}",
+                    p.display(),
+                    states.len()
+                );
+            }
+            (states, w.batches_done)
         }
-        None => (server.initial_state(&file)?, 0),
+        None => {
+            let initial = server.initial_state(&file)?;
+            (vec![initial; models], 0)
+        }
     };
+    // Continue where the weights left off.
+    let per_model = file.batches_per_model();
+    let start = usize::try_from(done).unwrap_or(usize::MAX).min(per_model);
     let n = max_batches
-        .unwrap_or(file.batches.len())
-        .min(file.batches.len());
-    let pb = progress(n);
+        .unwrap_or(per_model - start)
+        .min(per_model - start);
+    let pb = progress(n * models);
     let t = Instant::now();
-    for b in &file.batches[..n] {
-        let batch = server.expand_batch(b)?;
-        let tb = Instant::now();
-        server.train(&plan, &mut state, &batch)?;
-        pb.set_message(format!("{:.1} s/batch", tb.elapsed().as_secs_f64()));
-        pb.inc(1);
+    for (batches, state) in file.batches.iter().zip(&mut states) {
+        for b in &batches[start..start + n] {
+            let batch = server.expand_batch(b)?;
+            let tb = Instant::now();
+            server.train(&plan, state, &batch)?;
+            pb.set_message(format!("{:.1} s/batch", tb.elapsed().as_secs_f64()));
+            pb.inc(1);
+        }
     }
     pb.finish();
-    let wf = server.weights_file(&file.config, done + n as u64, &state)?;
+    let wf = server.weights_file(&file.config, (start + n) as u64, &states)?;
     write_file(out, FileKind::Weights, &wf)
         .with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "trained {n} batches in {:.1} s ({} bootstraps)",
+        "trained {n} batches of {models} model(s) in {:.1} s ({} bootstraps)",
         t.elapsed().as_secs_f64(),
         fhe_trainer::circuit::Backend::pbs_count(server.backend())
     );
@@ -402,10 +620,8 @@ fn train(
 fn decrypt(client_path: &Path, owner_path: &Path, weights: &Path, out: &Path) -> Result<()> {
     let client: Client = read_file(client_path, FileKind::ClientKey)
         .with_context(|| format!("reading client key {}", client_path.display()))?;
-    let owner: OwnerFile = serde_json::from_slice(
-        &std::fs::read(owner_path).with_context(|| format!("reading {}", owner_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", owner_path.display()))?;
+    let owner =
+        OwnerFile::load(owner_path).with_context(|| format!("reading {}", owner_path.display()))?;
     let wf: WeightsFile = read_file(weights, FileKind::Weights)
         .with_context(|| format!("reading weights {}", weights.display()))?;
     if wf.config != owner.circuit {
@@ -415,59 +631,80 @@ fn decrypt(client_path: &Path, owner_path: &Path, weights: &Path, out: &Path) ->
         );
     }
     let plan = Plan::new(wf.config.clone())?;
-    let st = client.decrypt_weights_file(&wf)?;
-    let (w, b) = owner
-        .quantizer
-        .to_scaled_weights(&weights_from_state(&plan, &st));
-    let model = ModelFile {
-        feature_names: owner.feature_names,
-        scaler: owner.scaler,
-        weights: w,
-        bias: b,
-        batches_done: wf.batches_done,
-    };
-    let probs = model_proba(&model, &owner.test_x)?;
-    std::fs::write(out, serde_json::to_vec_pretty(&model)?)
+    let (mut ws, mut bs) = (Vec::new(), Vec::new());
+    for st in client.decrypt_weights_file(&wf)? {
+        let (w, b) = owner
+            .quantizer
+            .to_scaled_weights(&weights_from_state(&plan, &st));
+        ws.push(w);
+        bs.push(b);
+    }
+    let model = LinearModel::new(owner.feature_names, owner.scaler, ws, bs, wf.batches_done)?;
+    if model.n_classes() != usize::from(owner.classes) {
+        bail!(
+            "weights hold a model for {} classes, the owner file is for {}",
+            model.n_classes(),
+            owner.classes
+        );
+    }
+    let acc = model.score(&owner.test_x, &owner.test_y)?;
+    model
+        .save(out)
         .with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "model after {} batches: test accuracy {:.4}",
-        model.batches_done,
-        accuracy(&probs, &owner.test_y)?
+        "model after {} batches: test accuracy {acc:.4}",
+        model.batches_done
     );
     Ok(())
 }
 
-fn model_proba(m: &ModelFile, x: &[Vec<f64>]) -> Result<Vec<f64>> {
-    let scaled = m.scaler.transform(x)?;
-    Ok(scaled
-        .iter()
-        .map(|r| {
-            fhe_trainer::float::sigmoid(
-                r.iter().zip(&m.weights).map(|(a, w)| a * w).sum::<f64>() + m.bias,
+fn predict(model: &Path, data: &Path, target: Option<&str>, out: Option<&Path>) -> Result<()> {
+    let m = LinearModel::load(model).with_context(|| format!("reading {}", model.display()))?;
+    let (names, x, y) = match target {
+        Some(t) => {
+            let d = Dataset::from_csv_path_classes(data, t)
+                .with_context(|| format!("loading {}", data.display()))?;
+            (
+                d.feature_names().to_vec(),
+                d.x().to_vec(),
+                Some(d.y().to_vec()),
             )
-        })
-        .collect())
-}
-
-fn predict(model: &Path, data: &Path, target: &str, out: Option<&Path>) -> Result<()> {
-    let m: ModelFile = serde_json::from_slice(
-        &std::fs::read(model).with_context(|| format!("reading {}", model.display()))?,
-    )
-    .with_context(|| format!("parsing {}", model.display()))?;
-    let d = Dataset::from_csv_path(data, target)
-        .with_context(|| format!("loading {}", data.display()))?;
-    if d.feature_names() != m.feature_names.as_slice() {
+        }
+        None => {
+            let (n, x) = fhe_trainer::data::features_from_csv_path(data)
+                .with_context(|| format!("loading {}", data.display()))?;
+            (n, x, None)
+        }
+    };
+    if names != m.feature_names {
         bail!(
             "{} has different feature columns than the model",
             data.display()
         );
     }
-    let p = model_proba(&m, d.x())?;
     if let Some(out) = out {
-        let text: String = p.iter().map(|v| format!("{v:.6}\n")).collect();
-        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+        // Binary: the probability of class 1; multi-class: the class, then
+        // every class probability.
+        let probs = m.predict_proba(&x)?;
+        let text: String = if m.n_classes() == 2 {
+            probs.iter().map(|p| format!("{:.6}\n", p[1])).collect()
+        } else {
+            m.predict(&x)?
+                .iter()
+                .zip(&probs)
+                .map(|(c, p)| {
+                    let ps: Vec<String> = p.iter().map(|v| format!("{v:.6}")).collect();
+                    format!("{c},{}\n", ps.join(","))
+                })
+                .collect()
+        };
+        write_private(out, text.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
     }
-    println!("accuracy {:.4} on {} rows", accuracy(&p, d.y())?, d.len());
+    match y {
+        Some(y) => println!("accuracy {:.4} on {} rows", m.score(&x, &y)?, y.len()),
+        None => println!("predicted {} rows", x.len()),
+    }
     Ok(())
 }
 
@@ -484,9 +721,12 @@ struct BatchRecord {
 struct RunResults {
     mode: Fhe,
     data: String,
+    test: Option<String>,
     train_rows: usize,
     test_rows: usize,
     batch_size: usize,
+    epochs: usize,
+    batches_per_epoch: usize,
     pbs_per_batch: f64,
     seconds_per_batch: f64,
     final_test_accuracy: f64,
@@ -498,49 +738,56 @@ struct RunResults {
 fn run(
     data: &Path,
     target: &str,
-    mode: &str,
+    fhe: Fhe,
     batches: Option<usize>,
     out_dir: &Path,
     args: &TrainArgs,
 ) -> Result<()> {
-    let fhe: Fhe = mode.parse()?;
-    let cfg = args.config()?;
+    args.config()?;
     let (train, test) = load_split(data, target, args)?;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let cfg = args.config_for(&train)?;
     let bs = cfg.batch_size();
-    let available = train.len() / bs;
-    let n = batches.unwrap_or(available);
-    if n == 0 || n > available {
+    let per_epoch = train.len() / bs;
+    if per_epoch == 0 {
         bail!(
-            "--batches {n} is not in 1..={available} for {} training rows",
+            "{} training rows do not fill one batch of {bs}",
             train.len()
         );
     }
+    let n = match batches {
+        Some(0) => bail!("--batches must be at least 1"),
+        Some(n) => n,
+        None => per_epoch * args.epochs(train.len())?,
+    };
+    let epochs = n.div_ceil(per_epoch);
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut model = SgdClassifier::new(cfg.clone(), fhe);
-    let mut reference = SgdClassifier::new(cfg, Fhe::Disable);
+    let mut reference = SgdClassifier::new(cfg.clone(), Fhe::Disable);
     if fhe == Fhe::Execute {
         let t = Instant::now();
         eprintln!("generating keys ...");
         model = model.with_keys(ExecKeys::generate());
         eprintln!("keys in {:.1} s", t.elapsed().as_secs_f64());
     }
+    // Preprocessing is fitted on all training rows, as the data owner would
+    // before encrypting; then batches follow the epoch shuffles.
+    model.fit(train.x(), train.y(), 0)?;
+    reference.fit(train.x(), train.y(), 0)?;
+    let order: Vec<usize> = epoch_orders(train.len(), bs, epochs, cfg.seed())
+        .into_iter()
+        .flatten()
+        .collect();
     let pb = progress(n);
     let mut records = Vec::with_capacity(n);
     let mut total = 0.0;
-    for b in 0..n {
-        let xb = &train.x()[b * bs..(b + 1) * bs];
-        let yb = &train.y()[b * bs..(b + 1) * bs];
-        if b == 0 {
-            // Preprocessing is fitted on the whole training split, as the
-            // data owner would before encrypting.
-            model.fit(train.x(), train.y(), 0)?;
-            reference.fit(train.x(), train.y(), 0)?;
-        }
+    for (b, idx) in order.chunks_exact(bs).take(n).enumerate() {
+        let xb: Vec<Vec<f64>> = idx.iter().map(|&i| train.x()[i].clone()).collect();
+        let yb: Vec<u8> = idx.iter().map(|&i| train.y()[i]).collect();
         let t = Instant::now();
-        model.step(xb, yb)?;
+        model.step(&xb, &yb)?;
         let secs = t.elapsed().as_secs_f64();
         total += secs;
-        reference.step(xb, yb)?;
+        reference.step(&xb, &yb)?;
         let acc = model.score(test.x(), test.y())?;
         let facc = reference.score(test.x(), test.y())?;
         pb.set_message(format!("{secs:.2} s/batch  acc {acc:.3} (float {facc:.3})"));
@@ -564,9 +811,12 @@ fn run(
     let results = RunResults {
         mode: fhe,
         data: data.display().to_string(),
+        test: args.test.as_ref().map(|t| t.display().to_string()),
         train_rows: train.len(),
         test_rows: test.len(),
         batch_size: bs,
+        epochs,
+        batches_per_epoch: per_epoch,
         pbs_per_batch: training_pbs as f64 / n as f64,
         seconds_per_batch: total / n as f64,
         final_test_accuracy: last.test_accuracy,
@@ -581,8 +831,10 @@ fn run(
         );
     }
     println!(
-        "{:?}: {} PBS/batch, {:.2} s/batch, final accuracy {:.4} vs float32 {:.4}",
+        "{:?}: {} epochs of {} batches, {} PBS/batch, {:.2} s/batch, final accuracy {:.4} vs float32 {:.4}",
         fhe,
+        results.epochs,
+        per_epoch,
         results.pbs_per_batch,
         results.seconds_per_batch,
         results.final_test_accuracy,
@@ -601,6 +853,101 @@ fn run(
         .with_context(|| format!("drawing {}", png.display()))?;
     println!("wrote {} and {}", json_path.display(), png.display());
     Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct MulticlassResults {
+    mode: Fhe,
+    data: String,
+    test: Option<String>,
+    classes: u8,
+    train_rows: usize,
+    test_rows: usize,
+    epochs: usize,
+    seconds: f64,
+    final_test_accuracy: f64,
+    final_float_test_accuracy: f64,
+}
+
+fn run_multiclass(
+    data: &Path,
+    target: &str,
+    fhe: Fhe,
+    out_dir: &Path,
+    args: &TrainArgs,
+) -> Result<()> {
+    let cfg = args.config()?;
+    let (train, test) = load_split(data, target, args)?;
+    let epochs = args.epochs(train.len())?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let t = Instant::now();
+    let mut model = OneVsRest::new(cfg.clone(), fhe);
+    model.fit(train.x(), train.y(), train.n_classes(), epochs)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let mut twin = OneVsRest::new(cfg, Fhe::Disable);
+    twin.fit(train.x(), train.y(), train.n_classes(), epochs)?;
+    let results = MulticlassResults {
+        mode: fhe,
+        data: data.display().to_string(),
+        test: args.test.as_ref().map(|t| t.display().to_string()),
+        classes: train.n_classes(),
+        train_rows: train.len(),
+        test_rows: test.len(),
+        epochs,
+        seconds,
+        final_test_accuracy: model.score(test.x(), test.y())?,
+        final_float_test_accuracy: twin.score(test.x(), test.y())?,
+    };
+    println!(
+        "{:?}: {} classes one-vs-rest, {epochs} epochs, final accuracy {:.4} vs float32 {:.4}",
+        fhe, results.classes, results.final_test_accuracy, results.final_float_test_accuracy
+    );
+    let json_path = out_dir.join("results.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&results)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("wrote {}", json_path.display());
+    Ok(())
+}
+
+fn run_suite(
+    fhe: Fhe,
+    dir: Option<PathBuf>,
+    only: &[String],
+    multiclass: bool,
+    epochs: Option<usize>,
+    cfg: &TrainerConfig,
+    select: bool,
+) -> Result<Vec<suite::SetResult>> {
+    let dir = dir.unwrap_or_else(suite::default_dir);
+    let s = suite::Suite::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let sets = if multiclass { &s.multiclass } else { &s.binary };
+    for name in only {
+        if !sets.iter().any(|b| &b.name == name) {
+            bail!("no such set {name:?} in {}", dir.display());
+        }
+    }
+    if epochs == Some(0) {
+        bail!("--epochs must be at least 1");
+    }
+    let mut results = Vec::new();
+    for set in sets {
+        if !only.is_empty() && !only.contains(&set.name) {
+            continue;
+        }
+        let t = Instant::now();
+        let r = suite::run_set(&dir, set, cfg, fhe, epochs, select)
+            .with_context(|| format!("running {}", set.name))?;
+        eprintln!(
+            "{}: {:.1}% (scikit-learn {:.1}%) in {:.1} s",
+            set.name,
+            100.0 * suite::mean(&r.ours),
+            100.0 * suite::mean(&r.sklearn_lr),
+            t.elapsed().as_secs_f64()
+        );
+        results.push(r);
+    }
+    print!("{}", suite::table(&results, fhe));
+    Ok(results)
 }
 
 #[derive(Debug, Serialize)]
@@ -696,10 +1043,10 @@ fn bench(
             "Concrete ML {} is installed; run its SGDClassifier(fit_encrypted=True) benchmark to compare",
             String::from_utf8_lossy(&o.stdout)
         ),
-        _ => "Concrete ML is not installed here; the issue's measurement on this machine: 62 s/batch (8x30, fhe=execute)".to_string(),
+        _ => "not installed for python3; no side-by-side figure".to_string(),
     };
     let res = BenchResults {
-        params: "PARAM_MESSAGE_2_CARRY_2_KS_PBS (TUniform, p_fail 2^-128)",
+        params: "PARAM_MESSAGE_2_CARRY_2_KS_PBS (TUniform, p_fail 2^-128), tfhe avx512 feature on",
         features,
         batch_size,
         threads: rayon::current_num_threads(),

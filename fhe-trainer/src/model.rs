@@ -50,6 +50,10 @@ pub struct TrainerConfig {
     learning_rate: f64,
     parameters_range: (f64, f64),
     seed: u64,
+    forward_step: f64,
+    forward_clip: f64,
+    backward_clip: f64,
+    tree_max: u8,
 }
 
 impl Default for TrainerConfig {
@@ -60,6 +64,10 @@ impl Default for TrainerConfig {
             learning_rate: 0.3,
             parameters_range: (-1.0, 1.0),
             seed: 42,
+            forward_step: 0.7,
+            forward_clip: 2.0,
+            backward_clip: 2.0,
+            tree_max: 4,
         }
     }
 }
@@ -100,7 +108,11 @@ impl TrainerConfig {
         c.learning_rate = self.learning_rate;
         c.parameters_range = self.parameters_range;
         c.hi_max = hi_max_of(self.n_bits);
-        c.feature_ratios = quantizer.ratios().to_vec();
+        c.forward_step = self.forward_step;
+        c.forward_clip = self.forward_clip;
+        c.backward_clip = self.backward_clip;
+        c.tree_max = self.tree_max;
+        c.feature_ratios = quantizer.ratios();
         Plan::new(c.clone())?;
         Ok(c)
     }
@@ -145,6 +157,26 @@ impl TrainerConfigBuilder {
         self.cfg.seed = s;
         self
     }
+    /// Magnitude of the ternary forward weight (> 0).
+    pub fn forward_step(mut self, v: f64) -> Self {
+        self.cfg.forward_step = v;
+        self
+    }
+    /// Clip of the forward reduction tree (> 0).
+    pub fn forward_clip(mut self, v: f64) -> Self {
+        self.cfg.forward_clip = v;
+        self
+    }
+    /// Clip of the gradient reduction tree (> 0).
+    pub fn backward_clip(mut self, v: f64) -> Self {
+        self.cfg.backward_clip = v;
+        self
+    }
+    /// Largest raw value in the reduction trees (2, 4 or 6).
+    pub fn tree_max(mut self, v: u8) -> Self {
+        self.cfg.tree_max = v;
+        self
+    }
     /// Checks and returns the config.
     pub fn build(self) -> Result<TrainerConfig> {
         let c = self.cfg;
@@ -158,6 +190,10 @@ impl TrainerConfigBuilder {
         let mut probe = CircuitConfig::new(1, c.batch_size);
         probe.learning_rate = c.learning_rate;
         probe.parameters_range = c.parameters_range;
+        probe.forward_step = c.forward_step;
+        probe.forward_clip = c.forward_clip;
+        probe.backward_clip = c.backward_clip;
+        probe.tree_max = c.tree_max;
         Plan::new(probe)?;
         Ok(c)
     }
@@ -272,19 +308,20 @@ impl SgdClassifier {
     }
 
     /// Forgets any training, fits the preprocessing on `x`, then runs
-    /// `epochs` shuffled passes of mini-batch SGD.
+    /// `epochs` shuffled passes of mini-batch SGD ([`epoch_orders`]: full
+    /// batches only, a different shuffle each epoch).
     pub fn fit(&mut self, x: &[Vec<f64>], y: &[u8], epochs: usize) -> Result<&mut Self> {
         self.prep = None;
         self.state = None;
         self.batches_done = 0;
         self.init(x)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
-        let mut order: Vec<usize> = (0..x.len()).collect();
-        for _ in 0..epochs {
-            order.shuffle(&mut rng);
-            let xs: Vec<Vec<f64>> = order.iter().map(|&i| x[i].clone()).collect();
-            let ys: Vec<u8> = order.iter().map(|&i| y[i]).collect();
-            self.partial_fit(&xs, &ys)?;
+        let bs = self.config.batch_size;
+        for order in epoch_orders(x.len(), bs, epochs, self.config.seed) {
+            for idx in order.chunks_exact(bs) {
+                let xs: Vec<Vec<f64>> = idx.iter().map(|&i| x[i].clone()).collect();
+                let ys: Vec<u8> = idx.iter().map(|&i| y[i]).collect();
+                self.step(&xs, &ys)?;
+            }
         }
         Ok(self)
     }
@@ -316,8 +353,10 @@ impl SgdClassifier {
         Ok(())
     }
 
-    /// One pass over `x` in order, in batches of `batch_size` (the last may
-    /// be smaller). Fits the preprocessing first if this is the first call.
+    /// One pass over `x` in order, in full batches of `batch_size`; rows
+    /// past the last full batch are not used (the circuit only ever sees
+    /// full batches, so the server never learns an exact row count). Fits
+    /// the preprocessing first if this is the first call.
     pub fn partial_fit(&mut self, x: &[Vec<f64>], y: &[u8]) -> Result<&mut Self> {
         if x.len() != y.len() {
             return Err(Error::Shape(format!(
@@ -330,13 +369,14 @@ impl SgdClassifier {
             self.init(x)?;
         }
         let bs = self.config.batch_size;
-        for (xb, yb) in x.chunks(bs).zip(y.chunks(bs)) {
+        for (xb, yb) in x.chunks_exact(bs).zip(y.chunks_exact(bs)) {
             self.step(xb, yb)?;
         }
         Ok(self)
     }
 
-    /// One SGD step on one batch (at most `batch_size` rows).
+    /// One SGD step on one batch (exactly `batch_size` rows in `Simulate`
+    /// and `Execute`).
     pub fn step(&mut self, x: &[Vec<f64>], y: &[u8]) -> Result<()> {
         if self.prep.is_none() {
             self.init(x)?;
@@ -398,7 +438,7 @@ impl SgdClassifier {
             State::Clear(st) => weights_from_state(&prep.plan, st),
             State::Encrypted(st) => {
                 let keys = self.keys.as_ref().ok_or(Error::MissingKey("client key"))?;
-                weights_from_state(&prep.plan, &keys.client.decrypt_state(st))
+                weights_from_state(&prep.plan, &keys.client.decrypt_state(st)?)
             }
         })
     }
@@ -418,6 +458,18 @@ impl SgdClassifier {
         Ok(scaled
             .iter()
             .map(|r| sigmoid(r.iter().zip(&w).map(|(a, c)| a * c).sum::<f64>() + b))
+            .collect())
+    }
+
+    /// Margin of each row from the (decrypted) trained weights.
+    pub fn decision_function_weights(&self, x: &[Vec<f64>]) -> Result<Vec<f64>> {
+        let prep = self.prep.as_ref().ok_or(Error::NotFitted)?;
+        let (w, b) = self.coefficients()?;
+        Ok(prep
+            .scaler
+            .transform(x)?
+            .iter()
+            .map(|r| r.iter().zip(&w).map(|(a, c)| a * c).sum::<f64>() + b)
             .collect())
     }
 
@@ -479,10 +531,220 @@ impl SgdClassifier {
             State::Clear(st) => Some(st.clone()),
             State::Encrypted(st) => {
                 let keys = self.keys.as_ref().ok_or(Error::MissingKey("client key"))?;
-                Some(keys.client.decrypt_state(st))
+                Some(keys.client.decrypt_state(st)?)
             }
         })
     }
+}
+
+/// Multi-class logistic regression by one-vs-rest: one binary
+/// [`SgdClassifier`] per class (class `c` against the others), all in the
+/// same [`Fhe`] mode, sharing the keys in `Execute`. Each binary model is
+/// trained on its own label-flipped batches, so the per-batch price is
+/// `k` times the binary one.
+#[derive(Debug, Clone)]
+pub struct OneVsRest {
+    config: TrainerConfig,
+    fhe: Fhe,
+    keys: Option<ExecKeys>,
+    models: Vec<SgdClassifier>,
+}
+
+impl OneVsRest {
+    /// A new, unfitted classifier.
+    pub fn new(config: TrainerConfig, fhe: Fhe) -> Self {
+        OneVsRest {
+            config,
+            fhe,
+            keys: None,
+            models: Vec::new(),
+        }
+    }
+
+    /// Uses the given keys for `Fhe::Execute` in every binary model.
+    pub fn with_keys(mut self, keys: ExecKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The binary models, class by class (after `fit`).
+    pub fn models(&self) -> &[SgdClassifier] {
+        &self.models
+    }
+
+    /// Fits one binary model per class `0..classes` on `epochs` shuffled
+    /// passes (the same shuffles for every class).
+    pub fn fit(
+        &mut self,
+        x: &[Vec<f64>],
+        y: &[u8],
+        classes: u8,
+        epochs: usize,
+    ) -> Result<&mut Self> {
+        if classes < 2 || y.iter().any(|&l| l >= classes) {
+            return Err(Error::Shape(format!(
+                "labels must be class indices below {classes} (at least 2)"
+            )));
+        }
+        if self.fhe == Fhe::Execute && self.keys.is_none() {
+            self.keys = Some(ExecKeys::generate());
+        }
+        self.models.clear();
+        for c in 0..classes {
+            let yc: Vec<u8> = y.iter().map(|&l| u8::from(l == c)).collect();
+            let mut m = SgdClassifier::new(self.config.clone(), self.fhe);
+            if let Some(k) = &self.keys {
+                m = m.with_keys(k.clone());
+            }
+            m.fit(x, &yc, epochs)?;
+            self.models.push(m);
+        }
+        Ok(self)
+    }
+
+    /// Class of each row from the decrypted weights: the largest margin.
+    pub fn predict_weights(&self, x: &[Vec<f64>]) -> Result<Vec<u8>> {
+        let margins = self
+            .models
+            .iter()
+            .map(|m| m.decision_function_weights(x))
+            .collect::<Result<Vec<_>>>()?;
+        argmax_columns(&margins, x.len())
+    }
+
+    /// Accuracy of [`OneVsRest::predict_weights`].
+    pub fn score(&self, x: &[Vec<f64>], y: &[u8]) -> Result<f64> {
+        let p = self.predict_weights(x)?;
+        if p.len() != y.len() || y.is_empty() {
+            return Err(Error::Shape(
+                "predictions and labels differ in length".into(),
+            ));
+        }
+        Ok(p.iter().zip(y).filter(|(a, b)| a == b).count() as f64 / y.len() as f64)
+    }
+
+    /// Per-class probabilities in this classifier's mode (float, the clear
+    /// inference circuit, or encrypted inference), normalized to sum to 1
+    /// (uniform when every class says 0).
+    pub fn predict_proba(&mut self, x: &[Vec<f64>]) -> Result<Vec<Vec<f64>>> {
+        if self.models.is_empty() {
+            return Err(Error::NotFitted);
+        }
+        let per_class = self
+            .models
+            .iter_mut()
+            .map(|m| m.predict_proba(x))
+            .collect::<Result<Vec<_>>>()?;
+        let k = per_class.len();
+        Ok((0..x.len())
+            .map(|i| {
+                let row: Vec<f64> = per_class.iter().map(|p| p[i]).collect();
+                let total: f64 = row.iter().sum();
+                if total > 0.0 {
+                    row.iter().map(|p| p / total).collect()
+                } else {
+                    vec![1.0 / k as f64; k]
+                }
+            })
+            .collect())
+    }
+
+    /// Class predictions in this classifier's mode (largest probability,
+    /// ties to the lower class).
+    pub fn predict(&mut self, x: &[Vec<f64>]) -> Result<Vec<u8>> {
+        let p = self.predict_proba(x)?;
+        let cols: Vec<Vec<f64>> = (0..self.models.len())
+            .map(|c| p.iter().map(|r| r[c]).collect())
+            .collect();
+        argmax_columns(&cols, x.len())
+    }
+}
+
+/// Row-wise argmax of per-class columns (ties to the lower class).
+fn argmax_columns(cols: &[Vec<f64>], rows: usize) -> Result<Vec<u8>> {
+    if cols.is_empty() {
+        return Err(Error::NotFitted);
+    }
+    Ok((0..rows)
+        .map(|i| {
+            let mut best = 0;
+            for c in 1..cols.len() {
+                if cols[c][i] > cols[best][i] {
+                    best = c;
+                }
+            }
+            best as u8
+        })
+        .collect())
+}
+
+/// The coarse public grid [`select_config`] draws from: `(learning rate,
+/// weight range R for [-R, R], forward step)`. The first entry is the
+/// default.
+pub const SELECTION_GRID: [(f64, f64, f64); 6] = [
+    (0.3, 1.0, 0.7),
+    (0.15, 1.0, 0.7),
+    (0.6, 1.0, 0.7),
+    (0.3, 2.0, 1.0),
+    (0.15, 2.0, 1.0),
+    (0.3, 2.0, 1.4),
+];
+
+/// The owner's model selection, in the clear and on the training rows only:
+/// holds out a stratified 30% of them, trains each [`SELECTION_GRID`] entry
+/// in `Simulate` (bit for bit what `Execute` would compute) on the rest with
+/// [`default_epochs`], and returns `base` with the entry of best validation
+/// accuracy (ties to the earlier entry). The server only learns the chosen
+/// grid entry, which is public anyway. Binary labels only.
+pub fn select_config(base: &TrainerConfig, x: &[Vec<f64>], y: &[u8]) -> Result<TrainerConfig> {
+    let names: Vec<String> = (0..x.first().map_or(0, Vec::len))
+        .map(|j| format!("f{j}"))
+        .collect();
+    let d = crate::data::Dataset::new(names, x.to_vec(), y.to_vec())?;
+    let (tr, va) = d.stratified_split(0.3, base.seed)?;
+    let mut best: Option<(f64, TrainerConfig)> = None;
+    for &(lr, range, step) in &SELECTION_GRID {
+        let mut c = base.clone();
+        c.learning_rate = lr;
+        c.parameters_range = (-range, range);
+        c.forward_step = step;
+        let mut m = SgdClassifier::new(c.clone(), Fhe::Simulate);
+        m.fit(tr.x(), tr.y(), default_epochs(tr.len(), c.batch_size))?;
+        let acc = m.score(va.x(), va.y())?;
+        if best.as_ref().is_none_or(|(b, _)| acc > *b) {
+            best = Some((acc, c));
+        }
+    }
+    best.map(|b| b.1)
+        .ok_or_else(|| Error::Config("empty selection grid".into()))
+}
+
+/// Fewest SGD steps the default training length aims for.
+pub const MIN_STEPS: usize = 300;
+/// Most epochs the default training length uses.
+pub const MAX_EPOCHS: usize = 20;
+
+/// The default number of epochs for `rows` training rows: enough epochs for
+/// [`MIN_STEPS`] steps, at least 1 and at most [`MAX_EPOCHS`]. A rule on the
+/// row count only, which the server learns anyway from the number of batches.
+pub fn default_epochs(rows: usize, batch_size: usize) -> usize {
+    let per_epoch = (rows / batch_size.max(1)).max(1);
+    MIN_STEPS.div_ceil(per_epoch).clamp(1, MAX_EPOCHS)
+}
+
+/// The row order of each epoch: a fresh shuffle of `0..rows` per epoch
+/// (seeded), cut to a whole number of batches. The rows left over differ
+/// from epoch to epoch, so over several epochs every row is used.
+pub fn epoch_orders(rows: usize, batch_size: usize, epochs: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..rows).collect();
+    let keep = rows - rows % batch_size.max(1);
+    (0..epochs)
+        .map(|_| {
+            order.shuffle(&mut rng);
+            order[..keep].to_vec()
+        })
+        .collect()
 }
 
 fn be_count(be: &ClearBackend) -> u64 {
@@ -532,6 +794,24 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!((c.n_bits(), c.batch_size(), c.seed()), (4, 4, 3));
+    }
+
+    #[test]
+    fn selection_picks_a_grid_entry() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let x: Vec<Vec<f64>> = (0..120)
+            .map(|_| (0..3).map(|_| rng.gen_range(-1.0..1.0)).collect())
+            .collect();
+        let y: Vec<u8> = x
+            .iter()
+            .map(|r| u8::from(r[0] + 0.3 * r[1] > 0.0))
+            .collect();
+        let c = select_config(&TrainerConfig::default(), &x, &y).unwrap();
+        let entry = (c.learning_rate, -c.parameters_range.0, c.forward_step);
+        assert!(SELECTION_GRID.contains(&entry), "{entry:?}");
+        assert_eq!(c.batch_size(), 8);
+        assert!(select_config(&TrainerConfig::default(), &x, &[2; 120]).is_err());
     }
 
     #[test]

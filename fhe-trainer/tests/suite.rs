@@ -1,0 +1,78 @@
+//! The accuracy suite in Simulate with the crate's defaults: every shipped
+//! binary data set, five stratified splits each, scored against
+//! scikit-learn's `LogisticRegression()` on the same splits
+//! (`data/suite/suite.json`, written by `data/suite/make_suite.py`).
+//!
+//! `BASELINE` holds the mean test accuracy the defaults reached when they
+//! were last changed (`cargo run --release -p fhe-trainer -- suite`); the
+//! test fails if a change costs more than half a point on any set, and
+//! checks the bar (within max(1 point, one test row) of scikit-learn,
+//! above the majority rate) on the sets listed as meeting it.
+
+use fhe_trainer::model::{Fhe, TrainerConfig};
+use fhe_trainer::suite::{self, mean, Suite};
+
+/// (set, mean Simulate accuracy with the defaults, meets the bar).
+const BASELINE: &[(&str, f64, bool)] = &[
+    ("breast_cancer", 0.9333, false),
+    ("wine_class0", 0.9926, true),
+    ("iris_versicolor_virginica", 0.9467, true),
+    ("synthetic_noisy20", 0.6900, false),
+    ("digits_ge5", 0.7815, false),
+    ("ordinal_survey8", 0.7483, false),
+    ("diabetes_high", 0.7398, false),
+];
+
+/// The same for the multi-class sets (one-vs-rest), bar 2 points.
+const MULTICLASS_BASELINE: &[(&str, f64, bool)] = &[
+    ("iris3", 0.8089, false),
+    ("wine3", 0.9741, true),
+    ("digits10", 0.8281, false),
+];
+
+fn check(results: &[suite::SetResult], baseline: &[(&str, f64, bool)]) {
+    assert_eq!(results.len(), baseline.len(), "one baseline per set");
+    for (r, &(name, base, meets)) in results.iter().zip(baseline) {
+        assert_eq!(r.name, name);
+        let ours = mean(&r.ours);
+        assert!(
+            ours >= base - 0.005,
+            "{name}: {ours:.4} is more than half a point below the baseline {base:.4}"
+        );
+        if meets {
+            assert!(r.meets_target(), "{name} no longer meets the bar");
+        }
+    }
+}
+
+#[test]
+fn multiclass_defaults_hold_on_the_suite() {
+    let dir = suite::default_dir();
+    let s = Suite::load(&dir).unwrap();
+    let cfg = TrainerConfig::default();
+    let results: Vec<_> = s
+        .multiclass
+        .iter()
+        .map(|set| suite::run_set(&dir, set, &cfg, Fhe::Simulate, None, false).unwrap())
+        .collect();
+    eprint!("{}", suite::table(&results, Fhe::Simulate));
+    assert!(results.iter().all(|r| r.classes >= 3));
+    check(&results, MULTICLASS_BASELINE);
+}
+
+#[test]
+fn defaults_hold_on_the_suite() {
+    let dir = suite::default_dir();
+    let s = Suite::load(&dir).unwrap();
+    assert!(
+        s.binary.len() >= 6,
+        "the suite needs at least six binary sets"
+    );
+    let cfg = TrainerConfig::default();
+    let mut results = Vec::new();
+    for set in &s.binary {
+        results.push(suite::run_set(&dir, set, &cfg, Fhe::Simulate, None, false).unwrap());
+    }
+    eprint!("{}", suite::table(&results, Fhe::Simulate));
+    check(&results, BASELINE);
+}
