@@ -216,8 +216,10 @@ pub async fn run(cfg: Config, resume: bool) -> Result<()> {
         None => CoordinatorMachine::new(mcfg, sk, now).context("invalid run configuration")?,
     };
 
+    let limits = cfg.inbound_limits();
     let options = TransportOptions {
         max_frame: cfg.max_message_bytes,
+        limits: limits.clone(),
         idle_timeout: cfg.idle_timeout,
         ..TransportOptions::default()
     };
@@ -262,6 +264,7 @@ pub async fn run(cfg: Config, resume: bool) -> Result<()> {
         &mut hub,
         &mut net,
         cfg.max_message_bytes,
+        &limits,
     )
     .await;
     let failure = role.failure.take();

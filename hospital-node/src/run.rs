@@ -86,8 +86,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     let state = load_state(&cfg.state_path)?;
     let audit = node::audit::AuditLog::open(&cfg.audit_log_path)?;
 
+    let limits = inbound_limits(&cfg, train.n_features());
     let options = TransportOptions {
         max_frame: cfg.max_message_bytes,
+        limits: limits.clone(),
         idle_timeout: cfg.idle_timeout,
         ..TransportOptions::default()
     };
@@ -133,6 +135,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         &mut hub,
         &mut net,
         cfg.max_message_bytes,
+        &limits,
     )
     .await;
     hub.shutdown(Duration::from_secs(3)).await;
@@ -315,6 +318,17 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
 
 /// This node's secret mask key: created (0600) on first start, refused when
 /// others can read it.
+/// Per-sender limits of what this hospital accepts (see
+/// [`protocol::hospital::inbound_limits`]).
+fn inbound_limits(cfg: &Config, features: usize) -> protocol::PeerLimits {
+    protocol::hospital::inbound_limits(
+        &cfg.coordinator_name,
+        &cfg.policy,
+        features,
+        cfg.max_message_bytes,
+    )
+}
+
 fn load_or_create_mask_key(path: &std::path::Path) -> Result<[u8; 32]> {
     if !path.exists() {
         let key: [u8; 32] = rand::random();
