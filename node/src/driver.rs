@@ -121,6 +121,9 @@ pub trait Role<M: Machine> {
     /// hospital's audit log).
     fn on_encoded(&mut self, _to: &str, _env: &Envelope, _bytes: usize) {}
 
+    /// A frame for `to` was queued on its link (the hospital's test flood).
+    fn after_sent(&mut self, _to: &str, _hub: &mut Hub) {}
+
     /// A frame for `to` found no live link. By default it is dropped: the
     /// machines re-send what matters after a reconnection.
     fn undeliverable(&mut self, to: &str, _frame: Vec<u8>, _hub: &mut Hub) {
@@ -173,7 +176,9 @@ pub async fn run<M: Machine, R: Role<M>>(
             match encode_frame(&env, max_message_bytes) {
                 Ok(frame) => {
                     role.on_encoded(&to, &env, frame.len());
-                    if !hub.send(&to, frame.clone()) {
+                    if hub.send(&to, frame.clone()) {
+                        role.after_sent(&to, hub);
+                    } else {
                         role.undeliverable(&to, frame, hub);
                     }
                 }
