@@ -1241,6 +1241,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn newer_link_from_a_peer_replaces_the_older() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = ids(dir.path(), &["coordinator", "hospital-1"]);
+        let server = Endpoint::bind(local(), &v[0], set(&["hospital-1"]), opts()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let (_shub, mut sev) = Hub::start(server);
+        let client = Endpoint::bind(local(), &v[1], set(&[]), opts()).unwrap();
+        let mut first = client.connect(addr, "coordinator").await.unwrap();
+        let Some(NetEvent::Up { id: old, .. }) = sev.recv().await else {
+            panic!("first link not up");
+        };
+        // A reconnect (or a peer opening link after link) replaces the old link.
+        let mut second = client.connect(addr, "coordinator").await.unwrap();
+        let (mut up, mut down) = (false, false);
+        while !(up && down) {
+            match tokio::time::timeout(Duration::from_secs(5), sev.recv()).await {
+                Ok(Some(NetEvent::Up { id, .. })) => {
+                    assert_ne!(id, old);
+                    up = true;
+                }
+                Ok(Some(NetEvent::Down { id, .. })) => {
+                    assert_eq!(id, old);
+                    down = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(5), first.recv()).await;
+        assert!(matches!(closed, Ok(Err(_)) | Ok(Ok(None))), "{closed:?}");
+        // The new link carries frames; one above its kind's limit closes it.
+        second.send(&received(b"ok")).await.unwrap();
+        match sev.recv().await {
+            Some(NetEvent::Frame { payload, .. }) => assert_eq!(payload, received(b"ok")),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut head = 2000u32.to_be_bytes().to_vec();
+        head.push(protocol::Kind::Receipt.byte());
+        second.sender.send_raw(&head).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), sev.recv()).await {
+            Ok(Some(NetEvent::Down { reason, .. })) => {
+                assert!(reason.contains("exceeds"), "{reason}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn hub_dials_with_retry_delivers_in_order_and_reports_loss() {
         let dir = tempfile::tempdir().unwrap();
         let v = ids(dir.path(), &["coordinator", "hospital-1"]);
