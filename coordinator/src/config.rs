@@ -64,6 +64,9 @@ pub struct FileConfig {
     pub run_id: Option<String>,
     /// Size cap of one message in bytes. Default 16 MiB.
     pub max_message_bytes: usize,
+    /// Most features a hospital's data may have. Bounds what a hospital may send (hellos,
+    /// ring passes, reports are refused above the size such data needs). Default 1000.
+    pub max_features: usize,
     /// How long (seconds) a silent connection stays open. Default 30.
     pub idle_timeout_secs: f64,
 }
@@ -91,6 +94,7 @@ impl Default for FileConfig {
             results_path: PathBuf::from("results.json"),
             run_id: None,
             max_message_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
+            max_features: 1000,
             idle_timeout_secs: 30.0,
         }
     }
@@ -219,10 +223,26 @@ pub struct Config {
     pub results_path: PathBuf,
     pub run_id: protocol::RunId,
     pub max_message_bytes: usize,
+    pub max_features: usize,
     pub idle_timeout: Duration,
 }
 
 impl Config {
+    /// What the coordinator accepts from each hospital: per-kind limits from
+    /// the key size, `max_features`, the roster and the rounds, within
+    /// `max_message_bytes`.
+    pub fn inbound_limits(&self) -> protocol::PeerLimits {
+        let shape = protocol::RunShape {
+            key_bits: self.key_bits,
+            features: self.max_features,
+            hospitals: self.roster.len(),
+            rounds: self.params.rounds,
+        };
+        protocol::PeerLimits::new(
+            protocol::Limits::hospital_to_coordinator(&shape).capped(self.max_message_bytes),
+        )
+    }
+
     /// Reads `path` (if given), applies `ov` and checks everything.
     pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config> {
         let (mut fc, base) = read_json::<FileConfig>(path)?;
@@ -340,6 +360,9 @@ impl Config {
         if fc.max_message_bytes < 1024 {
             bail!("max_message_bytes {} is too small", fc.max_message_bytes);
         }
+        if fc.max_features == 0 {
+            bail!("max_features must be at least 1");
+        }
         let run_id = match &fc.run_id {
             Some(s) => protocol::RunId::new(s.clone())
                 .with_context(|| format!("config field `run_id` {s:?}"))?,
@@ -369,6 +392,7 @@ impl Config {
             results_path: fc.results_path,
             run_id,
             max_message_bytes: fc.max_message_bytes,
+            max_features: fc.max_features,
             idle_timeout: secs("idle_timeout_secs", fc.idle_timeout_secs)?,
         })
     }

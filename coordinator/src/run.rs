@@ -307,8 +307,10 @@ pub async fn run_with(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<(
         None => CoordinatorMachine::new(mcfg, sk, now).context("invalid run configuration")?,
     };
 
+    let limits = cfg.inbound_limits();
     let options = TransportOptions {
         max_frame: cfg.max_message_bytes,
+        limits: limits.clone(),
         idle_timeout: cfg.idle_timeout,
         ..TransportOptions::default()
     };
@@ -352,7 +354,14 @@ pub async fn run_with(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<(
     // completed round's checkpoint is already durable (written before its
     // aggregate went out), so `--resume` continues from the round in flight.
     let (looped, stopped) = tokio::select! {
-        r = driver::run(&mut machine, &mut role, &mut hub, &mut net, cfg.max_message_bytes) => {
+        r = driver::run(
+            &mut machine,
+            &mut role,
+            &mut hub,
+            &mut net,
+            cfg.max_message_bytes,
+            &limits,
+        ) => {
             (r, None)
         }
         s = node::process::stop_signal() => (Ok(()), Some(s)),

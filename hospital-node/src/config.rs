@@ -83,6 +83,18 @@ pub struct FileConfig {
         skip_serializing_if = "is_zero"
     )]
     pub test_fault_corrupt_ring_passes: u32,
+    /// TEST FAULT INJECTION, never for real runs: after each message this node sends, also
+    /// send the recipient this many junk frames of every kind it accepts from this node, each
+    /// at that kind's size limit (a hostile, authenticated peer flooding). Default 0.
+    #[serde(rename = "test_fault_flood", skip_serializing_if = "is_zero")]
+    pub test_fault_flood: u32,
+    /// TEST FAULT INJECTION: the coordinator's key size and `max_features`, from which the
+    /// flood computes the coordinator's limits. Default none (no flood to the coordinator).
+    #[serde(
+        rename = "test_fault_flood_coordinator",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub test_fault_flood_coordinator: Option<(usize, usize)>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -116,6 +128,8 @@ impl Default for FileConfig {
             mask_key_path: PathBuf::from("mask-key"),
             audit_log_path: PathBuf::from("audit.jsonl"),
             test_fault_corrupt_ring_passes: 0,
+            test_fault_flood: 0,
+            test_fault_flood_coordinator: None,
         }
     }
 }
@@ -189,6 +203,8 @@ pub struct Config {
     pub mask_key_path: PathBuf,
     pub audit_log_path: PathBuf,
     pub test_fault_corrupt_ring_passes: u32,
+    pub test_fault_flood: u32,
+    pub test_fault_flood_coordinator: Option<(usize, usize)>,
 }
 
 impl Config {
@@ -285,6 +301,8 @@ impl Config {
             mask_key_path: fc.mask_key_path,
             audit_log_path: fc.audit_log_path,
             test_fault_corrupt_ring_passes: fc.test_fault_corrupt_ring_passes,
+            test_fault_flood: fc.test_fault_flood,
+            test_fault_flood_coordinator: fc.test_fault_flood_coordinator,
         })
     }
 }

@@ -13,7 +13,7 @@ use node::logging::progress;
 use node::pki::NodeIdentity;
 use node::process::peak_rss_bytes;
 use node::transport::{Endpoint, Hub, TransportOptions};
-use protocol::wire::Body;
+use protocol::wire::{Body, Kind};
 use protocol::{
     Envelope, HospitalConfig, HospitalEvent, HospitalMachine, HospitalState, LocalReport,
 };
@@ -53,6 +53,47 @@ fn corrupt(env: &mut Envelope) -> bool {
     false
 }
 
+/// Frames waiting for one ring peer's link at most (the oldest go first).
+const MAX_PENDING_FRAMES: usize = 64;
+
+/// TEST FAULT INJECTION: a junk frame of `kind` whose JSON is exactly `max`
+/// bytes, built to make a receiver allocate as much as it lets it: a vector of
+/// the cheapest elements for the kinds with vectors, one long string (the
+/// sender name) for the others.
+fn flood_frame(kind: Kind, max: usize) -> Vec<u8> {
+    let head = r#"{"version":2,"run_id":"flood","round":0,"#;
+    let empty = r#""","#;
+    let (open, unit): (&str, &str) = match kind {
+        Kind::RingPass => (r#""from":"x","body":{"ciphertexts":["#, empty),
+        Kind::Reveal => (
+            r#""from":"x","body":{"pair_seeds":["#,
+            r#"{"peer":"","seed":""},"#,
+        ),
+        Kind::Abort => (r#""from":"x","body":{"dropped":["#, empty),
+        Kind::Unmask => (r#""from":"x","body":{"members":["#, empty),
+        Kind::Report => (r#""from":"x","body":{"weights":["#, "0,"),
+        Kind::Aggregate => (r#""from":"x","body":{"record":{"sum":["#, "0,"),
+        Kind::Setup => (r#""from":"x","body":{"history":[{"sum":["#, "0,"),
+        Kind::RoundStart => (
+            r#""from":"x","body":{"ring":["#,
+            r#"{"name":"","address":""},"#,
+        ),
+        Kind::Hello | Kind::Rejoin => (r#""from":"x","body":{"schema":{"feature_names":["#, empty),
+        _ => (r#""from":""#, "a"),
+    };
+    let mut json = Vec::with_capacity(max);
+    json.extend_from_slice(head.as_bytes());
+    json.extend_from_slice(open.as_bytes());
+    while json.len() + unit.len() <= max {
+        json.extend_from_slice(unit.as_bytes());
+    }
+    json.resize(max, b' ');
+    let mut frame = ((max + 1) as u32).to_be_bytes().to_vec();
+    frame.push(kind.byte());
+    frame.extend(json);
+    frame
+}
+
 /// Runs the node until the run completes (Ok) or fails (Err).
 pub async fn run(cfg: Config) -> Result<()> {
     let train = Dataset::from_csv_path(&cfg.train_csv, &cfg.target)
@@ -75,6 +116,12 @@ pub async fn run(cfg: Config) -> Result<()> {
             cfg.name
         );
     }
+    if cfg.test_fault_flood > 0 {
+        tracing::warn!(
+            n = cfg.test_fault_flood,
+            "TEST FAULT INJECTION enabled: flooding every recipient with junk frames"
+        );
+    }
     if cfg.test_fault_corrupt_ring_passes > 0 {
         tracing::warn!(
             n = cfg.test_fault_corrupt_ring_passes,
@@ -86,8 +133,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     let state = load_state(&cfg.state_path)?;
     let audit = node::audit::AuditLog::open(&cfg.audit_log_path)?;
 
+    let limits = inbound_limits(&cfg, train.n_features());
     let options = TransportOptions {
         max_frame: cfg.max_message_bytes,
+        limits: limits.clone(),
         idle_timeout: cfg.idle_timeout,
         ..TransportOptions::default()
     };
@@ -126,11 +175,35 @@ pub async fn run(cfg: Config) -> Result<()> {
         faults_left: cfg.test_fault_corrupt_ring_passes,
         outcome: None,
         audit,
+        flood: (cfg.test_fault_flood > 0).then(|| {
+            // Ring peers run this node's configuration: their limits are ours.
+            let peers = limits.get("").clone();
+            let coordinator = match cfg.test_fault_flood_coordinator {
+                Some((key_bits, features)) => {
+                    let shape = protocol::RunShape {
+                        key_bits,
+                        features,
+                        hospitals: cfg.policy.roster.len(),
+                        rounds: cfg.policy.max_rounds,
+                    };
+                    protocol::Limits::hospital_to_coordinator(&shape).capped(cfg.max_message_bytes)
+                }
+                None => protocol::Limits::uniform(0),
+            };
+            (coordinator, peers)
+        }),
     };
     // A signal stops the loop between two calls into the machine; whatever
     // must survive was persisted before it was relied on.
     let (looped, stopped) = tokio::select! {
-        r = driver::run(&mut machine, &mut role, &mut hub, &mut net, cfg.max_message_bytes) => {
+        r = driver::run(
+            &mut machine,
+            &mut role,
+            &mut hub,
+            &mut net,
+            cfg.max_message_bytes,
+            &limits,
+        ) => {
             (r, None)
         }
         s = node::process::stop_signal() => (Ok(()), Some(s)),
@@ -185,6 +258,8 @@ struct HospitalRole<'a> {
     faults_left: u32,
     outcome: Option<Result<LocalReport>>,
     audit: node::audit::AuditLog,
+    /// TEST FAULT INJECTION: limits of the coordinator and of ring peers, to flood at.
+    flood: Option<(protocol::Limits, protocol::Limits)>,
 }
 
 impl Role<HospitalMachine> for HospitalRole<'_> {
@@ -263,12 +338,35 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
         self.audit.record(to, env.body.kind(), env.round, bytes);
     }
 
+    fn after_sent(&mut self, to: &str, hub: &mut Hub) {
+        let Some((coordinator, peers)) = &self.flood else {
+            return;
+        };
+        let limits = if to == self.cfg.coordinator_name {
+            coordinator
+        } else {
+            peers
+        };
+        for _ in 0..self.cfg.test_fault_flood {
+            for kind in Kind::ALL {
+                let max = limits.max_bytes(kind);
+                if max > 0 {
+                    hub.send(to, flood_frame(kind, max));
+                }
+            }
+        }
+    }
+
     fn undeliverable(&mut self, to: &str, frame: Vec<u8>, hub: &mut Hub) {
         if to == self.cfg.coordinator_name {
             // The machine says hello again on reconnect and resyncs then.
             tracing::debug!("coordinator not connected; message dropped");
         } else if let Some(addr) = self.ring_addr.get(to) {
-            self.pending.entry(to.to_owned()).or_default().push(frame);
+            let queue = self.pending.entry(to.to_owned()).or_default();
+            if queue.len() >= MAX_PENDING_FRAMES {
+                queue.remove(0);
+            }
+            queue.push(frame);
             hub.dial(to, *addr, Instant::now() + self.cfg.peer_dial);
         } else {
             tracing::warn!(peer = %to, "no address for ring peer; message dropped");
@@ -319,6 +417,17 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
 
 /// This node's secret mask key: created (0600) on first start, refused when
 /// others can read it.
+/// Per-sender limits of what this hospital accepts (see
+/// [`protocol::hospital::inbound_limits`]).
+fn inbound_limits(cfg: &Config, features: usize) -> protocol::PeerLimits {
+    protocol::hospital::inbound_limits(
+        &cfg.coordinator_name,
+        &cfg.policy,
+        features,
+        cfg.max_message_bytes,
+    )
+}
+
 fn load_or_create_mask_key(path: &std::path::Path) -> Result<[u8; 32]> {
     if !path.exists() {
         let key: [u8; 32] = rand::random();

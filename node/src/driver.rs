@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use protocol::{
     decode_payload, encode_frame, CoordinatorEvent, CoordinatorMachine, Envelope, HospitalEvent,
-    HospitalMachine,
+    HospitalMachine, PeerLimits,
 };
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 use crate::transport::{Hub, NetEvent};
 
@@ -121,6 +121,9 @@ pub trait Role<M: Machine> {
     /// hospital's audit log).
     fn on_encoded(&mut self, _to: &str, _env: &Envelope, _bytes: usize) {}
 
+    /// A frame for `to` was queued on its link (the hospital's test flood).
+    fn after_sent(&mut self, _to: &str, _hub: &mut Hub) {}
+
     /// A frame for `to` found no live link. By default it is dropped: the
     /// machines re-send what matters after a reconnection.
     fn undeliverable(&mut self, to: &str, _frame: Vec<u8>, _hub: &mut Hub) {
@@ -146,14 +149,16 @@ pub trait Role<M: Machine> {
 }
 
 /// Runs `machine` on `hub` until the role says stop, the machine is done or
-/// the transport stops. `max_message_bytes` caps every encoded and decoded
-/// message.
+/// the transport stops. `max_message_bytes` caps every encoded message;
+/// received ones are decoded under their sender's `limits` (the limits the
+/// transport's decoders checked, now applied to the vectors inside).
 pub async fn run<M: Machine, R: Role<M>>(
     machine: &mut M,
     role: &mut R,
     hub: &mut Hub,
-    net: &mut UnboundedReceiver<NetEvent>,
+    net: &mut Receiver<NetEvent>,
     max_message_bytes: usize,
+    limits: &PeerLimits,
 ) -> Result<(), R::Error> {
     loop {
         let mut flow = Flow::Continue;
@@ -171,7 +176,9 @@ pub async fn run<M: Machine, R: Role<M>>(
             match encode_frame(&env, max_message_bytes) {
                 Ok(frame) => {
                     role.on_encoded(&to, &env, frame.len());
-                    if !hub.send(&to, frame.clone()) {
+                    if hub.send(&to, frame.clone()) {
+                        role.after_sent(&to, hub);
+                    } else {
                         role.undeliverable(&to, frame, hub);
                     }
                 }
@@ -196,7 +203,7 @@ pub async fn run<M: Machine, R: Role<M>>(
                     )
                     .into());
                 };
-                handle_net(machine, role, hub, ev, max_message_bytes)?;
+                handle_net(machine, role, hub, ev, limits)?;
             }
             () = sleep => machine.handle_timeout(Instant::now()),
         }
@@ -208,7 +215,7 @@ fn handle_net<M: Machine, R: Role<M>>(
     role: &mut R,
     hub: &mut Hub,
     ev: NetEvent,
-    max_message_bytes: usize,
+    limits: &PeerLimits,
 ) -> Result<(), R::Error> {
     let now = Instant::now();
     match ev {
@@ -226,7 +233,7 @@ fn handle_net<M: Machine, R: Role<M>>(
             }
         }
         NetEvent::Frame { peer, payload, .. } => {
-            match decode_payload(&payload, max_message_bytes) {
+            match decode_payload(&payload, limits.get(&peer)) {
                 Ok(env) => {
                     tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
                     role.before_message(&env, machine);

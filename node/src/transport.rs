@@ -14,9 +14,31 @@
 //! revocation list (rustls' WebPKI verifiers `with_crls`, one list per
 //! trusted CA, an unknown revocation status refused) and its validity period.
 //!
-//! A connection carries one bidirectional stream of length-prefixed frames
-//! ([`Link`]); frames above the size cap are refused before their payload is
-//! read. What the frames mean is the protocol's business, not this module's.
+//! A connection carries one bidirectional stream of frames ([`Link`]); the
+//! peer may open no other stream. Frames are split by the protocol's
+//! [`FrameDecoder`] under the peer's [`PeerLimits`] (per message kind and per
+//! sender, derived from the run's configuration): a frame above its kind's
+//! limit is refused, and the link closed, before its payload is read.
+//!
+//! # Bounded memory against authenticated peers
+//!
+//! - **One link per peer and side.** A peer's newer inbound link replaces its
+//!   older one (which is closed): a node that crashed and reconnects gets
+//!   through at once, and a peer opening link after link holds one. Outbound,
+//!   a [`Hub`] dials a peer only while it has no link to it. So at most two
+//!   links to a peer exist at once, and only while both sides dial each other
+//!   at the same moment; frames then go over the older one.
+//! - **Bounded channels with backpressure.** Readers hand frames to the driver
+//!   over one channel of [`EVENT_QUEUE`] events; when it is full a reader stops
+//!   reading, QUIC flow control (a bounded stream window) stops the peer, and
+//!   nothing more is buffered. Each link's outgoing queue holds at most
+//!   [`OUT_QUEUE`] frames; a peer that stops reading until it is full is
+//!   disconnected rather than buffered for (the machines re-send what matters
+//!   after a reconnection).
+//! - **Per-kind limits before buffering** as above; the decoder buffers at
+//!   most one frame (at its kind's limit) plus one read chunk.
+//!
+//! What the frames mean is the protocol's business, not this module's.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -31,7 +53,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use protocol::FrameDecoder;
+use protocol::{FrameDecoder, Limits, PeerLimits};
 
 use crate::pki::{dns_names, NodeIdentity, PkiError};
 
@@ -44,6 +66,17 @@ const PREAMBLE: &[u8; 8] = b"FEDLR\x00\x01\x00";
 
 /// Default cap on one frame's payload (bytes).
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// Events (frames, links up and down) queued from the links to the driver
+/// before readers stop reading.
+pub const EVENT_QUEUE: usize = 32;
+
+/// Frames queued for one link before the link is dropped as not reading.
+pub const OUT_QUEUE: usize = 256;
+
+/// Bytes a peer may have in flight on its stream (QUIC flow control window):
+/// what is buffered for a reader that stopped reading.
+const STREAM_WINDOW: u32 = 1 << 20;
 
 /// QUIC application error code used when we close a connection on purpose.
 const CLOSE_POLICY: u32 = 0x10;
@@ -144,8 +177,10 @@ type Result<T> = std::result::Result<T, TransportError>;
 /// Transport tunables.
 #[derive(Debug, Clone)]
 pub struct TransportOptions {
-    /// Largest frame payload accepted or sent.
+    /// Largest frame payload sent.
     pub max_frame: usize,
+    /// Limits of the frames accepted, per peer and message kind.
+    pub limits: PeerLimits,
     /// A connection silent for this long is considered dead.
     pub idle_timeout: Duration,
     /// Keep-alive interval (keeps idle links open between rounds).
@@ -156,6 +191,7 @@ impl Default for TransportOptions {
     fn default() -> Self {
         TransportOptions {
             max_frame: DEFAULT_MAX_FRAME,
+            limits: PeerLimits::new(Limits::uniform(DEFAULT_MAX_FRAME)),
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(2),
         }
@@ -311,7 +347,13 @@ impl Endpoint {
             .max_idle_timeout(Some(
                 quinn::IdleTimeout::try_from(options.idle_timeout).map_err(tls_err)?,
             ))
-            .keep_alive_interval(Some(options.keep_alive.min(options.idle_timeout / 3)));
+            .keep_alive_interval(Some(options.keep_alive.min(options.idle_timeout / 3)))
+            // One stream per link, opened by the connector; flow control bounds
+            // what a peer can make us buffer.
+            .max_concurrent_bidi_streams(1u32.into())
+            .max_concurrent_uni_streams(0u32.into())
+            .stream_receive_window(STREAM_WINDOW.into())
+            .receive_window((2 * STREAM_WINDOW).into());
         let transport = Arc::new(transport);
 
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
@@ -413,7 +455,15 @@ impl Endpoint {
             .await
             .map_err(|e| refused(format!("{peer}: writing preamble: {e}")))?;
         tracing::debug!(peer = %peer, peer_addr = %addr, "accepted link");
-        Ok(Link::new(conn, send, recv, peer, self.options.max_frame))
+        let limits = self.options.limits.get(&peer).clone();
+        Ok(Link::new(
+            conn,
+            send,
+            recv,
+            peer,
+            self.options.max_frame,
+            limits,
+        ))
     }
 
     /// Connects to `addr`, which must prove the roster name `expected_name`.
@@ -460,6 +510,7 @@ impl Endpoint {
             recv,
             expected_name.to_owned(),
             self.options.max_frame,
+            self.options.limits.get(expected_name).clone(),
         ))
     }
 
@@ -497,6 +548,7 @@ impl Link {
         recv: quinn::RecvStream,
         peer: String,
         max_frame: usize,
+        limits: Limits,
     ) -> Link {
         Link {
             conn,
@@ -508,8 +560,7 @@ impl Link {
             receiver: LinkReceiver {
                 recv,
                 peer,
-                max_frame,
-                decoder: FrameDecoder::new(max_frame),
+                decoder: FrameDecoder::new(limits),
             },
         }
     }
@@ -646,7 +697,6 @@ impl LinkSender {
 pub struct LinkReceiver {
     recv: quinn::RecvStream,
     peer: String,
-    max_frame: usize,
     decoder: FrameDecoder,
 }
 
@@ -660,20 +710,20 @@ impl LinkReceiver {
         &self.peer
     }
 
-    /// Receives one frame; `Ok(None)` when the peer finished its stream cleanly
-    /// between frames. A length above the cap is refused before its payload is
-    /// buffered: at most [`READ_CHUNK`] bytes beyond the frame in progress are
+    /// Receives one frame (kind byte and JSON); `Ok(None)` when the peer
+    /// finished its stream cleanly between frames. A length above its kind's
+    /// limit is refused before its payload is buffered: at most [`READ_CHUNK`] bytes beyond the frame in progress are
     /// ever held.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>> {
         loop {
             match self.decoder.next_payload() {
                 Ok(Some(payload)) => return Ok(Some(payload)),
                 Ok(None) => {}
-                Err(protocol::Error::Oversized { len, .. }) => {
+                Err(protocol::Error::Oversized { len, max }) => {
                     return Err(TransportError::FrameTooLarge {
                         peer: self.peer.clone(),
                         len,
-                        max: self.max_frame,
+                        max,
                     })
                 }
                 Err(e) => {
@@ -716,7 +766,7 @@ pub enum NetEvent {
         /// Id of this link (a peer may have several over time).
         id: u64,
         /// Queue of frames to write on this link.
-        out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+        out: tokio::sync::mpsc::Sender<Vec<u8>>,
         /// Handle to close the link.
         handle: LinkHandle,
     },
@@ -743,7 +793,7 @@ pub enum NetEvent {
 #[derive(Debug)]
 struct LinkEntry {
     id: u64,
-    out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    out: tokio::sync::mpsc::Sender<Vec<u8>>,
     handle: LinkHandle,
 }
 
@@ -756,7 +806,7 @@ struct LinkEntry {
 #[derive(Debug)]
 pub struct Hub {
     endpoint: Endpoint,
-    events: tokio::sync::mpsc::UnboundedSender<NetEvent>,
+    events: tokio::sync::mpsc::Sender<NetEvent>,
     links: std::collections::HashMap<String, Vec<LinkEntry>>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
     /// Held by every writer task; closed once all have flushed and finished.
@@ -767,8 +817,8 @@ pub struct Hub {
 
 impl Hub {
     /// Starts accepting on `endpoint`; returns the hub and its event channel.
-    pub fn start(endpoint: Endpoint) -> (Hub, tokio::sync::mpsc::UnboundedReceiver<NetEvent>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    pub fn start(endpoint: Endpoint) -> (Hub, tokio::sync::mpsc::Receiver<NetEvent>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
         let (alive, done) = tokio::sync::mpsc::channel(1);
         let next_id = Arc::new(std::sync::atomic::AtomicU64::new(1));
         let hub = Hub {
@@ -783,10 +833,26 @@ impl Hub {
         let weak = alive.downgrade();
         drop(alive);
         tokio::spawn(async move {
+            // The live inbound link of each peer: a newer one replaces it.
+            let mut inbound: std::collections::HashMap<String, LinkHandle> =
+                std::collections::HashMap::new();
             while let Some(r) = endpoint.accept().await {
                 // Refusals were logged by `accept`; keep serving others.
                 if let (Ok(link), Some(alive)) = (r, weak.upgrade()) {
-                    spawn_link(link, &next_id, &tx, alive);
+                    let peer = link.peer().to_owned();
+                    if let Some(old) = inbound.remove(&peer) {
+                        tracing::info!(%peer, "a newer link from the peer replaces its older one");
+                        old.close("replaced by a newer link");
+                    }
+                    inbound.insert(
+                        peer,
+                        LinkHandle {
+                            conn: link.conn.clone(),
+                        },
+                    );
+                    if !spawn_link(link, &next_id, &tx, alive).await {
+                        break;
+                    }
                 }
             }
         });
@@ -804,7 +870,7 @@ impl Hub {
         &mut self,
         peer: &str,
         id: u64,
-        out: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+        out: tokio::sync::mpsc::Sender<Vec<u8>>,
         handle: LinkHandle,
     ) -> bool {
         self.dialing.remove(peer);
@@ -833,16 +899,26 @@ impl Hub {
         self.links.get(peer).is_some_and(|l| !l.is_empty())
     }
 
-    /// Queues a frame for `peer` on its oldest live link; `false` if it has none.
+    /// Queues a frame for `peer` on its oldest live link; `false` if it has
+    /// none. A link whose queue is full ([`OUT_QUEUE`] frames: the peer stopped
+    /// reading) is closed instead of buffering more.
     pub fn send(&mut self, peer: &str, frame: Vec<u8>) -> bool {
+        use tokio::sync::mpsc::error::TrySendError;
         let Some(list) = self.links.get_mut(peer) else {
             return false;
         };
+        let mut frame = frame;
         while let Some(first) = list.first() {
-            if first.out.send(frame.clone()).is_ok() {
-                return true;
+            match first.out.try_send(frame) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(f)) => {
+                    tracing::warn!(%peer, "dropping link: the peer does not read its frames");
+                    first.handle.close("not reading");
+                    frame = f;
+                }
+                // Its writer is gone; the Down event is on its way.
+                Err(TrySendError::Closed(f)) => frame = f,
             }
-            // Its writer is gone; the Down event is on its way.
             list.remove(0);
         }
         false
@@ -893,16 +969,18 @@ impl Hub {
                 };
                 match attempt {
                     Ok(link) => {
-                        spawn_link(link, &next_id, &tx, alive);
+                        spawn_link(link, &next_id, &tx, alive).await;
                         return;
                     }
                     Err(e) => {
                         if std::time::Instant::now() + backoff >= give_up {
-                            let _ = tx.send(NetEvent::Down {
-                                peer,
-                                id: 0,
-                                reason: format!("gave up dialing: {e}"),
-                            });
+                            let _ = tx
+                                .send(NetEvent::Down {
+                                    peer,
+                                    id: 0,
+                                    reason: format!("gave up dialing: {e}"),
+                                })
+                                .await;
                             return;
                         }
                         tracing::debug!(peer = %peer, "dial failed, retrying: {e}");
@@ -930,16 +1008,18 @@ impl Hub {
     }
 }
 
-fn spawn_link(
+/// Starts a link's reader and writer tasks after queueing its `Up`; `false`
+/// once the driver is gone.
+async fn spawn_link(
     link: Link,
     next_id: &std::sync::atomic::AtomicU64,
-    events: &tokio::sync::mpsc::UnboundedSender<NetEvent>,
+    events: &tokio::sync::mpsc::Sender<NetEvent>,
     alive: tokio::sync::mpsc::Sender<()>,
-) {
+) -> bool {
     let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let peer = link.peer().to_owned();
     let (mut sender, mut receiver, handle) = link.split();
-    let (out, mut queue) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (out, mut queue) = tokio::sync::mpsc::channel::<Vec<u8>>(OUT_QUEUE);
     let writer_handle = handle.clone();
     tokio::spawn(async move {
         while let Some(frame) = queue.recv().await {
@@ -955,12 +1035,16 @@ fn spawn_link(
     });
     let reader_handle = handle.clone();
     // Up is queued before the reader starts, so the driver sees it first.
-    let _ = events.send(NetEvent::Up {
+    let up = NetEvent::Up {
         peer,
         id,
         out,
-        handle,
-    });
+        handle: handle.clone(),
+    };
+    if events.send(up).await.is_err() {
+        handle.close("shutting down");
+        return false;
+    }
     let tx = events.clone();
     tokio::spawn(async move {
         let reason = loop {
@@ -971,7 +1055,8 @@ fn spawn_link(
                         id,
                         payload,
                     };
-                    if tx.send(ev).is_err() {
+                    // Waits while the driver's queue is full: backpressure.
+                    if tx.send(ev).await.is_err() {
                         break "driver gone".to_owned();
                     }
                 }
@@ -984,12 +1069,15 @@ fn spawn_link(
                 }
             }
         };
-        let _ = tx.send(NetEvent::Down {
-            peer: receiver.peer().to_owned(),
-            id,
-            reason,
-        });
+        let _ = tx
+            .send(NetEvent::Down {
+                peer: receiver.peer().to_owned(),
+                id,
+                reason,
+            })
+            .await;
     });
+    true
 }
 
 #[cfg(test)]
@@ -1014,6 +1102,7 @@ mod tests {
     fn opts() -> TransportOptions {
         TransportOptions {
             max_frame: 1024,
+            limits: PeerLimits::new(Limits::uniform(1024)),
             idle_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(1),
         }
@@ -1035,16 +1124,17 @@ mod tests {
             let mut link = s.accept().await.unwrap().unwrap();
             assert_eq!(link.peer(), "hospital-1");
             let got = link.recv().await.unwrap().unwrap();
-            link.send(&got.iter().rev().copied().collect::<Vec<_>>())
-                .await
-                .unwrap();
+            let (kind, rest) = got.split_first().unwrap();
+            let mut back = vec![*kind];
+            back.extend(rest.iter().rev());
+            link.send(&back).await.unwrap();
             assert!(link.recv().await.unwrap().is_none());
         });
         let link = client.connect(addr, "coordinator").await.unwrap();
         assert_eq!(link.peer(), "coordinator");
         let (mut tx, mut rx, _h) = link.split();
-        tx.send(b"hello").await.unwrap();
-        assert_eq!(rx.recv().await.unwrap().unwrap(), b"olleh");
+        tx.send(b"\x07hello").await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap(), b"\x07olleh");
         tx.finish();
         acceptor.await.unwrap();
     }
@@ -1144,9 +1234,13 @@ mod tests {
         assert!(matches!(e, TransportError::OutgoingTooLarge { .. }), "{e}");
         // ...and a peer announcing a huge frame is refused before any payload.
         link.sender.send_raw(&u32::MAX.to_be_bytes()).await.unwrap();
+        link.sender
+            .send_raw(&[protocol::Kind::Receipt.byte()])
+            .await
+            .unwrap();
         let e = acceptor.await.unwrap().unwrap_err();
         assert!(
-            matches!(e, TransportError::FrameTooLarge { len, max: 1024, .. } if len == u32::MAX as u64),
+            matches!(e, TransportError::FrameTooLarge { len, max: 1024, .. } if len == u32::MAX as u64 - 1),
             "{e}"
         );
         assert!(e.to_string().contains("hospital-1"));
@@ -1341,10 +1435,65 @@ mod tests {
         assert!(e.contains("hospital-2"), "{e}");
     }
 
+
+    /// A frame of kind `receipt` holding `payload`; it arrives as the kind
+    /// byte followed by `payload`.
     fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        let mut f = (payload.len() as u32 + 1).to_be_bytes().to_vec();
+        f.push(protocol::Kind::Receipt.byte());
         f.extend_from_slice(payload);
         f
+    }
+
+    fn received(payload: &[u8]) -> Vec<u8> {
+        frame(payload)[4..].to_vec()
+    }
+
+    #[tokio::test]
+    async fn newer_link_from_a_peer_replaces_the_older() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = ids(dir.path(), &["coordinator", "hospital-1"]);
+        let server = Endpoint::bind(local(), &v[0], set(&["hospital-1"]), opts()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let (_shub, mut sev) = Hub::start(server);
+        let client = Endpoint::bind(local(), &v[1], set(&[]), opts()).unwrap();
+        let mut first = client.connect(addr, "coordinator").await.unwrap();
+        let Some(NetEvent::Up { id: old, .. }) = sev.recv().await else {
+            panic!("first link not up");
+        };
+        // A reconnect (or a peer opening link after link) replaces the old link.
+        let mut second = client.connect(addr, "coordinator").await.unwrap();
+        let (mut up, mut down) = (false, false);
+        while !(up && down) {
+            match tokio::time::timeout(Duration::from_secs(5), sev.recv()).await {
+                Ok(Some(NetEvent::Up { id, .. })) => {
+                    assert_ne!(id, old);
+                    up = true;
+                }
+                Ok(Some(NetEvent::Down { id, .. })) => {
+                    assert_eq!(id, old);
+                    down = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(5), first.recv()).await;
+        assert!(matches!(closed, Ok(Err(_)) | Ok(Ok(None))), "{closed:?}");
+        // The new link carries frames; one above its kind's limit closes it.
+        second.send(&received(b"ok")).await.unwrap();
+        match sev.recv().await {
+            Some(NetEvent::Frame { payload, .. }) => assert_eq!(payload, received(b"ok")),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut head = 2000u32.to_be_bytes().to_vec();
+        head.push(protocol::Kind::Receipt.byte());
+        second.sender.send_raw(&head).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), sev.recv()).await {
+            Ok(Some(NetEvent::Down { reason, .. })) => {
+                assert!(reason.contains("exceeds"), "{reason}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -1397,7 +1546,7 @@ mod tests {
             match sev.recv().await {
                 Some(NetEvent::Frame { peer, payload, .. }) => {
                     assert_eq!(peer, "hospital-1");
-                    assert_eq!(payload, i.to_be_bytes());
+                    assert_eq!(payload, received(&i.to_be_bytes()));
                 }
                 other => panic!("expected frame {i}, got {other:?}"),
             }

@@ -45,6 +45,7 @@ mod codec;
 pub mod coordinator;
 mod error;
 pub mod hospital;
+pub mod limits;
 pub mod masks;
 pub mod wire;
 
@@ -58,6 +59,7 @@ pub use hospital::{
     LocalReport,
 };
 pub use wire::{
-    decode_payload, encode_frame, Envelope, FixedPoint, FrameDecoder, Member, RunId, RunParams,
-    DEFAULT_MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    decode_payload, encode_frame, Envelope, FixedPoint, FrameDecoder, Kind, Limits, Member,
+    PeerLimits, RunId, RunParams, RunShape, DEFAULT_MAX_MESSAGE_BYTES, FRAME_HEADER_BYTES,
+    PROTOCOL_VERSION,
 };

@@ -2,10 +2,19 @@
 //! framing of envelopes on a byte stream.
 //!
 //! Every message travels in an [`Envelope`] `{ version, run_id, round, from, body }`
-//! serialized as JSON and framed with a 4-byte big-endian length prefix. Framing is
-//! pure: [`encode_frame`] turns an envelope into bytes and [`FrameDecoder`] turns
-//! arbitrary incoming bytes back into envelopes, never panicking and never buffering
-//! more than the configured cap ([`DEFAULT_MAX_MESSAGE_BYTES`] unless told).
+//! serialized as JSON. A frame is a 4-byte big-endian length, then one byte naming
+//! the message [`Kind`], then the JSON; the length counts the kind byte and the
+//! JSON. The body's JSON is the kind's struct itself (no `"type"` tag): the kind
+//! travels in the header, so the receiver knows it before the payload arrives.
+//!
+//! Framing is pure: [`encode_frame`] turns an envelope into bytes and
+//! [`FrameDecoder`] turns arbitrary incoming bytes back into envelopes, never
+//! panicking. It checks the announced length against the kind's own limit
+//! ([`Limits`], derived from the run's configuration, see [`crate::limits`])
+//! before buffering the payload, and [`decode_payload`] deserializes the concrete
+//! struct of the kind with its vectors bounded while they are read. This is the one
+//! framing code path of production (the `node` transport), the fuzz target and the
+//! in-memory test harness.
 //!
 //! Ciphertexts are carried as the paillier crate's compact bytes, base64 in JSON
 //! ([`Bytes`]). They are parsed and validated against the run's public key (whose
@@ -18,16 +27,155 @@ use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+use crate::limits::{bounded, with_items};
+pub use crate::limits::{ItemLimits, Limits, PeerLimits, RunShape};
 
 /// Protocol version spoken by this build; envelopes with another version are rejected.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 put the message kind in the frame header and dropped the body's
+/// `"type"` tag.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Default cap on one message's JSON payload: 16 MiB, room for a 1000-feature
 /// gradient sent one ciphertext per value at 3072 bits (about 2 MiB) several times over.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// Bytes of the length prefix in front of every frame.
-pub const FRAME_HEADER_BYTES: usize = 4;
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// Bytes of a frame's header: the length prefix and the kind byte.
+pub const FRAME_HEADER_BYTES: usize = LENGTH_PREFIX_BYTES + 1;
+
+/// The kind of a message, as named by the byte after a frame's length prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Kind {
+    /// [`Body::Hello`].
+    Hello = 1,
+    /// [`Body::Rejoin`].
+    Rejoin,
+    /// [`Body::Setup`].
+    Setup,
+    /// [`Body::PeerRound`].
+    PeerRound,
+    /// [`Body::RoundStart`].
+    RoundStart,
+    /// [`Body::RingPass`].
+    RingPass,
+    /// [`Body::Receipt`].
+    Receipt,
+    /// [`Body::Unmask`].
+    Unmask,
+    /// [`Body::PeerCommit`].
+    PeerCommit,
+    /// [`Body::Reveal`].
+    Reveal,
+    /// [`Body::Aggregate`].
+    Aggregate,
+    /// [`Body::RoundAck`].
+    RoundAck,
+    /// [`Body::Abort`].
+    Abort,
+    /// [`Body::Finish`].
+    Finish,
+    /// [`Body::Report`].
+    Report,
+    /// [`Body::Done`].
+    Done,
+    /// [`Body::Stop`].
+    Stop,
+}
+
+impl Kind {
+    /// Number of kinds.
+    pub const COUNT: usize = 17;
+    /// Every kind, in byte order.
+    pub const ALL: [Kind; Kind::COUNT] = [
+        Kind::Hello,
+        Kind::Rejoin,
+        Kind::Setup,
+        Kind::PeerRound,
+        Kind::RoundStart,
+        Kind::RingPass,
+        Kind::Receipt,
+        Kind::Unmask,
+        Kind::PeerCommit,
+        Kind::Reveal,
+        Kind::Aggregate,
+        Kind::RoundAck,
+        Kind::Abort,
+        Kind::Finish,
+        Kind::Report,
+        Kind::Done,
+        Kind::Stop,
+    ];
+    /// What a hospital sends its coordinator.
+    pub const HOSPITAL_TO_COORDINATOR: [Kind; 8] = [
+        Kind::Hello,
+        Kind::Rejoin,
+        Kind::RingPass,
+        Kind::Receipt,
+        Kind::Reveal,
+        Kind::RoundAck,
+        Kind::Abort,
+        Kind::Report,
+    ];
+    /// What a coordinator sends a hospital.
+    pub const COORDINATOR_TO_HOSPITAL: [Kind; 8] = [
+        Kind::Setup,
+        Kind::RoundStart,
+        Kind::Unmask,
+        Kind::Aggregate,
+        Kind::Abort,
+        Kind::Finish,
+        Kind::Done,
+        Kind::Stop,
+    ];
+    /// What a hospital sends another hospital.
+    pub const HOSPITAL_TO_HOSPITAL: [Kind; 3] = [Kind::PeerRound, Kind::RingPass, Kind::PeerCommit];
+
+    /// The kind a header byte names, if any.
+    pub fn from_byte(b: u8) -> Option<Kind> {
+        Kind::ALL.get(usize::from(b).checked_sub(1)?).copied()
+    }
+
+    /// The header byte.
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize - 1
+    }
+
+    /// Short name, as [`Body::kind`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Hello => "hello",
+            Kind::Rejoin => "rejoin",
+            Kind::Setup => "setup",
+            Kind::PeerRound => "peer_round",
+            Kind::RoundStart => "round_start",
+            Kind::RingPass => "ring_pass",
+            Kind::Receipt => "receipt",
+            Kind::Unmask => "unmask",
+            Kind::PeerCommit => "peer_commit",
+            Kind::Reveal => "reveal",
+            Kind::Aggregate => "aggregate",
+            Kind::RoundAck => "round_ack",
+            Kind::Abort => "abort",
+            Kind::Finish => "finish",
+            Kind::Report => "report",
+            Kind::Done => "done",
+            Kind::Stop => "stop",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Identifier of one training run: 1 to 64 characters from `[A-Za-z0-9_.-]`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -98,8 +246,10 @@ impl<'de> Deserialize<'de> for Bytes {
 }
 
 /// One message with its routing header.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Serializes with the body untagged; parse frames with [`decode_payload`] or
+/// [`FrameDecoder`], which take the body's kind from the frame header.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Envelope {
     /// Protocol version, [`PROTOCOL_VERSION`].
     pub version: u32,
@@ -232,6 +382,7 @@ pub struct AggregateRecord {
     /// The round (0-based).
     pub round: u32,
     /// Sum of the participants' gradients.
+    #[serde(deserialize_with = "bounded::values")]
     pub sum: Vec<f64>,
     /// How many hospitals contributed (the divisor in `seed` mode).
     pub n_hospitals: u32,
@@ -268,6 +419,7 @@ pub struct Setup {
     pub params: RunParams,
     /// Aggregates of all completed rounds, oldest first; a hospital recomputes its
     /// weights from them (from its local model in `seed` mode, from zeros in `global`).
+    #[serde(deserialize_with = "bounded::history")]
     pub history: Vec<AggregateRecord>,
 }
 
@@ -296,6 +448,7 @@ pub struct RoundStart {
     /// Mask epoch; changes whenever the ring does (and on every retry).
     pub epoch: u64,
     /// The ring, head first; the tail sends the sum to the coordinator.
+    #[serde(deserialize_with = "bounded::members")]
     pub ring: Vec<Member>,
     /// Training rows of the ring's hospitals together.
     pub n_total_rows: u64,
@@ -312,6 +465,7 @@ pub struct RingPass {
     /// Number of gradient values encoded.
     pub len: u32,
     /// Packed ciphertexts in paillier's compact byte form.
+    #[serde(deserialize_with = "bounded::ciphertexts")]
     pub ciphertexts: Vec<Bytes>,
 }
 
@@ -348,6 +502,7 @@ pub struct Unmask {
     /// Mask epoch of the attempt whose sum was decrypted.
     pub epoch: u64,
     /// The members whose contributions the decrypted sum holds, ring order.
+    #[serde(deserialize_with = "bounded::members")]
     pub members: Vec<String>,
 }
 
@@ -380,6 +535,7 @@ pub struct Reveal {
     /// The sender's self-mask seed for this contribution.
     pub self_seed: Bytes,
     /// Its seeds with masking-set members outside the committed set.
+    #[serde(deserialize_with = "bounded::members")]
     pub pair_seeds: Vec<RevealedSeed>,
 }
 
@@ -408,10 +564,11 @@ pub struct Abort {
     /// Why.
     pub reason: String,
     /// Nodes dropped from the ring because of it (coordinator only).
+    #[serde(deserialize_with = "bounded::members")]
     pub dropped: Vec<String>,
     /// Hospital only: the member set it is committed to for this model state,
     /// when it refuses another one; the coordinator retries with exactly it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::opt_members")]
     pub committed: Option<Vec<String>>,
     /// Hospital only: the failure is deterministic (retrying cannot help, e.g.
     /// a gradient outside the fixed-point range); the run stops at once.
@@ -427,7 +584,7 @@ pub struct Abort {
 #[serde(deny_unknown_fields)]
 pub struct Report {
     /// Weights of the federated model (`global` mode only).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::opt_values")]
     pub weights: Option<Vec<f64>>,
     /// Test MSE of the local-only model (opt-in, with a test set).
     #[serde(default)]
@@ -441,9 +598,9 @@ pub struct Report {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// Every message of the protocol.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// Every message of the protocol. Serialized untagged (the frame header names
+/// the kind, [`Body::message_kind`]).
+#[derive(Clone, Debug, PartialEq)]
 pub enum Body {
     /// Hospital -> coordinator, first contact or reconnect.
     Hello(Hello),
@@ -487,77 +644,182 @@ pub enum Body {
 impl Body {
     /// Short name of the message kind, for logs and errors.
     pub fn kind(&self) -> &'static str {
+        self.message_kind().name()
+    }
+
+    /// The message kind, as named in the frame header.
+    pub fn message_kind(&self) -> Kind {
         match self {
-            Body::Hello(_) => "hello",
-            Body::Rejoin(_) => "rejoin",
-            Body::Setup(_) => "setup",
-            Body::PeerRound(_) => "peer_round",
-            Body::RoundStart(_) => "round_start",
-            Body::RingPass(_) => "ring_pass",
-            Body::Receipt(_) => "receipt",
-            Body::Unmask(_) => "unmask",
-            Body::PeerCommit(_) => "peer_commit",
-            Body::Reveal(_) => "reveal",
-            Body::Aggregate(_) => "aggregate",
-            Body::RoundAck(_) => "round_ack",
-            Body::Abort(_) => "abort",
-            Body::Finish => "finish",
-            Body::Report(_) => "report",
-            Body::Done => "done",
-            Body::Stop { .. } => "stop",
+            Body::Hello(_) => Kind::Hello,
+            Body::Rejoin(_) => Kind::Rejoin,
+            Body::Setup(_) => Kind::Setup,
+            Body::PeerRound(_) => Kind::PeerRound,
+            Body::RoundStart(_) => Kind::RoundStart,
+            Body::RingPass(_) => Kind::RingPass,
+            Body::Receipt(_) => Kind::Receipt,
+            Body::Unmask(_) => Kind::Unmask,
+            Body::PeerCommit(_) => Kind::PeerCommit,
+            Body::Reveal(_) => Kind::Reveal,
+            Body::Aggregate(_) => Kind::Aggregate,
+            Body::RoundAck(_) => Kind::RoundAck,
+            Body::Abort(_) => Kind::Abort,
+            Body::Finish => Kind::Finish,
+            Body::Report(_) => Kind::Report,
+            Body::Done => Kind::Done,
+            Body::Stop { .. } => Kind::Stop,
         }
     }
 }
 
-/// Serializes `env` into one frame: 4-byte big-endian length, then the JSON.
-/// Fails with [`Error::Oversized`] when the JSON exceeds `max_bytes`.
+/// The JSON of the bodies without fields (`{}`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// The JSON of [`Body::Stop`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    reason: String,
+}
+
+impl Serialize for Body {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Body::Hello(m) | Body::Rejoin(m) => m.serialize(s),
+            Body::Setup(m) => m.serialize(s),
+            Body::PeerRound(m) => m.serialize(s),
+            Body::RoundStart(m) => m.serialize(s),
+            Body::RingPass(m) => m.serialize(s),
+            Body::Receipt(m) => m.serialize(s),
+            Body::Unmask(m) => m.serialize(s),
+            Body::PeerCommit(m) => m.serialize(s),
+            Body::Reveal(m) => m.serialize(s),
+            Body::Aggregate(m) => m.serialize(s),
+            Body::RoundAck(m) => m.serialize(s),
+            Body::Abort(m) => m.serialize(s),
+            Body::Report(m) => m.serialize(s),
+            Body::Finish | Body::Done => Empty {}.serialize(s),
+            Body::Stop { reason } => StopBody {
+                reason: reason.clone(),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+/// An envelope whose body is the concrete struct `T` of a known kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeOf<T> {
+    version: u32,
+    run_id: RunId,
+    round: u32,
+    from: String,
+    body: T,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    json: &[u8],
+    body: impl FnOnce(T) -> Body,
+) -> Result<Envelope> {
+    let e: EnvelopeOf<T> =
+        serde_json::from_slice(json).map_err(|e| Error::Unparsable(e.to_string()))?;
+    Ok(Envelope {
+        version: e.version,
+        run_id: e.run_id,
+        round: e.round,
+        from: e.from,
+        body: body(e.body),
+    })
+}
+
+fn parse_kind(kind: Kind, json: &[u8]) -> Result<Envelope> {
+    match kind {
+        Kind::Hello => parse(json, Body::Hello),
+        Kind::Rejoin => parse(json, Body::Rejoin),
+        Kind::Setup => parse(json, Body::Setup),
+        Kind::PeerRound => parse(json, Body::PeerRound),
+        Kind::RoundStart => parse(json, Body::RoundStart),
+        Kind::RingPass => parse(json, Body::RingPass),
+        Kind::Receipt => parse(json, Body::Receipt),
+        Kind::Unmask => parse(json, Body::Unmask),
+        Kind::PeerCommit => parse(json, Body::PeerCommit),
+        Kind::Reveal => parse(json, Body::Reveal),
+        Kind::Aggregate => parse(json, Body::Aggregate),
+        Kind::RoundAck => parse(json, Body::RoundAck),
+        Kind::Abort => parse(json, Body::Abort),
+        Kind::Finish => parse(json, |Empty {}| Body::Finish),
+        Kind::Report => parse(json, Body::Report),
+        Kind::Done => parse(json, |Empty {}| Body::Done),
+        Kind::Stop => parse(json, |s: StopBody| Body::Stop { reason: s.reason }),
+    }
+}
+
+/// Serializes `env` into one frame: 4-byte big-endian length, the kind byte,
+/// then the JSON. Fails with [`Error::Oversized`] when the JSON exceeds `max_bytes`.
 pub fn encode_frame(env: &Envelope, max_bytes: usize) -> Result<Vec<u8>> {
     let mut out = vec![0u8; FRAME_HEADER_BYTES];
+    out[LENGTH_PREFIX_BYTES] = env.body.message_kind().byte();
     serde_json::to_writer(&mut out, env).map_err(|e| Error::Serialize(e.to_string()))?;
     let len = out.len() - FRAME_HEADER_BYTES;
-    if len > max_bytes || len > u32::MAX as usize {
+    if len > max_bytes || len >= u32::MAX as usize {
         return Err(Error::Oversized {
             len: len as u64,
             max: max_bytes,
         });
     }
-    out[..FRAME_HEADER_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    out[..LENGTH_PREFIX_BYTES].copy_from_slice(&((len + 1) as u32).to_be_bytes());
     Ok(out)
 }
 
-/// Parses one frame's payload (the JSON after the length prefix).
-pub fn decode_payload(payload: &[u8], max_bytes: usize) -> Result<Envelope> {
-    if payload.len() > max_bytes {
+/// Parses one frame's payload (the kind byte and the JSON after the length
+/// prefix) under `limits`: the kind's byte limit, then its struct with every
+/// vector bounded while it is read.
+pub fn decode_payload(payload: &[u8], limits: &Limits) -> Result<Envelope> {
+    let Some((&byte, json)) = payload.split_first() else {
+        return Err(Error::Unparsable("empty frame (no kind byte)".into()));
+    };
+    let kind = Kind::from_byte(byte)
+        .ok_or_else(|| Error::Unparsable(format!("unknown message kind byte {byte}")))?;
+    let max = limits.max_bytes(kind);
+    if json.len() > max {
         return Err(Error::Oversized {
-            len: payload.len() as u64,
-            max: max_bytes,
+            len: json.len() as u64,
+            max,
         });
     }
-    serde_json::from_slice(payload).map_err(|e| Error::Unparsable(e.to_string()))
+    with_items(limits.items(), || parse_kind(kind, json))
 }
 
 /// Incremental decoder of a byte stream of frames.
 ///
 /// Feed bytes with [`push`](Self::push) as they arrive and take envelopes with
-/// [`next_envelope`](Self::next_envelope). An oversized length prefix is reported
-/// before its payload is buffered; after it (or after any error) the stream is out
-/// of sync and the connection should be closed. An unparsable payload is consumed,
-/// so the decoder stays in sync and the caller may go on.
+/// [`next_envelope`](Self::next_envelope). A length above the announced kind's
+/// limit (or an unknown kind byte) is reported as soon as the 5-byte header is
+/// in, before its payload is buffered; after it (or after any such error) the
+/// stream is out of sync and the connection should be closed. An unparsable
+/// payload is consumed, so the decoder stays in sync and the caller may go on.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
-    max_bytes: usize,
+    limits: Limits,
     poisoned: bool,
 }
 
 impl FrameDecoder {
-    /// A decoder accepting payloads of at most `max_bytes`.
-    pub fn new(max_bytes: usize) -> FrameDecoder {
+    /// A decoder accepting what `limits` allow.
+    pub fn new(limits: Limits) -> FrameDecoder {
         FrameDecoder {
             buf: Vec::new(),
-            max_bytes,
+            limits,
             poisoned: false,
         }
+    }
+
+    /// The limits it checks.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Appends received bytes.
@@ -572,34 +834,48 @@ impl FrameDecoder {
         self.buf.len()
     }
 
-    /// The next complete frame's payload (the bytes after the length prefix),
-    /// `Ok(None)` when more bytes are needed. The transport reads frames with
-    /// this, so production framing and the fuzzed decoder are one code path.
+    fn poison(&mut self, e: Error) -> Error {
+        self.poisoned = true;
+        self.buf = Vec::new();
+        e
+    }
+
+    /// The next complete frame's payload (the kind byte and the JSON after the
+    /// length prefix), `Ok(None)` when more bytes are needed. The transport
+    /// reads frames with this, so production framing and the fuzzed decoder are
+    /// one code path.
     pub fn next_payload(&mut self) -> Result<Option<Vec<u8>>> {
         if self.poisoned {
             return Err(Error::Unparsable(
-                "stream out of sync after an oversized frame".into(),
+                "stream out of sync after an oversized or unknown frame".into(),
             ));
         }
         if self.buf.len() < FRAME_HEADER_BYTES {
             return Ok(None);
         }
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        header.copy_from_slice(&self.buf[..FRAME_HEADER_BYTES]);
-        let len = u32::from_be_bytes(header) as usize;
-        if len > self.max_bytes {
-            self.poisoned = true;
-            self.buf = Vec::new();
-            return Err(Error::Oversized {
-                len: len as u64,
-                max: self.max_bytes,
-            });
+        let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+        prefix.copy_from_slice(&self.buf[..LENGTH_PREFIX_BYTES]);
+        let len = u32::from_be_bytes(prefix) as usize;
+        let byte = self.buf[LENGTH_PREFIX_BYTES];
+        let Some(kind) = Kind::from_byte(byte) else {
+            return Err(self.poison(Error::Unparsable(format!(
+                "unknown message kind byte {byte}"
+            ))));
+        };
+        let max = self.limits.max_bytes(kind);
+        if len == 0 || len - 1 > max {
+            return Err(self.poison(Error::Oversized {
+                len: len.saturating_sub(1) as u64,
+                max,
+            }));
         }
-        let end = FRAME_HEADER_BYTES + len;
+        let end = LENGTH_PREFIX_BYTES + len;
         if self.buf.len() < end {
+            // Room for exactly this frame, not a doubling past it.
+            self.buf.reserve_exact(end - self.buf.len());
             return Ok(None);
         }
-        let payload = self.buf[FRAME_HEADER_BYTES..end].to_vec();
+        let payload = self.buf[LENGTH_PREFIX_BYTES..end].to_vec();
         self.buf.drain(..end);
         Ok(Some(payload))
     }
@@ -607,7 +883,7 @@ impl FrameDecoder {
     /// The next complete envelope, `Ok(None)` when more bytes are needed.
     pub fn next_envelope(&mut self) -> Result<Option<Envelope>> {
         match self.next_payload()? {
-            Some(payload) => decode_payload(&payload, self.max_bytes).map(Some),
+            Some(payload) => decode_payload(&payload, &self.limits).map(Some),
             None => Ok(None),
         }
     }
@@ -639,7 +915,7 @@ mod tests {
         );
         let mut bytes = encode_frame(&a, DEFAULT_MAX_MESSAGE_BYTES).unwrap();
         bytes.extend(encode_frame(&b, DEFAULT_MAX_MESSAGE_BYTES).unwrap());
-        let mut dec = FrameDecoder::new(DEFAULT_MAX_MESSAGE_BYTES);
+        let mut dec = FrameDecoder::new(Limits::uniform(DEFAULT_MAX_MESSAGE_BYTES));
         let mut got = Vec::new();
         for chunk in bytes.chunks(7) {
             dec.push(chunk);
@@ -655,7 +931,7 @@ mod tests {
     fn f64_survives_json_bit_exactly() {
         let env = sample();
         let bytes = encode_frame(&env, 1 << 20).unwrap();
-        let back = decode_payload(&bytes[4..], 1 << 20).unwrap();
+        let back = decode_payload(&bytes[4..], &Limits::uniform(1 << 20)).unwrap();
         match back.body {
             Body::RoundAck(RoundAck { test_mse: Some(v) }) => {
                 assert_eq!(v.to_bits(), (0.1f64 + 0.2).to_bits())
@@ -671,8 +947,9 @@ mod tests {
             encode_frame(&env, 10),
             Err(Error::Oversized { max: 10, .. })
         ));
-        let mut dec = FrameDecoder::new(100);
-        dec.push(&1000u32.to_be_bytes());
+        let mut dec = FrameDecoder::new(Limits::uniform(100));
+        dec.push(&1001u32.to_be_bytes());
+        dec.push(&[Kind::RoundAck.byte()]);
         assert!(matches!(
             dec.next_envelope(),
             Err(Error::Oversized {
@@ -688,8 +965,9 @@ mod tests {
 
     #[test]
     fn unparsable_payload_is_consumed() {
-        let mut dec = FrameDecoder::new(1000);
-        dec.push(&3u32.to_be_bytes());
+        let mut dec = FrameDecoder::new(Limits::uniform(1000));
+        dec.push(&4u32.to_be_bytes());
+        dec.push(&[Kind::Receipt.byte()]);
         dec.push(b"{x}");
         assert!(matches!(dec.next_envelope(), Err(Error::Unparsable(_))));
         let good = encode_frame(&sample(), 1000).unwrap();
@@ -750,10 +1028,183 @@ mod tests {
         assert!(serde_json::from_str::<Bytes>("\"@@\"").is_err());
     }
 
+    fn shape() -> RunShape {
+        RunShape {
+            key_bits: 2048,
+            features: 10,
+            hospitals: 5,
+            rounds: 50,
+        }
+    }
+
+    fn ring_pass(n: usize, ct_len: usize) -> Envelope {
+        Envelope::new(
+            RunId::new("run-1").unwrap(),
+            49,
+            "hospital-5",
+            Body::RingPass(RingPass {
+                epoch: u64::MAX,
+                key_fingerprint: paillier::KeyFingerprint([0xff; 32]),
+                len: u32::MAX,
+                ciphertexts: vec![Bytes(vec![0xff; ct_len]); n],
+            }),
+        )
+    }
+
+    #[test]
+    fn oversized_kind_is_refused_before_its_payload() {
+        let limits = Limits::hospital_to_coordinator(&shape());
+        let max = limits.max_bytes(Kind::RingPass);
+        assert!(max > 0 && max < limits.max_bytes(Kind::Hello) * 10);
+        let mut dec = FrameDecoder::new(limits.clone());
+        dec.push(&((max + 2) as u32).to_be_bytes());
+        dec.push(&[Kind::RingPass.byte()]);
+        assert!(matches!(
+            dec.next_payload(),
+            Err(Error::Oversized { max: m, .. }) if m == max
+        ));
+        assert_eq!(dec.buffered(), 0);
+        // A kind hospitals never send is refused whatever its size.
+        let mut dec = FrameDecoder::new(limits.clone());
+        dec.push(&10u32.to_be_bytes());
+        dec.push(&[Kind::Setup.byte()]);
+        assert!(matches!(
+            dec.next_payload(),
+            Err(Error::Oversized { max: 0, .. })
+        ));
+        // So is an unknown kind byte, and a frame with no kind byte.
+        for (len, byte) in [(10u32, 0u8), (10, 200), (0, 1)] {
+            let mut dec = FrameDecoder::new(limits.clone());
+            dec.push(&len.to_be_bytes());
+            dec.push(&[byte]);
+            assert!(dec.next_payload().is_err());
+            dec.push(&[0; 16]);
+            assert_eq!(dec.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn largest_honest_messages_fit_their_limits() {
+        let sh = shape();
+        // One ciphertext per value at the largest key: 2 * 2048 / 8 + 33 bytes.
+        let big = ring_pass(sh.features, 33 + 512);
+        let frame = encode_frame(&big, DEFAULT_MAX_MESSAGE_BYTES).unwrap();
+        let limits = Limits::hospital_to_coordinator(&sh);
+        let json = frame.len() - FRAME_HEADER_BYTES;
+        assert!(json <= limits.max_bytes(Kind::RingPass), "{json}");
+        let mut dec = FrameDecoder::new(limits);
+        dec.push(&frame);
+        assert_eq!(dec.next_envelope().unwrap(), Some(big));
+        let record = AggregateRecord {
+            round: u32::MAX,
+            sum: vec![-1.2345678901234567e-308; sh.features],
+            n_hospitals: u32::MAX,
+            n_total_rows: u64::MAX,
+        };
+        let setup = Envelope::new(
+            RunId::new("r".repeat(64)).unwrap(),
+            0,
+            "coordinator",
+            Body::Setup(Setup {
+                public_key: Bytes(vec![0xff; 2048 / 8 + 40]),
+                key_fingerprint: paillier::KeyFingerprint([0xff; 32]),
+                params: RunParams {
+                    mode: Mode::Global,
+                    rounds: u32::MAX,
+                    eta: -1.2345678901234567e-308,
+                    fixed_point: FixedPoint::DEFAULT,
+                    pack: false,
+                    masks: true,
+                },
+                history: vec![record; sh.rounds as usize],
+            }),
+        );
+        let frame = encode_frame(&setup, DEFAULT_MAX_MESSAGE_BYTES).unwrap();
+        let limits = Limits::coordinator_to_hospital(&sh);
+        assert!(frame.len() - FRAME_HEADER_BYTES <= limits.max_bytes(Kind::Setup));
+        assert_eq!(decode_payload(&frame[4..], &limits).unwrap(), setup);
+    }
+
+    #[test]
+    fn vector_lengths_are_bounded_while_reading() {
+        let sh = shape();
+        let limits = Limits::hospital_to_coordinator(&sh);
+        // Within the byte limit, one ciphertext too many.
+        let over = ring_pass(sh.features + 1, 8);
+        let frame = encode_frame(&over, DEFAULT_MAX_MESSAGE_BYTES).unwrap();
+        assert!(frame.len() - FRAME_HEADER_BYTES <= limits.max_bytes(Kind::RingPass));
+        let e = decode_payload(&frame[4..], &limits).unwrap_err();
+        assert!(e.to_string().contains("more than 10 ciphertexts"), "{e}");
+        // The G attack: a frame of empty strings up to the kind's limit.
+        let max = limits.max_bytes(Kind::RingPass);
+        let head = br#"{"version":2,"run_id":"r","round":0,"from":"h","body":{"ciphertexts":["#;
+        let mut json = head.to_vec();
+        while json.len() + 3 <= max {
+            json.extend_from_slice(br#""","#);
+        }
+        let mut payload = vec![Kind::RingPass.byte()];
+        payload.extend(json);
+        let e = decode_payload(&payload, &limits).unwrap_err();
+        assert!(e.to_string().contains("more than 10 ciphertexts"), "{e}");
+        // Outside a decode (checkpoint files), vectors are not bounded.
+        let many: AggregateRecord = serde_json::from_str(
+            r#"{"round":0,"sum":[1,2,3,4,5,6,7,8,9,10,11,12],"n_hospitals":3,"n_total_rows":3}"#,
+        )
+        .unwrap();
+        assert_eq!(many.sum.len(), 12);
+        let members = Envelope::new(
+            RunId::new("r").unwrap(),
+            0,
+            "coordinator",
+            Body::Unmask(Unmask {
+                epoch: 1,
+                members: vec!["h".into(); sh.hospitals + 1],
+            }),
+        );
+        let frame = encode_frame(&members, DEFAULT_MAX_MESSAGE_BYTES).unwrap();
+        let e = decode_payload(&frame[4..], &Limits::coordinator_to_hospital(&sh)).unwrap_err();
+        assert!(e.to_string().contains("more than 5 members"), "{e}");
+    }
+
+    #[test]
+    fn every_kind_round_trips_with_its_header_byte() {
+        let bodies = vec![
+            Body::Finish,
+            Body::Done,
+            Body::Stop { reason: "r".into() },
+            Body::Receipt(Receipt {
+                epoch: 3,
+                stage: ReceiptStage::SumReceived,
+            }),
+            Body::Abort(Abort {
+                epoch: 1,
+                reason: "x".into(),
+                dropped: vec!["a".into()],
+                committed: Some(vec!["b".into()]),
+                deterministic: true,
+            }),
+        ];
+        for b in bodies {
+            let env = Envelope::new(RunId::new("r").unwrap(), 1, "n", b);
+            let frame = encode_frame(&env, 1 << 20).unwrap();
+            assert_eq!(frame[4], env.body.message_kind().byte());
+            assert_eq!(Kind::from_byte(frame[4]), Some(env.body.message_kind()));
+            let back = decode_payload(&frame[4..], &Limits::uniform(1 << 20)).unwrap();
+            assert_eq!(back, env);
+            // The body carries no tag: the same JSON under another kind fails.
+            let mut other = frame[4..].to_vec();
+            other[0] = if other[0] == Kind::Hello.byte() { 2 } else { 1 };
+            assert!(decode_payload(&other, &Limits::uniform(1 << 20)).is_err());
+        }
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.byte() as usize, i + 1);
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn decoder_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0..8)) {
-            let mut dec = FrameDecoder::new(256);
+            let mut dec = FrameDecoder::new(Limits::uniform(256));
             for c in &chunks {
                 dec.push(c);
                 for _ in 0..4 {

@@ -78,6 +78,12 @@ pub struct BenchArgs {
     /// Training rows per hospital in the scaling runs
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub scaling_rows: usize,
+    /// Instead of the benchmark: peak RSS of the coordinator and of hospital-1 in a
+    /// diabetes run (3 hospitals, --rounds, --key-bits) without, then with, the last
+    /// hospital flooding every recipient with N junk frames per message kind at each
+    /// kind's size limit after each of its messages
+    #[arg(long, value_name = "N")]
+    pub flood: Option<u32>,
     /// Output directory for bench.json
     #[arg(long, value_name = "DIR", default_value = "out/bench")]
     pub out: PathBuf,
@@ -123,6 +129,7 @@ fn bench_plan(hospitals: usize, rounds: usize, eta: f64, key_bits: usize, data: 
         scaled: true,
         masks: true,
         pack: true,
+        flood: 0,
     }
 }
 
@@ -139,8 +146,65 @@ fn run_checked(
     Ok((timings, diff, twin.final_weights))
 }
 
+/// `scenarios bench --flood N`: peak RSS flooded against unflooded.
+fn run_flood(args: &BenchArgs, frames: u32) -> Result<()> {
+    ensure!(frames >= 1, "--flood must be at least 1");
+    let bins = binaries::locate()?;
+    let data = prep::diabetes()?;
+    let split = prep::split(&data, SplitKind::Seed, 3, 50, 42)?;
+    let mut rss = Vec::new();
+    for flood in [0, frames] {
+        let mut plan = bench_plan(3, args.rounds, 0.01, args.key_bits, "built-in diabetes");
+        plan.flood = flood;
+        println!(
+            "running diabetes, 3 hospitals, {} rounds, {} bits, flood {flood} ...",
+            args.rounds, args.key_bits
+        );
+        let (t, diff, _) = run_checked(&bins, &plan, &split)
+            .with_context(|| format!("flood benchmark run (flood {flood})"))?;
+        ensure!(diff < 1e-6, "flooded run drifted from the twin: {diff:e}");
+        print_rss(&t.peak_rss_bytes);
+        rss.push(t.peak_rss_bytes);
+    }
+    let get =
+        |v: &[(String, Option<u64>)], n: &str| v.iter().find(|(k, _)| k == n).and_then(|(_, b)| *b);
+    let mut out = serde_json::Map::new();
+    println!(
+        "\npeak RSS, unflooded -> flooded ({frames} junk frames per kind at its limit after \
+         each message of hospital-3)"
+    );
+    for node in ["coordinator", "hospital-1"] {
+        let (Some(a), Some(b)) = (get(&rss[0], node), get(&rss[1], node)) else {
+            bail!("{node} reported no peak RSS");
+        };
+        let ratio = b as f64 / a as f64;
+        println!(
+            "{node:<12} {:>10} -> {:>10}  ratio {ratio:.2}",
+            mib(Some(a)),
+            mib(Some(b))
+        );
+        out.insert(
+            node.to_owned(),
+            serde_json::json!({"unflooded": a, "flooded": b, "ratio": ratio}),
+        );
+        ensure!(
+            ratio <= 2.0,
+            "{node}'s peak RSS grew {ratio:.2}x under the flood"
+        );
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let path = args.out.join("flood.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&out)?)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
 /// `scenarios bench`.
 pub fn run_bench(args: &BenchArgs) -> Result<()> {
+    if let Some(frames) = args.flood {
+        return run_flood(args, frames);
+    }
     ensure!(
         args.rounds >= 1 && args.scaling_rounds >= 1,
         "rounds must be at least 1"

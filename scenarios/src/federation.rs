@@ -275,7 +275,10 @@ fn provision(
         h.write_csv(&csv)
             .with_context(|| format!("writing {}", csv.display()))?;
     }
-    nodes::write_coordinator_config(wd, &nodes::coordinator_config(plan, names)?)
+    let mut config = nodes::coordinator_config(plan, names)?;
+    // The coordinator's limits follow from the data's real width.
+    config.max_features = split.test.n_features();
+    nodes::write_coordinator_config(wd, &config)
 }
 
 /// Lines of the coordinator's stdout, read on a thread of their own.
@@ -350,7 +353,11 @@ fn run_in(bins: &Binaries, wd: &Path, plan: &Plan, split: &Split) -> Result<Fede
     };
     let target = split.test.target_name();
     for name in &names {
-        let cfg = nodes::hospital_config(name, target, coordinator, &names, plan.masks);
+        let mut cfg = nodes::hospital_config(name, target, coordinator, &names, plan.masks);
+        if plan.flood > 0 && names.last() == Some(name) {
+            cfg.test_fault_flood = plan.flood;
+            cfg.test_fault_flood_coordinator = Some((plan.key_bits, split.test.n_features()));
+        }
         nodes::write_hospital_config(wd, &cfg)?;
         let log = wd.join(format!("{name}.log"));
         start(

@@ -395,6 +395,7 @@ mod tests {
             scaled: true,
             masks: false,
             pack: true,
+            flood: 0,
         }
     }
 

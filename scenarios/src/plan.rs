@@ -35,6 +35,15 @@ pub struct Plan {
     pub masks: bool,
     /// Gradient packing on.
     pub pack: bool,
+    /// TEST FAULT INJECTION: the last hospital floods every recipient with
+    /// this many junk frames per kind, at each kind's limit, after each of its
+    /// messages (0: off).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub flood: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Plan {

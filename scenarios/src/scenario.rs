@@ -131,6 +131,7 @@ impl DiabetesArgs {
             scaled: !self.no_scale,
             masks: !self.no_masks,
             pack: !self.no_pack,
+            flood: 0,
         })
     }
 

@@ -63,8 +63,57 @@ use crate::wire::{
 
 /// Most messages held back because they arrived before what they depend on.
 const MAX_DEFERRED: usize = 64;
-/// Most bytes of ciphertexts held back in deferred messages.
-const MAX_DEFERRED_BYTES: usize = 64 << 20;
+/// Bytes held back in deferred messages: this many ring passes at the largest
+/// size a ring peer may send (see [`deferred_budget`]).
+const DEFERRED_RING_PASSES: usize = 4;
+
+/// What messages of a run look like to a hospital with `features` features
+/// under `policy`: its roster, its bound on rounds, and the largest key the
+/// paillier crate accepts (the key is the coordinator's choice).
+pub fn run_shape(policy: &HospitalPolicy, features: usize) -> crate::limits::RunShape {
+    crate::limits::RunShape {
+        key_bits: paillier::MAX_KEY_BITS,
+        features,
+        hospitals: policy.roster.len(),
+        rounds: policy.max_rounds,
+    }
+}
+
+/// What a hospital accepts, per sender: its coordinator's kinds from the
+/// coordinator, ring peers' kinds from everyone else, each within
+/// `max_message_bytes`.
+pub fn inbound_limits(
+    coordinator: &str,
+    policy: &HospitalPolicy,
+    features: usize,
+    max_message_bytes: usize,
+) -> crate::limits::PeerLimits {
+    use crate::limits::{Limits, PeerLimits};
+    let shape = run_shape(policy, features);
+    PeerLimits::new(Limits::hospital_to_hospital(&shape).capped(max_message_bytes)).with(
+        coordinator,
+        Limits::coordinator_to_hospital(&shape).capped(max_message_bytes),
+    )
+}
+
+/// Bytes of deferred messages a hospital with `features` features holds at
+/// most: [`DEFERRED_RING_PASSES`] ring passes at the size limit of its peers.
+pub fn deferred_budget(policy: &HospitalPolicy, features: usize) -> usize {
+    let shape = run_shape(policy, features);
+    crate::limits::Limits::hospital_to_hospital(&shape)
+        .max_bytes(crate::wire::Kind::RingPass)
+        .saturating_mul(DEFERRED_RING_PASSES)
+}
+
+/// Bytes an envelope holds in memory, roughly (its vectors and a fixed part).
+fn held_bytes(env: &Envelope) -> usize {
+    256 + match &env.body {
+        Body::RingPass(p) => p.ciphertexts.iter().map(|c| c.0.len() + 24).sum(),
+        Body::PeerRound(p) => p.ring_hash.0.len() + p.seed.0.len(),
+        Body::PeerCommit(p) => p.set_hash.0.len(),
+        _ => 0,
+    }
+}
 
 /// Configuration of a hospital node.
 #[derive(Clone, Debug)]
@@ -452,19 +501,22 @@ impl HospitalMachine {
     }
 
     /// Holds `env` back until what it depends on arrives, within a bound on
-    /// count and ciphertext bytes (the oldest go first).
+    /// count and bytes ([`deferred_budget`]; the oldest go first).
     fn defer(&mut self, from: &str, env: Envelope) {
-        let size = |e: &Envelope| match &e.body {
-            Body::RingPass(p) => p.ciphertexts.iter().map(|c| c.0.len()).sum(),
-            _ => 0,
-        };
         self.deferred.push_back((from.to_owned(), env));
-        let mut bytes: usize = self.deferred.iter().map(|(_, e)| size(e)).sum();
-        while self.deferred.len() > MAX_DEFERRED || bytes > MAX_DEFERRED_BYTES {
-            if let Some((_, e)) = self.deferred.pop_front() {
-                bytes -= size(&e);
+        let budget = deferred_budget(&self.config.policy, self.train.n_features());
+        let mut bytes: usize = self.deferred.iter().map(|(_, e)| held_bytes(e)).sum();
+        while self.deferred.len() > MAX_DEFERRED || bytes > budget {
+            match self.deferred.pop_front() {
+                Some((_, e)) => bytes -= held_bytes(&e),
+                None => break,
             }
         }
+    }
+
+    /// Bytes held in deferred messages now (bounded by [`deferred_budget`]).
+    pub fn deferred_bytes(&self) -> usize {
+        self.deferred.iter().map(|(_, e)| held_bytes(e)).sum()
     }
 
     fn dispatch(&mut self, _now: Instant, from: &str, env: Envelope) -> Result<()> {

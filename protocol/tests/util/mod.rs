@@ -295,7 +295,9 @@ impl Sim {
         // Every message crosses the real wire format (framing + JSON) and back.
         let frame = protocol::encode_frame(&env, protocol::DEFAULT_MAX_MESSAGE_BYTES)
             .expect("messages fit the cap");
-        let mut decoder = protocol::FrameDecoder::new(protocol::DEFAULT_MAX_MESSAGE_BYTES);
+        let mut decoder = protocol::FrameDecoder::new(protocol::Limits::uniform(
+            protocol::DEFAULT_MAX_MESSAGE_BYTES,
+        ));
         decoder.push(&frame);
         let decoded = decoder
             .next_envelope()
