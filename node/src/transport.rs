@@ -1435,7 +1435,6 @@ mod tests {
         assert!(e.contains("hospital-2"), "{e}");
     }
 
-
     /// A frame of kind `receipt` holding `payload`; it arrives as the kind
     /// byte followed by `payload`.
     fn frame(payload: &[u8]) -> Vec<u8> {
