@@ -505,6 +505,17 @@ fn peer_with_foreign_certificate_is_refused() {
     );
     let st = wait(&mut procs.0[3], Duration::from_secs(30)).expect("rogue hangs");
     assert!(!st.success());
+    let rlog = std::fs::read_to_string(f.path("hospital-3.log")).unwrap();
+    let last = rlog
+        .lines()
+        .rev()
+        .find(|l| l.contains("error"))
+        .unwrap_or_default();
+    // Its own final error says it was refused, not merely unanswered.
+    assert!(
+        last.contains("refused") || last.contains("certificate"),
+        "{last}"
+    );
     assert!(!f.path("results.json").exists());
 }
 

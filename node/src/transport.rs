@@ -954,6 +954,9 @@ impl Hub {
         let peer = peer.to_owned();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
+            // The last attempt often ends in a plain timeout while an earlier
+            // one said why (a certificate refused): keep that for the report.
+            let mut refused: Option<String> = None;
             loop {
                 // An unanswered handshake would only fail at the idle timeout:
                 // never wait past `give_up`.
@@ -973,15 +976,28 @@ impl Hub {
                         return;
                     }
                     Err(e) => {
+                        let text = e.to_string();
+                        let silent = text.contains("no answer") || text.contains("timed out");
                         if std::time::Instant::now() + backoff >= give_up {
+                            let reason = match refused.filter(|r| silent && *r != text) {
+                                Some(r) => {
+                                    format!(
+                                        "gave up dialing: {e}; an earlier attempt was refused: {r}"
+                                    )
+                                }
+                                None => format!("gave up dialing: {e}"),
+                            };
                             let _ = tx
                                 .send(NetEvent::Down {
                                     peer,
                                     id: 0,
-                                    reason: format!("gave up dialing: {e}"),
+                                    reason,
                                 })
                                 .await;
                             return;
+                        }
+                        if !silent {
+                            refused = Some(text);
                         }
                         tracing::debug!(peer = %peer, "dial failed, retrying: {e}");
                         tokio::time::sleep(backoff).await;
