@@ -353,19 +353,15 @@ pub async fn run_with(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<(
     // A signal stops the loop between two calls into the machine: every
     // completed round's checkpoint is already durable (written before its
     // aggregate went out), so `--resume` continues from the round in flight.
-    let (looped, stopped) = tokio::select! {
-        r = driver::run(
-            &mut machine,
-            &mut role,
-            &mut hub,
-            &mut net,
-            cfg.max_message_bytes,
-            &limits,
-        ) => {
-            (r, None)
-        }
-        s = node::process::stop_signal() => (Ok(()), Some(s)),
-    };
+    let (looped, stopped) = driver::run_until_signal(
+        &mut machine,
+        &mut role,
+        &mut hub,
+        &mut net,
+        cfg.max_message_bytes,
+        &limits,
+    )
+    .await;
     let failure = role.failure.take();
     drop(role);
     let written = output_thread

@@ -195,19 +195,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     // A signal stops the loop between two calls into the machine; whatever
     // must survive was persisted before it was relied on.
-    let (looped, stopped) = tokio::select! {
-        r = driver::run(
-            &mut machine,
-            &mut role,
-            &mut hub,
-            &mut net,
-            cfg.max_message_bytes,
-            &limits,
-        ) => {
-            (r, None)
-        }
-        s = node::process::stop_signal() => (Ok(()), Some(s)),
-    };
+    let (looped, stopped) = driver::run_until_signal(
+        &mut machine,
+        &mut role,
+        &mut hub,
+        &mut net,
+        cfg.max_message_bytes,
+        &limits,
+    )
+    .await;
     if let Some(s) = stopped {
         hub.shutdown(Duration::from_secs(1)).await;
         progress(&json!({"event": "stopped", "name": cfg.name, "signal": s.name}));

@@ -148,6 +148,24 @@ pub trait Role<M: Machine> {
     fn before_message(&mut self, _env: &Envelope, _machine: &mut M) {}
 }
 
+/// As [`run`], until SIGINT or SIGTERM arrives first: then the loop stops
+/// between two calls into the machine (the machines persist what must
+/// survive before they transmit, so any such point is safe) and the signal
+/// comes back beside `Ok(())`.
+pub async fn run_until_signal<M: Machine, R: Role<M>>(
+    machine: &mut M,
+    role: &mut R,
+    hub: &mut Hub,
+    net: &mut Receiver<NetEvent>,
+    max_message_bytes: usize,
+    limits: &PeerLimits,
+) -> (Result<(), R::Error>, Option<crate::process::Stopped>) {
+    tokio::select! {
+        r = run(machine, role, hub, net, max_message_bytes, limits) => (r, None),
+        s = crate::process::stop_signal() => (Ok(()), Some(s)),
+    }
+}
+
 /// Runs `machine` on `hub` until the role says stop, the machine is done or
 /// the transport stops. `max_message_bytes` caps every encoded message;
 /// received ones are decoded under their sender's `limits` (the limits the
