@@ -299,6 +299,7 @@ pub async fn run_with(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<(
     mcfg.join_timeout = cfg.join_timeout;
     mcfg.round_timeout = cfg.round_timeout;
     mcfg.max_attempts = cfg.max_attempts;
+    mcfg.max_features = Some(cfg.max_features);
     let now = Instant::now();
     let last_checkpoint = checkpoint.clone();
     let mut machine = match checkpoint {

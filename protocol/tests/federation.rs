@@ -1030,3 +1030,18 @@ fn hellos_with_absurd_row_counts_or_addresses_are_refused() {
     sim.run_to_end();
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
 }
+
+#[test]
+fn a_hospital_wider_than_max_features_is_refused_at_join() {
+    let mut config = coordinator_config(3, params(Mode::Seed, 2));
+    config.max_features = Some(3);
+    let mut sim = Sim::new(config, three_sites()); // 4 features + intercept
+    sim.run_until(100_000, |s| s.coord.as_ref().unwrap().is_done());
+    let refused = sim.rejected.iter().any(|(to, e)| {
+        to == COORD
+            && matches!(e, Error::InvalidMessage { .. })
+            && e.to_string().contains("max_features")
+    });
+    assert!(refused, "{:?}", sim.rejected);
+    assert!(sim.failure().is_some());
+}

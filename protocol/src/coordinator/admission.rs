@@ -67,6 +67,15 @@ impl CoordinatorMachine {
                 h.rows
             )));
         }
+        if let Some(max) = self.config.max_features {
+            if h.schema.feature_names.len() > max {
+                return Err(invalid(format!(
+                    "announces {} feature columns; this coordinator accepts at most {max} \
+                     (its `max_features`)",
+                    h.schema.feature_names.len()
+                )));
+            }
+        }
         if let Some(a) = &h.address {
             // A peer address the others will dial: an IP and port, nothing else.
             if a.len() > 64 || a.parse::<std::net::SocketAddr>().is_err() {

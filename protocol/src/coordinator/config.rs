@@ -24,6 +24,10 @@ pub struct CoordinatorConfig {
     pub round_timeout: Duration,
     /// Attempts per round before the run fails (default 5).
     pub max_attempts: u32,
+    /// Most feature columns a hospital may announce (the driver sizes its
+    /// message limits by it; a wider hospital is refused at join rather than
+    /// having its ring passes refused later). Default: no bound.
+    pub max_features: Option<usize>,
 }
 
 impl CoordinatorConfig {
@@ -38,6 +42,7 @@ impl CoordinatorConfig {
             join_timeout: Duration::from_secs(120),
             round_timeout: Duration::from_secs(60),
             max_attempts: 5,
+            max_features: None,
         }
     }
 }
