@@ -1,5 +1,5 @@
-//! Files the coordinator owns: atomic writes (checkpoint, results), the
-//! Paillier key file, and the process's peak RSS.
+//! The coordinator's Paillier key file (atomic writes of the checkpoint and
+//! results go through [`node::files::write_atomic`]).
 
 use std::path::Path;
 
@@ -7,12 +7,6 @@ use anyhow::{bail, Context, Result};
 use num_bigint::BigUint;
 use paillier::PrivateKey;
 use serde::{Deserialize, Serialize};
-
-/// Replaces `path` atomically with `bytes` (mode `mode` from creation;
-/// fsynced when `durable`), see [`node::files::write_atomic`].
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
-    Ok(node::files::write_atomic(path, bytes, mode, durable)?)
-}
 
 /// On-disk form of the Paillier private key: its two primes, hex.
 #[derive(Serialize, Deserialize)]
@@ -67,20 +61,6 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn atomic_write_replaces_and_keeps_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub/x.json");
-        write_atomic(&p, b"one", 0o600, true).unwrap();
-        write_atomic(&p, b"two", 0o600, false).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
-    }
 
     #[test]
     fn key_file_round_trip_and_size_check() {

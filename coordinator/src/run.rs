@@ -18,7 +18,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::config::{Config, Overrides};
-use crate::files::{load_or_generate_key, write_atomic};
+use crate::files::load_or_generate_key;
+use node::files::write_atomic;
 
 /// Per-hospital entry of the results file.
 #[derive(Serialize)]

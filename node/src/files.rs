@@ -115,6 +115,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn atomic_writes_create_the_folder_and_leave_only_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/x.json");
+        write_atomic(&p, b"one", 0o600, true).unwrap();
+        write_atomic(&p, b"two", 0o600, false).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
+    }
+
+    #[test]
     fn atomic_writes_replace_and_keep_the_mode() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
