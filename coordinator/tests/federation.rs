@@ -10,38 +10,21 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use learning::ndarray::Array1;
 use learning::{Dataset, Mode, ReferenceRun};
 use serde_json::{json, Value};
 
-const COORD: &str = env!("CARGO_BIN_EXE_coordinator");
+mod util;
+use util::*;
+
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../scenarios/data/diabetes.csv"
 );
 const TEST_ROWS: usize = 50;
 const ETA: f64 = 0.01;
-
-/// The `hospital-node` binary next to `coordinator`: a test of one package
-/// cannot name another package's binary, but `cargo test --workspace` (or
-/// `cargo test -p coordinator -p hospital-node`) builds both into one folder.
-fn hospital_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = Path::new(COORD).parent().expect("binary dir");
-        let bin = dir.join(format!("hospital-node{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            bin.is_file(),
-            "{} is missing: these tests start the hospital-node binary; build it with \
-             `cargo test --workspace` or `cargo build -p hospital-node` (same profile)",
-            bin.display()
-        );
-        bin
-    })
-}
 
 /// Diabetes features scaled as scikit-learn's `load_diabetes()` (centred, unit
 /// L2 norm per column) plus an intercept column.
@@ -51,27 +34,6 @@ fn diabetes() -> Dataset {
         .unwrap()
         .with_intercept("intercept")
         .unwrap()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills every child on drop, so a failing test leaves no process behind.
-#[derive(Default)]
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 struct Federation {

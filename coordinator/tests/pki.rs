@@ -11,29 +11,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const COORD: &str = env!("CARGO_BIN_EXE_coordinator");
-const CA: &str = env!("CARGO_BIN_EXE_consortium-ca");
+mod util;
+use util::*;
 
-/// The `hospital-node` binary next to `coordinator` (see `federation.rs`).
-fn hospital_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = Path::new(COORD).parent().expect("binary dir");
-        let bin = dir.join(format!("hospital-node{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            bin.is_file(),
-            "{} is missing: these tests start the hospital-node binary; build it with \
-             `cargo test --workspace` or `cargo build -p hospital-node` (same profile)",
-            bin.display()
-        );
-        bin
-    })
-}
+const CA: &str = env!("CARGO_BIN_EXE_consortium-ca");
 
 const HOSPITALS: [&str; 3] = ["hospital-1", "hospital-2", "hospital-3"];
 
@@ -69,27 +54,6 @@ fn node_bin(name: &str) -> &'static Path {
         coord_bin()
     } else {
         hospital_bin()
-    }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills every child on drop, so a failing test leaves no process behind.
-#[derive(Default)]
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
