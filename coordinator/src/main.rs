@@ -96,7 +96,7 @@ fn real_main(cli: Cli) -> Result<()> {
         } => {
             let cfg = config::Config::load(config.as_deref(), &overrides)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(run::run_with(cfg, resume, &overrides))
+            rt.block_on(run::run(cfg, resume, &overrides))
         }
         Cmd::Pki {
             cmd: PkiCmd::Request { name, out },

@@ -158,11 +158,6 @@ fn build_results<'a>(
     }
 }
 
-/// Runs the coordinator until the run finishes (Ok) or fails (Err).
-pub async fn run(cfg: Config, resume: bool) -> Result<()> {
-    run_with(cfg, resume, &Overrides::default()).await
-}
-
 /// The checkpoint at `path`, if there is one.
 fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
     let text = match std::fs::read_to_string(path) {
@@ -225,10 +220,10 @@ fn adopt_checkpoint(cfg: &mut Config, cp: &Checkpoint, ov: &Overrides) -> Result
     Ok(())
 }
 
-/// Runs (or with `resume`, continues) the coordinator; `ov` are the
-/// command-line overrides already applied to `cfg`, checked against a resumed
+/// Runs (or with `resume`, continues) the coordinator until the run finishes
+/// (Ok) or fails (Err); `ov` are the command-line overrides already applied to `cfg`, checked against a resumed
 /// checkpoint.
-pub async fn run_with(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
+pub async fn run(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
     let identity = NodeIdentity::load(&cfg.pki).context("loading the coordinator's certificate")?;
     if identity.name() != cfg.name {
         bail!(
