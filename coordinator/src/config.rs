@@ -383,6 +383,14 @@ impl Config {
                 fixed_point,
                 pack: fc.pack,
                 masks: fc.masks,
+                // Model kinds, the schema's statistics step and evaluation are
+                // not configurable from the coordinator yet: linear, as given.
+                model: protocol::wire::ModelKind::Linear,
+                l2: 0.0,
+                tolerance: None,
+                statistics: false,
+                evaluate: false,
+                schema: None,
             },
             round_timeout: secs("round_timeout_secs", fc.round_timeout_secs)?,
             join_timeout: secs("join_timeout_secs", fc.join_timeout_secs)?,

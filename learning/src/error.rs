@@ -131,6 +131,35 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// A consortium schema file is malformed or inconsistent.
+    #[error("schema: {0}")]
+    Schema(String),
+    /// A column the schema declares is not in the header.
+    #[error("column {column:?} of the consortium schema is missing from the header")]
+    MissingColumn {
+        /// The column.
+        column: String,
+    },
+    /// The header has a column the schema neither uses nor ignores.
+    #[error("column {column:?} is not in the consortium schema (declare it, or list it under \"ignore\")")]
+    UnexpectedColumn {
+        /// The column.
+        column: String,
+    },
+    /// A categorical cell holds a value outside the declared categories.
+    #[error("row {row} (line {line}), column {column:?}: {value:?} is not one of the declared categories {categories:?}")]
+    UnknownCategory {
+        /// 1-based data row.
+        row: usize,
+        /// 1-based line in the file.
+        line: u64,
+        /// The column.
+        column: String,
+        /// The cell's text.
+        value: String,
+        /// The schema's categories for the column.
+        categories: Vec<String>,
+    },
     /// The normal equations of a least-squares fit are singular (collinear features).
     #[error("least squares: the normal equations are singular (collinear or constant features)")]
     Singular,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{gradient, train_local};
+use crate::model::{gradient, train_local, ModelKind};
 
 /// How hospitals combine the aggregated gradient with their models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -59,9 +59,131 @@ impl FromStr for Mode {
     }
 }
 
+/// What a run trains and when it may stop early: the model kind, its L2
+/// penalty (ridge), which feature is the unpenalized intercept, and the
+/// tolerance on the norm of the (penalized) mean gradient at which `global`
+/// mode stops before its round limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Objective {
+    /// The model.
+    pub model: ModelKind,
+    /// L2 penalty strength on the mean loss (0 for none).
+    pub l2: f64,
+    /// Index of the intercept feature, which is never penalized.
+    pub intercept: Option<usize>,
+    /// Stop once the norm of the penalized mean gradient is below this
+    /// (`global` mode only).
+    pub tolerance: Option<f64>,
+}
+
+impl Objective {
+    /// Plain linear regression, no penalty, no early stop: the original protocol.
+    pub const LINEAR: Objective = Objective {
+        model: ModelKind::Linear,
+        l2: 0.0,
+        intercept: None,
+        tolerance: None,
+    };
+
+    /// The averaged aggregate plus the penalty's gradient at `w`: the step
+    /// direction. With `l2 == 0` it is exactly `aggregate_sum / divisor`.
+    pub fn direction(
+        &self,
+        w: &Array1<f64>,
+        aggregate_sum: &Array1<f64>,
+        divisor: f64,
+    ) -> Array1<f64> {
+        // Same operation order as python-paillier (aggregate / n, then w -= eta * g)
+        // so the cleartext twin matches encrypted runs bit for bit where possible.
+        let mut averaged = aggregate_sum / divisor;
+        if self.l2 != 0.0 {
+            for (i, (a, wi)) in averaged.iter_mut().zip(w.iter()).enumerate() {
+                if Some(i) != self.intercept {
+                    *a += self.l2 * wi;
+                }
+            }
+        }
+        averaged
+    }
+
+    /// Whether `global` mode stops after the step whose aggregate is
+    /// `aggregate_sum` (the direction at `w`, before the step, is within the
+    /// tolerance). Every node decides this from the same aggregate and the
+    /// same weights, so they agree without a message.
+    pub fn converged(
+        &self,
+        mode: Mode,
+        w: &Array1<f64>,
+        aggregate_sum: &Array1<f64>,
+        n_total_rows: usize,
+    ) -> bool {
+        match (mode, self.tolerance) {
+            (Mode::Global, Some(tol)) => {
+                let d = self.direction(w, aggregate_sum, n_total_rows.max(1) as f64);
+                d.dot(&d).sqrt() < tol
+            }
+            _ => false,
+        }
+    }
+
+    /// One hospital's step with the decrypted aggregate (see [`apply_aggregate`]).
+    pub fn apply(
+        &self,
+        mode: Mode,
+        w: &mut Array1<f64>,
+        aggregate_sum: &Array1<f64>,
+        n_hospitals: usize,
+        n_total_rows: usize,
+        eta: f64,
+    ) {
+        let divisor = match mode {
+            Mode::Seed => n_hospitals,
+            Mode::Global => n_total_rows,
+        } as f64;
+        let d = self.direction(w, aggregate_sum, divisor);
+        w.scaled_add(-eta, &d);
+    }
+
+    /// Local-only training with the update rule of `mode` (see
+    /// [`train_local_for`]), with this objective's model and penalty.
+    pub fn train_local(
+        &self,
+        mode: Mode,
+        x: &Array2<f64>,
+        y: &Array1<f64>,
+        iterations: usize,
+        eta: f64,
+    ) -> Array1<f64> {
+        if *self == Objective::LINEAR {
+            return train_local_for(mode, x, y, iterations, eta);
+        }
+        let divisor = match mode {
+            Mode::Seed => 1.0,
+            Mode::Global => x.nrows().max(1) as f64,
+        };
+        let mut w = Array1::zeros(x.ncols());
+        for _ in 0..iterations {
+            let g = self.model.gradient(x, y, &w);
+            if mode == Mode::Global && self.converged(mode, &w, &g, x.nrows()) {
+                break;
+            }
+            let d = self.direction(&w, &g, divisor);
+            w.scaled_add(-eta, &d);
+        }
+        w
+    }
+}
+
+impl Default for Objective {
+    fn default() -> Self {
+        Objective::LINEAR
+    }
+}
+
 /// One hospital's step with the decrypted aggregate (the sum of all hospitals'
 /// gradients): `w -= eta * aggregate_sum / n_hospitals` in [`Mode::Seed`],
-/// `w -= eta * aggregate_sum / n_total_rows` in [`Mode::Global`].
+/// `w -= eta * aggregate_sum / n_total_rows` in [`Mode::Global`] (linear
+/// regression; [`Objective::apply`] adds a penalty).
 pub fn apply_aggregate(
     mode: Mode,
     w: &mut Array1<f64>,
@@ -70,14 +192,7 @@ pub fn apply_aggregate(
     n_total_rows: usize,
     eta: f64,
 ) {
-    let divisor = match mode {
-        Mode::Seed => n_hospitals,
-        Mode::Global => n_total_rows,
-    } as f64;
-    // Same operation order as python-paillier (aggregate / n, then w -= eta * g)
-    // so the cleartext twin matches encrypted runs bit for bit where possible.
-    let averaged = aggregate_sum / divisor;
-    w.scaled_add(-eta, &averaged);
+    Objective::LINEAR.apply(mode, w, aggregate_sum, n_hospitals, n_total_rows, eta);
 }
 
 /// Local-only training with the update rule of `mode`, from zeros:
@@ -172,12 +287,30 @@ impl ReferenceRun {
         hospitals: &[Dataset],
         participants: &[Vec<usize>],
     ) -> Result<ReferenceResult> {
+        self.run_rounds_for(&Objective::LINEAR, hospitals, participants)
+    }
+
+    /// [`ReferenceRun::run`] for `objective`: its model, its penalty, and in
+    /// `global` mode its early stop (the run then has fewer rounds than
+    /// `self.rounds`).
+    pub fn run_for(&self, objective: &Objective, hospitals: &[Dataset]) -> Result<ReferenceResult> {
+        let everyone: Vec<usize> = (0..hospitals.len()).collect();
+        self.run_rounds_for(objective, hospitals, &vec![everyone; self.rounds])
+    }
+
+    /// [`ReferenceRun::run_rounds`] for `objective` (see [`ReferenceRun::run_for`]).
+    pub fn run_rounds_for(
+        &self,
+        objective: &Objective,
+        hospitals: &[Dataset],
+        participants: &[Vec<usize>],
+    ) -> Result<ReferenceResult> {
         let first = self.check(hospitals)?;
         check_participants(hospitals.len(), self.rounds, participants)?;
         let n_features = first.n_features();
         let local_weights: Vec<Array1<f64>> = hospitals
             .iter()
-            .map(|h| train_local_for(self.mode, h.x(), h.y(), self.rounds, self.eta))
+            .map(|h| objective.train_local(self.mode, h.x(), h.y(), self.rounds, self.eta))
             .collect();
         let mut weights: Vec<Array1<f64>> = match self.mode {
             Mode::Seed => local_weights.clone(),
@@ -189,27 +322,38 @@ impl ReferenceRun {
         let mut weights_per_round = Vec::with_capacity(self.rounds);
         for ring in participants {
             for &h in ring {
-                self.catch_up(&mut weights[h], &history[applied[h]..]);
+                self.catch_up(objective, &mut weights[h], &history[applied[h]..]);
                 applied[h] = history.len();
             }
             let mut sum = Array1::<f64>::zeros(n_features);
             for &h in ring {
-                sum += &gradient(hospitals[h].x(), hospitals[h].y(), &weights[h]);
+                sum += &objective
+                    .model
+                    .gradient(hospitals[h].x(), hospitals[h].y(), &weights[h]);
             }
             let aggregate = Aggregate {
                 sum,
                 n_hospitals: ring.len(),
                 n_total_rows: ring.iter().map(|&h| hospitals[h].n_rows()).sum(),
             };
+            let stop = objective.converged(
+                self.mode,
+                &weights[ring[0]],
+                &aggregate.sum,
+                aggregate.n_total_rows,
+            );
             for &h in ring {
-                self.catch_up(&mut weights[h], std::slice::from_ref(&aggregate));
+                self.catch_up(objective, &mut weights[h], std::slice::from_ref(&aggregate));
                 applied[h] += 1;
             }
             history.push(aggregate);
             weights_per_round.push(weights.clone());
+            if stop {
+                break;
+            }
         }
         for (w, done) in weights.iter_mut().zip(&applied) {
-            self.catch_up(w, &history[*done..]);
+            self.catch_up(objective, w, &history[*done..]);
         }
         Ok(ReferenceResult {
             local_weights,
@@ -225,6 +369,12 @@ impl ReferenceRun {
     /// of that rule); [`Mode::Global`]: `rounds` steps of
     /// `w -= eta * grad / n_rows`, exactly what the federation computes.
     pub fn pooled(&self, hospitals: &[Dataset]) -> Result<PooledResult> {
+        self.pooled_for(&Objective::LINEAR, hospitals)
+    }
+
+    /// [`ReferenceRun::pooled`] for `objective`; in `global` mode with a
+    /// tolerance it stops where the federation would.
+    pub fn pooled_for(&self, objective: &Objective, hospitals: &[Dataset]) -> Result<PooledResult> {
         self.check(hospitals)?;
         let pooled = Dataset::concat(hospitals)?;
         let (steps, divisor) = match self.mode {
@@ -235,22 +385,35 @@ impl ReferenceRun {
             PooledDivisor::Hospitals(n) | PooledDivisor::Rows(n) => n as f64,
         };
         let mut weights = Array1::zeros(pooled.n_features());
+        let mut taken = 0;
         for _ in 0..steps {
-            let g = gradient(pooled.x(), pooled.y(), &weights);
-            weights.scaled_add(-self.eta / d, &g);
+            if *objective == Objective::LINEAR {
+                let g = gradient(pooled.x(), pooled.y(), &weights);
+                weights.scaled_add(-self.eta / d, &g);
+                taken += 1;
+                continue;
+            }
+            let g = objective.model.gradient(pooled.x(), pooled.y(), &weights);
+            let stop = objective.converged(self.mode, &weights, &g, pooled.n_rows());
+            let dir = objective.direction(&weights, &g, d);
+            weights.scaled_add(-self.eta, &dir);
+            taken += 1;
+            if stop {
+                break;
+            }
         }
         Ok(PooledResult {
             weights,
-            steps,
+            steps: taken,
             divisor,
             pooled,
         })
     }
 
     /// Applies `aggregates` in order to one hospital's model.
-    fn catch_up(&self, w: &mut Array1<f64>, aggregates: &[Aggregate]) {
+    fn catch_up(&self, objective: &Objective, w: &mut Array1<f64>, aggregates: &[Aggregate]) {
         for a in aggregates {
-            apply_aggregate(
+            objective.apply(
                 self.mode,
                 w,
                 &a.sum,

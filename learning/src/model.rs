@@ -1,10 +1,126 @@
-//! Linear-regression maths: predictions, the squared-error gradient (a sum over
-//! rows, as python-paillier's example computes it), mean squared error, local
-//! gradient-descent training and the pooled least-squares optimum.
+//! Model maths: the model kinds the federation trains ([`ModelKind`]: linear,
+//! ridge, binary logistic), their gradients (sums over rows, as
+//! python-paillier's example computes them), predictions, mean squared error,
+//! local gradient-descent training and the pooled least-squares optimum.
+
+use std::fmt;
+use std::str::FromStr;
 
 use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+/// What the federation trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Linear regression on half the summed squared error.
+    #[default]
+    Linear,
+    /// Linear regression with an L2 penalty `l2/2 |w|^2` (the intercept not
+    /// penalized) on the mean squared error.
+    Ridge,
+    /// Binary logistic regression (target 0 or 1) on the summed log-loss.
+    Logistic,
+}
+
+impl ModelKind {
+    /// The lowercase name used in configs and results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Linear => "linear",
+            ModelKind::Ridge => "ridge",
+            ModelKind::Logistic => "logistic",
+        }
+    }
+
+    /// Whether the model is a classifier.
+    pub fn is_classifier(self) -> bool {
+        self == ModelKind::Logistic
+    }
+
+    /// Gradient of this model's summed loss over the rows of `(x, y)` at `w`:
+    /// `X^T (X w - y)` for the linear kinds (the penalty is applied by the
+    /// update rule, not here: it is no function of any hospital's data),
+    /// `X^T (sigmoid(X w) - y)` for logistic.
+    pub fn gradient(self, x: &Array2<f64>, y: &Array1<f64>, w: &Array1<f64>) -> Array1<f64> {
+        match self {
+            ModelKind::Linear | ModelKind::Ridge => gradient(x, y, w),
+            ModelKind::Logistic => {
+                let delta = x.dot(w).mapv(sigmoid) - y;
+                x.t().dot(&delta)
+            }
+        }
+    }
+
+    /// Predictions: `X w` for the linear kinds, `P(y = 1)` for logistic.
+    pub fn predict(self, x: &Array2<f64>, w: &Array1<f64>) -> Array1<f64> {
+        match self {
+            ModelKind::Linear | ModelKind::Ridge => x.dot(w),
+            ModelKind::Logistic => x.dot(w).mapv(sigmoid),
+        }
+    }
+
+    /// Checks that `y` suits the model: 0/1 labels for logistic regression.
+    /// The error names the first offending row (1-based).
+    pub fn check_target(self, target: &str, y: &Array1<f64>) -> Result<()> {
+        if self == ModelKind::Logistic {
+            if let Some(i) = y.iter().position(|&v| v != 0.0 && v != 1.0) {
+                return Err(Error::InvalidParameter {
+                    name: "target",
+                    reason: format!(
+                        "row {} of column {target:?} is {}; logistic regression needs 0 or 1",
+                        i + 1,
+                        y[i]
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<ModelKind> {
+        match s {
+            "linear" => Ok(ModelKind::Linear),
+            "ridge" => Ok(ModelKind::Ridge),
+            "logistic" => Ok(ModelKind::Logistic),
+            other => Err(Error::InvalidParameter {
+                name: "model",
+                reason: format!("{other:?} is not one of \"linear\", \"ridge\", \"logistic\""),
+            }),
+        }
+    }
+}
+
+/// The logistic function, without overflow for large `|z|`.
+pub fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `ln(1 + e^z)`, without overflow: the log-loss of a label the model scored
+/// `-z` on the logit scale.
+pub fn softplus(z: f64) -> f64 {
+    if z > 0.0 {
+        z + (-z).exp().ln_1p()
+    } else {
+        z.exp().ln_1p()
+    }
+}
 
 /// Predictions `X w`.
 pub fn predict(x: &Array2<f64>, w: &Array1<f64>) -> Array1<f64> {

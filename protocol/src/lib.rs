@@ -47,6 +47,7 @@ mod error;
 pub mod hospital;
 pub mod limits;
 pub mod masks;
+pub mod plan;
 pub mod wire;
 
 pub use coordinator::{

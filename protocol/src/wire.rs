@@ -299,6 +299,9 @@ impl Envelope {
 /// Training mode, as in `learning::Mode` (`"seed"` or `"global"` in JSON).
 pub use learning::Mode;
 
+/// The model a run trains.
+pub use learning::ModelKind;
+
 /// Column layout of a hospital's data set.
 pub use learning::Schema;
 
@@ -373,6 +376,33 @@ pub struct RunParams {
     pub pack: bool,
     /// Pairwise masks on (`true`) or off.
     pub masks: bool,
+    /// The model trained (`linear` when absent).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub model: ModelKind,
+    /// L2 penalty on the mean loss (ridge); 0 when absent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub l2: f64,
+    /// `global` mode stops once the penalized mean gradient's norm is below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Whether step 0 aggregates the per-column statistics of the consortium
+    /// schema's preprocessing.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub statistics: bool,
+    /// Whether a last step aggregates the evaluation sums of the test rows.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub evaluate: bool,
+    /// Hex SHA-256 of the consortium schema every hospital must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// The aggregate of one completed round, as kept in the history hospitals replay.
@@ -405,6 +435,10 @@ pub struct Hello {
     /// Rounds this hospital has completed in the envelope's run, if it has state
     /// of that run (a rejoin after a drop or a coordinator restart).
     pub completed_rounds: Option<u32>,
+    /// Hex SHA-256 of the consortium schema this hospital's data follows (none:
+    /// its columns are used as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_hash: Option<String>,
 }
 
 /// Coordinator -> hospital: everything needed to take part, sent on (re)joining.
@@ -1115,6 +1149,12 @@ mod tests {
                     fixed_point: FixedPoint::DEFAULT,
                     pack: false,
                     masks: true,
+                    model: ModelKind::Linear,
+                    l2: 0.0,
+                    tolerance: None,
+                    statistics: false,
+                    evaluate: false,
+                    schema: None,
                 },
                 history: vec![record; sh.rounds as usize],
             }),

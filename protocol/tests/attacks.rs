@@ -673,6 +673,7 @@ fn f_floods_of_aborts_and_reconnects_drop_the_flooder_and_the_run_goes_on() {
             rows: data.n_rows() as u64,
             address: None,
             completed_rounds: Some(1),
+            schema_hash: None,
         });
         for _ in 0..20 {
             // The flooder aims at the attempt under way.

@@ -1010,6 +1010,7 @@ fn hellos_with_absurd_row_counts_or_addresses_are_refused() {
                 rows,
                 address: address.map(String::from),
                 completed_rounds: None,
+                schema_hash: None,
             }),
         )
     };

@@ -46,7 +46,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use learning::ndarray::Array1;
-use learning::{Dataset, Mode};
+use learning::schema::local_statistics;
+use learning::{
+    local_evaluation, ConsortiumSchema, Dataset, Metrics, Mode, ModelFile, ModelKind, Objective,
+    Preprocessor, RawTable, TrainingInfo,
+};
 use paillier::{Ciphertext, PublicKey};
 
 pub use policy::{HospitalPolicy, MIN_RING};
@@ -55,6 +59,7 @@ pub use state::{ring_hash, set_hash, Commitment, HospitalState, STATE_VERSION};
 use crate::codec::GradientCodec;
 use crate::coordinator::DEFAULT_COORDINATOR_NAME;
 use crate::error::{Error, Result};
+use crate::plan::{Cursor, Plan, StepKind};
 use crate::masks::{pair_seed, self_seed, MaskSet, Seed, SEED_BYTES};
 use crate::wire::{
     Abort, Aggregate, AggregateRecord, Body, Bytes, Envelope, Hello, PeerCommit, PeerRound, Report,
@@ -70,6 +75,7 @@ const DEFERRED_RING_PASSES: usize = 4;
 /// What messages of a run look like to a hospital with `features` features
 /// under `policy`: its roster, its bound on rounds, and the largest key the
 /// paillier crate accepts (the key is the coordinator's choice).
+/// `features` bounds every step's vector (see [`crate::plan::max_vector_values`]).
 pub fn run_shape(policy: &HospitalPolicy, features: usize) -> crate::limits::RunShape {
     crate::limits::RunShape {
         key_bits: paillier::MAX_KEY_BITS,
@@ -173,9 +179,20 @@ pub enum HospitalEvent {
         /// Whether later transmits depend on it being durable.
         sync: bool,
     },
-    /// A round completed and the step was taken.
+    /// The statistics step completed: the data are scaled and imputed with
+    /// the pooled statistics.
+    Prepared {
+        /// The preprocessing every node of the run derived.
+        preprocessor: Box<Preprocessor>,
+    },
+    /// The evaluation step completed.
+    Evaluated {
+        /// The pooled test metrics of the federated model (None: no test rows).
+        pooled: Option<Metrics>,
+    },
+    /// A training round completed and the step was taken.
     RoundCompleted {
-        /// The round.
+        /// The training round (0-based).
         round: u32,
         /// Weights after the step.
         weights: Vec<f64>,
@@ -213,16 +230,49 @@ pub struct LocalReport {
     pub local_test_mse: Option<f64>,
     /// Test MSE of the federated model, when there is a test set.
     pub federated_test_mse: Option<f64>,
+    /// Test metrics of the local-only model on this node's test rows.
+    pub local_metrics: Option<Metrics>,
+    /// Test metrics of the federated model on this node's test rows.
+    pub federated_metrics: Option<Metrics>,
+    /// The pooled test metrics of the federated model (evaluation step).
+    pub pooled_metrics: Option<Metrics>,
+    /// The trained model, as its file.
+    pub model: ModelFile,
 }
 
 #[derive(Debug)]
 struct RunState {
     run_id: RunId,
     params: RunParams,
+    pk: PublicKey,
+    /// The codec of the next step.
     codec: GradientCodec,
+    cursor: Cursor,
+    objective: Objective,
     local_weights: Array1<f64>,
     weights: Array1<f64>,
     history: Vec<AggregateRecord>,
+    pooled_metrics: Option<Metrics>,
+    /// Members of the last training round this node took part in.
+    members: Vec<String>,
+}
+
+/// The model's data, once preprocessed.
+#[derive(Clone, Debug)]
+struct Prepared {
+    preprocessor: Preprocessor,
+    train: Dataset,
+    test: Option<Dataset>,
+}
+
+/// The codec of `kind` in `plan` under `pk`.
+fn codec_for(pk: &PublicKey, plan: &Plan, kind: StepKind) -> Result<GradientCodec> {
+    GradientCodec::new(
+        pk,
+        plan.fixed_point(kind),
+        plan.params().pack,
+        plan.vector_len(kind),
+    )
 }
 
 impl RunState {
@@ -262,12 +312,20 @@ struct RoundState {
 /// A hospital's protocol state machine.
 pub struct HospitalMachine {
     config: HospitalConfig,
-    train: Dataset,
-    test: Option<Dataset>,
+    /// The consortium schema (`None`: columns used as given).
+    consortium: Option<ConsortiumSchema>,
+    /// The schema the data are read with (the consortium's, or "as given").
+    schema: ConsortiumSchema,
+    raw_train: RawTable,
+    raw_test: Option<RawTable>,
+    /// The model's data: from the start without statistics, after the
+    /// statistics step with them.
+    prepared: Option<Prepared>,
     data: [u8; 32],
+    test_digest: [u8; 32],
     mask_key: Seed,
-    /// Local-only model, cached by (mode, rounds, eta bits).
-    local_cache: Option<((Mode, u32, u64), Array1<f64>)>,
+    /// Local-only model, cached by (mode, rounds, eta, model, l2, tolerance).
+    local_cache: Option<((Mode, u32, u64, ModelKind, u64, Option<u64>), Array1<f64>)>,
     persisted: HospitalState,
     run: Option<RunState>,
     round: Option<RoundState>,
@@ -306,6 +364,86 @@ impl HospitalMachine {
         mask_key: [u8; SEED_BYTES],
         persisted: Option<HospitalState>,
     ) -> Result<HospitalMachine> {
+        if let Some(t) = &test {
+            if t.schema() != train.schema() {
+                return Err(Error::Config(format!(
+                    "{}: the test set's columns differ from the training set's",
+                    config.name
+                )));
+            }
+        }
+        let schema = ConsortiumSchema::as_given(train.feature_names(), train.target_name())
+            .map_err(|e| Error::Config(format!("{}: {e}", config.name)))?;
+        let data = state::data_digest(&train);
+        let test_digest = test.as_ref().map_or([0; 32], state::data_digest);
+        let prepared = Prepared {
+            preprocessor: Preprocessor::without_statistics(&schema)
+                .map_err(|e| Error::Config(e.to_string()))?,
+            train: train.clone(),
+            test: test.clone(),
+        };
+        let raw_train = RawTable::from_dataset(&train);
+        let raw_test = test.as_ref().map(RawTable::from_dataset);
+        Self::build(
+            config,
+            None,
+            schema,
+            (raw_train, raw_test),
+            Some(prepared),
+            (data, test_digest),
+            mask_key,
+            persisted,
+        )
+    }
+
+    /// A hospital whose data follow the consortium `schema`: its raw training
+    /// rows, optional raw test rows, its mask key and persisted state (see
+    /// [`HospitalMachine::new`]). When the schema scales or imputes, the rows
+    /// are preprocessed after the run's statistics step.
+    pub fn with_schema(
+        config: HospitalConfig,
+        schema: ConsortiumSchema,
+        train: RawTable,
+        test: Option<RawTable>,
+        mask_key: [u8; SEED_BYTES],
+        persisted: Option<HospitalState>,
+    ) -> Result<HospitalMachine> {
+        let prepared = if schema.needs_statistics() {
+            None
+        } else {
+            let pre = Preprocessor::without_statistics(&schema)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            Some(prepare(&config.name, &schema, pre, &train, test.as_ref())?)
+        };
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(schema.hash());
+        h.update(train.digest());
+        let data: [u8; 32] = h.finalize().into();
+        let test_digest = test.as_ref().map_or([0; 32], RawTable::digest);
+        Self::build(
+            config,
+            Some(schema.clone()),
+            schema,
+            (train, test),
+            prepared,
+            (data, test_digest),
+            mask_key,
+            persisted,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        config: HospitalConfig,
+        consortium: Option<ConsortiumSchema>,
+        schema: ConsortiumSchema,
+        (raw_train, raw_test): (RawTable, Option<RawTable>),
+        prepared: Option<Prepared>,
+        (data, test_digest): ([u8; 32], [u8; 32]),
+        mask_key: [u8; SEED_BYTES],
+        persisted: Option<HospitalState>,
+    ) -> Result<HospitalMachine> {
         if config.name.is_empty() || config.name == config.coordinator {
             return Err(Error::Config(format!(
                 "hospital name {:?} is empty or the coordinator's",
@@ -316,19 +454,11 @@ impl HospitalMachine {
             .policy
             .validate(&config.name, &config.coordinator)
             .map_err(|e| Error::Config(format!("{}: {e}", config.name)))?;
-        if train.n_rows() == 0 {
+        if raw_train.n_rows() == 0 {
             return Err(Error::Config(format!(
                 "{} has no training rows",
                 config.name
             )));
-        }
-        if let Some(t) = &test {
-            if t.schema() != train.schema() {
-                return Err(Error::Config(format!(
-                    "{}: the test set's columns differ from the training set's",
-                    config.name
-                )));
-            }
         }
         let persisted = match persisted {
             Some(s) if s.version != STATE_VERSION => {
@@ -346,12 +476,15 @@ impl HospitalMachine {
             Some(s) => s,
             None => HospitalState::new(config.name.clone()),
         };
-        let data = state::data_digest(&train);
         Ok(HospitalMachine {
             config,
-            train,
-            test,
+            consortium,
+            schema,
+            raw_train,
+            raw_test,
+            prepared,
             data,
+            test_digest,
             mask_key: zeroize::Zeroizing::new(mask_key),
             local_cache: None,
             persisted,
@@ -438,10 +571,14 @@ impl HospitalMachine {
         };
         let hello = Hello {
             name: self.config.name.clone(),
-            schema: self.train.schema(),
-            rows: self.train.n_rows() as u64,
+            schema: learning::Schema {
+                feature_names: self.schema.feature_names().to_vec(),
+                target_name: self.schema.target().to_owned(),
+            },
+            rows: self.raw_train.n_rows() as u64,
             address: self.config.address.clone(),
             completed_rounds: run_id.as_ref().map(|_| completed),
+            schema_hash: self.consortium.as_ref().map(ConsortiumSchema::hash_hex),
         };
         let (run_id, body) = match run_id {
             Some(id) => (id, Body::Rejoin(hello)),
@@ -504,7 +641,7 @@ impl HospitalMachine {
     /// count and bytes ([`deferred_budget`]; the oldest go first).
     fn defer(&mut self, from: &str, env: Envelope) {
         self.deferred.push_back((from.to_owned(), env));
-        let budget = deferred_budget(&self.config.policy, self.train.n_features());
+        let budget = deferred_budget(&self.config.policy, self.max_values());
         let mut bytes: usize = self.deferred.iter().map(|(_, e)| held_bytes(e)).sum();
         while self.deferred.len() > MAX_DEFERRED || bytes > budget {
             match self.deferred.pop_front() {
@@ -664,17 +801,95 @@ impl HospitalMachine {
         }
     }
 
-    fn local_model(&mut self, mode: Mode, rounds: u32, eta: f64) -> Array1<f64> {
-        let key = (mode, rounds, eta.to_bits());
+    /// An upper bound on any step's vector length, in gradient values (see
+    /// [`crate::plan::max_vector_values`]): what this node's message limits
+    /// are sized for.
+    pub fn max_values(&self) -> usize {
+        crate::plan::max_vector_values(
+            self.schema.feature_names().len(),
+            self.schema.statistics_len(),
+        )
+    }
+
+    /// The local-only model on the prepared training rows (zeros before the
+    /// statistics step prepared them).
+    fn local_model(&mut self, p: &RunParams, objective: &Objective) -> Array1<f64> {
+        let Some(prep) = &self.prepared else {
+            return Array1::zeros(self.schema.feature_names().len());
+        };
+        let key = (
+            p.mode,
+            p.rounds,
+            p.eta.to_bits(),
+            objective.model,
+            objective.l2.to_bits(),
+            objective.tolerance.map(f64::to_bits),
+        );
         if let Some((k, w)) = &self.local_cache {
             if *k == key {
                 return w.clone();
             }
         }
-        let w =
-            learning::train_local_for(mode, self.train.x(), self.train.y(), rounds as usize, eta);
+        let w = train_local_on(prep, p, objective);
         self.local_cache = Some((key, w.clone()));
         w
+    }
+
+    /// The plan of a run with `p` over this node's schema.
+    fn plan(&self, p: &RunParams) -> Plan {
+        Plan::new(
+            p,
+            self.schema.feature_names().len(),
+            self.schema.statistics_len(),
+            self.schema.intercept_index(),
+        )
+    }
+
+    /// Checks the run's data-related parameters against this node's schema
+    /// and data: the same consortium schema, the statistics step exactly when
+    /// the schema needs it, sane penalty and tolerance, 0/1 labels for
+    /// logistic regression.
+    fn check_data_params(&self, p: &RunParams) -> std::result::Result<(), String> {
+        let mine = self.consortium.as_ref().map(ConsortiumSchema::hash_hex);
+        if p.schema != mine {
+            return Err(match (&p.schema, &mine) {
+                (Some(theirs), Some(mine)) => format!(
+                    "the run's consortium schema has hash {theirs}, this hospital's {mine}                      (the schema files differ)"
+                ),
+                (Some(_), None) => "the run names a consortium schema; this hospital has none                                     configured"
+                    .into(),
+                _ => "this hospital's data follow a consortium schema; the run names none".into(),
+            });
+        }
+        let needs = self.consortium.as_ref().is_some_and(ConsortiumSchema::needs_statistics);
+        if p.statistics != needs {
+            return Err(if needs {
+                "the schema scales or imputes, but the run has no statistics step".into()
+            } else {
+                "the run asks for a statistics step the schema does not need".into()
+            });
+        }
+        if !(p.l2.is_finite() && p.l2 >= 0.0) {
+            return Err(format!("l2 {} is not a non-negative number", p.l2));
+        }
+        if let Some(t) = p.tolerance {
+            if !(t.is_finite() && t > 0.0) || p.mode != Mode::Global {
+                return Err(format!(
+                    "tolerance {t} needs global mode and a positive finite value"
+                ));
+            }
+        }
+        if p.model == ModelKind::Logistic {
+            let target = self.schema.target();
+            for (which, t) in [("training", Some(&self.raw_train)), ("test", self.raw_test.as_ref())] {
+                if let Some(y) = t.and_then(RawTable::y) {
+                    ModelKind::Logistic
+                        .check_target(target, y)
+                        .map_err(|e| format!("the {which} data: {e}"))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn on_setup(&mut self, from: &str, run_id: RunId, s: Setup) -> Result<()> {
@@ -706,19 +921,14 @@ impl HospitalMachine {
                 kind: "setup",
                 reason: e,
             })?;
-        let n_features = self.train.n_features();
-        if s.history.len() > p.rounds as usize {
+        self.check_data_params(p).map_err(|e| Error::PolicyRefused {
+            peer: from.to_owned(),
+            kind: "setup",
+            reason: e,
+        })?;
+        let plan = self.plan(p);
+        if s.history.len() > plan.max_steps() {
             return Err(invalid("history is longer than the run".into()));
-        }
-        for (i, r) in s.history.iter().enumerate() {
-            let ok = r.round as usize == i
-                && r.sum.len() == n_features
-                && r.sum.iter().all(|v| v.is_finite())
-                && r.n_hospitals > 0
-                && r.n_total_rows > 0;
-            if !ok {
-                return Err(invalid(format!("history entry {i} is malformed")));
-            }
         }
         // A replayed history must extend what this node itself applied.
         if let Some((id, mine)) = &self.persisted.run {
@@ -728,7 +938,7 @@ impl HospitalMachine {
                         peer: from.to_owned(),
                         kind: "setup",
                         reason: format!(
-                            "the history has {} rounds, but this hospital already applied {} \
+                            "the history has {} steps, but this hospital already applied {} \
                              (was the coordinator restarted from an old checkpoint?)",
                             s.history.len(),
                             mine.len()
@@ -740,7 +950,7 @@ impl HospitalMachine {
                         peer: from.to_owned(),
                         kind: "setup",
                         reason: format!(
-                            "round {} of the history differs from the aggregate this hospital \
+                            "step {} of the history differs from the aggregate this hospital \
                              applied",
                             i + 1
                         ),
@@ -748,29 +958,69 @@ impl HospitalMachine {
                 }
             }
         }
-        let codec = GradientCodec::new(&pk, p.fixed_point, p.pack, n_features)
-            .map_err(|e| invalid(e.to_string()))?;
-        let local = self.local_model(p.mode, p.rounds, p.eta);
+        let objective = plan.objective();
+        let mut cursor = plan.cursor();
+        // With a statistics step, nothing is prepared until its aggregate
+        // (replayed here, or still to come).
+        let mut prepared = if p.statistics {
+            None
+        } else {
+            self.prepared.clone()
+        };
+        let mut local = if p.statistics {
+            Array1::zeros(self.schema.feature_names().len())
+        } else {
+            self.local_model(p, &objective)
+        };
         let mut weights = match p.mode {
             Mode::Seed => local.clone(),
-            Mode::Global => Array1::zeros(n_features),
+            Mode::Global => Array1::zeros(self.schema.feature_names().len()),
         };
-        for r in &s.history {
-            apply(p.mode, &mut weights, r, p.eta);
+        let mut pooled_metrics = None;
+        for (i, r) in s.history.iter().enumerate() {
+            let kind = cursor
+                .advance(r)
+                .map_err(|e| invalid(format!("history entry {}: {e}", i + 1)))?;
+            match kind {
+                StepKind::Statistics => {
+                    let prep = self.prepare_from(r).map_err(|e| invalid(e.to_string()))?;
+                    local = train_local_on(&prep, p, &objective);
+                    if p.mode == Mode::Seed {
+                        weights = local.clone();
+                    }
+                    prepared = Some(prep);
+                }
+                StepKind::Training { .. } => apply(p.mode, &objective, &mut weights, r, p.eta),
+                StepKind::Evaluation => {
+                    pooled_metrics = Metrics::from_sums(p.model, &r.sum)
+                        .map_err(|e| invalid(e.to_string()))?
+                }
+            }
         }
+        let next = cursor.next().unwrap_or(StepKind::Evaluation);
+        let codec = codec_for(&pk, &plan, next).map_err(|e| invalid(e.to_string()))?;
         if self.run.as_ref().is_some_and(|r| r.run_id != run_id) {
             // Another run: nothing of the old one may leak into it.
             self.deferred.retain(|(_, e)| e.run_id == run_id);
+        }
+        if p.statistics {
+            self.prepared = prepared;
+            self.local_cache = None;
         }
         let completed = s.history.len() as u32;
         self.persisted.run = Some((run_id.clone(), s.history.clone()));
         self.run = Some(RunState {
             run_id: run_id.clone(),
             params: s.params,
+            pk,
             codec,
+            cursor,
+            objective,
             local_weights: local,
             weights,
             history: s.history,
+            pooled_metrics,
+            members: Vec::new(),
         });
         self.round = None;
         self.report_sent = None;
@@ -782,12 +1032,26 @@ impl HospitalMachine {
         Ok(())
     }
 
+    /// This node's rows prepared with the preprocessing derived from the
+    /// pooled statistics in `r`.
+    fn prepare_from(&self, r: &AggregateRecord) -> Result<Prepared> {
+        let pre = Preprocessor::from_statistics(&self.schema, &r.sum, r.n_total_rows)
+            .map_err(|e| Error::Config(format!("the pooled statistics: {e}")))?;
+        prepare(
+            &self.config.name,
+            &self.schema,
+            pre,
+            &self.raw_train,
+            self.raw_test.as_ref(),
+        )
+    }
+
     /// The round state of `round`, created (with the persisted commitment of
     /// its model state, if any) when this is the first message of the round.
     fn round_state(&mut self, round: u32) -> &mut RoundState {
         if self.round.as_ref().is_none_or(|r| r.round != round) {
             let run = self.run.as_ref().expect("within a run");
-            let state = state::model_state(&self.data, &run.weights);
+            let state = self.step_state(run);
             let commitment = self.persisted.commitments.get(&state::hex(&state));
             self.round = Some(RoundState {
                 round,
@@ -801,6 +1065,32 @@ impl HospitalMachine {
             });
         }
         self.round.as_mut().expect("just set")
+    }
+
+    /// Digest of what this node's contribution to the next step is a
+    /// function of, keying its commitment and self-mask: the data and weights
+    /// of a gradient (and the model kind, for other models than linear), the
+    /// schema and raw rows of the statistics, the test rows and weights of the
+    /// evaluation. Two steps with one digest contribute the same values.
+    fn step_state(&self, run: &RunState) -> [u8; 32] {
+        match run.cursor.next() {
+            Some(StepKind::Training { .. }) | None if run.params.model == ModelKind::Linear => {
+                state::model_state(&self.data, &run.weights)
+            }
+            Some(StepKind::Training { .. }) | None => state::step_state(
+                &format!("training/{}", run.params.model),
+                &[&self.data],
+                &run.weights,
+            ),
+            Some(StepKind::Statistics) => {
+                state::step_state("statistics", &[&self.data], &Array1::zeros(0))
+            }
+            Some(StepKind::Evaluation) => state::step_state(
+                &format!("evaluation/{}", run.params.model),
+                &[&self.data, &self.test_digest],
+                &run.weights,
+            ),
+        }
     }
 
     fn refuse_set(
@@ -835,14 +1125,19 @@ impl HospitalMachine {
 
     fn on_round_start(&mut self, from: &str, round: u32, rs: RoundStart) -> Result<()> {
         let run = self.run.as_ref().expect("checked by dispatch");
-        if round >= run.params.rounds {
+        if run.cursor.next().is_none() {
             return Err(Error::InvalidMessage {
                 peer: from.to_owned(),
                 kind: "round_start",
                 reason: format!(
-                    "round {} is beyond the run's {} rounds",
+                    "step {} is beyond the run's last step ({} training rounds done{})",
                     round + 1,
-                    run.params.rounds
+                    run.cursor.trained(),
+                    if run.cursor.converged() {
+                        ", converged"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }
@@ -1094,9 +1389,28 @@ impl HospitalMachine {
         } else {
             None
         };
-        let grad = learning::gradient(self.train.x(), self.train.y(), &run.weights).to_vec();
+        let kind = run.cursor.next().expect("a round runs only before the last step");
+        let values = match (kind, &self.prepared) {
+            (StepKind::Statistics, _) => local_statistics(&self.raw_train),
+            (StepKind::Training { .. }, Some(prep)) => run
+                .params
+                .model
+                .gradient(prep.train.x(), prep.train.y(), &run.weights)
+                .to_vec(),
+            (StepKind::Evaluation, Some(prep)) => match &prep.test {
+                Some(t) => local_evaluation(run.params.model, t.x(), t.y(), &run.weights),
+                // No test rows: a zero contribution (it counts no row).
+                None => vec![0.0; learning::evaluation_len(run.params.model)],
+            },
+            (_, None) => {
+                return Err(Error::Config(format!(
+                    "{} needs the statistics step first",
+                    kind.describe()
+                )))
+            }
+        };
         let (round, epoch) = (r.round, a.epoch);
-        let mine = match run.codec.encrypt(&grad, masks.as_ref()) {
+        let mine = match run.codec.encrypt(&values, masks.as_ref()) {
             Ok(mine) => mine,
             Err(err) => {
                 // E.g. a gradient value beyond the fixed-point range: the run
@@ -1105,13 +1419,22 @@ impl HospitalMachine {
                     epoch,
                     // Name the cause and the remedy; never a value of the
                     // gradient itself (a function of this hospital's data).
-                    reason: format!(
-                        "its gradient at round {} does not fit the fixed-point encoding \
-                         ({}): the model is diverging or the features are not scaled; \
-                         standardize the features or lower eta",
-                        round + 1,
-                        encoding_failure(&err)
-                    ),
+                    reason: match kind {
+                        StepKind::Training { index } => format!(
+                            "its gradient at round {} does not fit the fixed-point encoding \
+                             ({}): the model is diverging or the features are not scaled; \
+                             standardize the features or lower eta",
+                            index + 1,
+                            encoding_failure(&err)
+                        ),
+                        other => format!(
+                            "its sums for {} do not fit the fixed-point encoding ({}): \
+                             values beyond 2^{} are not supported",
+                            other.describe(),
+                            encoding_failure(&err),
+                            crate::plan::WIDE_FIXED_POINT_BITS.1
+                        ),
+                    },
                     dropped: Vec::new(),
                     committed: None,
                     deterministic: true,
@@ -1286,32 +1609,66 @@ impl HospitalMachine {
                 why: "this node did not take part in this round's sum".into(),
             });
         };
-        let n_features = self.train.n_features();
-        if record.round != round
-            || record.sum.len() != n_features
-            || !record.sum.iter().all(|v| v.is_finite())
-            || record.n_hospitals as usize != members.len()
-            || record.n_total_rows == 0
-        {
-            return Err(Error::InvalidMessage {
-                peer: from.to_owned(),
-                kind: "aggregate",
-                reason: format!(
-                    "expected round {}'s {n_features} finite values summed over {} hospitals",
-                    round + 1,
-                    members.len()
-                ),
-            });
+        let run = self.run.as_ref().expect("checked");
+        let mut cursor = run.cursor.clone();
+        let invalid = |reason: String| Error::InvalidMessage {
+            peer: from.to_owned(),
+            kind: "aggregate",
+            reason,
+        };
+        let kind = cursor.advance(&record).map_err(invalid)?;
+        if record.round != round || record.n_hospitals as usize != members.len() {
+            return Err(invalid(format!(
+                "expected step {}'s sum over {} hospitals",
+                round + 1,
+                members.len()
+            )));
         }
         let share = self.config.policy.share_metrics;
+        let mut ack_loss = None;
+        let event = match kind {
+            StepKind::Statistics => {
+                let prep = self.prepare_from(&record).map_err(|e| invalid(e.to_string()))?;
+                let preprocessor = Box::new(prep.preprocessor.clone());
+                self.prepared = Some(prep);
+                self.local_cache = None;
+                let run = self.run.as_ref().expect("checked");
+                let (params, objective) = (run.params.clone(), run.objective);
+                let local = self.local_model(&params, &objective);
+                let run = self.run.as_mut().expect("checked");
+                if params.mode == Mode::Seed {
+                    run.weights = local.clone();
+                }
+                run.local_weights = local;
+                HospitalEvent::Prepared { preprocessor }
+            }
+            StepKind::Training { index } => {
+                let run = self.run.as_mut().expect("checked");
+                apply(run.params.mode, &run.objective, &mut run.weights, &record, run.params.eta);
+                run.members.clone_from(&members);
+                let test_mse = test_loss(run.params.model, self.prepared.as_ref(), &run.weights);
+                ack_loss = test_mse;
+                HospitalEvent::RoundCompleted {
+                    round: index,
+                    weights: run.weights.to_vec(),
+                    test_mse,
+                }
+            }
+            StepKind::Evaluation => {
+                let run = self.run.as_mut().expect("checked");
+                let pooled =
+                    Metrics::from_sums(run.params.model, &record.sum).map_err(|e| invalid(e.to_string()))?;
+                run.pooled_metrics.clone_from(&pooled);
+                HospitalEvent::Evaluated { pooled }
+            }
+        };
         let run = self.run.as_mut().expect("checked");
-        apply(run.params.mode, &mut run.weights, &record, run.params.eta);
+        if let Some(next) = cursor.next() {
+            let plan = cursor.plan().clone();
+            run.codec = codec_for(&run.pk, &plan, next)?;
+        }
+        run.cursor = cursor;
         run.history.push(record);
-        let weights = run.weights.to_vec();
-        let test_mse = self
-            .test
-            .as_ref()
-            .map(|t| learning::mse(t.x(), t.y(), &run.weights));
         if let Some((_, h)) = &mut self.persisted.run {
             h.clone_from(&run.history);
         }
@@ -1321,14 +1678,10 @@ impl HospitalMachine {
         self.send_coordinator(
             round,
             Body::RoundAck(RoundAck {
-                test_mse: test_mse.filter(|_| share),
+                test_mse: ack_loss.filter(|_| share),
             }),
         );
-        self.events.push_back(HospitalEvent::RoundCompleted {
-            round,
-            weights,
-            test_mse,
-        });
+        self.events.push_back(event);
         Ok(())
     }
 
@@ -1367,22 +1720,70 @@ impl HospitalMachine {
 
     fn on_finish(&mut self, from: &str, round: u32) -> Result<()> {
         let run = self.run.as_ref().expect("checked");
-        let (completed, rounds) = (run.completed(), run.params.rounds);
-        if round != rounds || completed != rounds {
+        let completed = run.completed();
+        if round != completed || run.cursor.next().is_some() {
             // Missed aggregates: ask for a Setup with the full history first.
+            let (trained, rounds) = (run.cursor.trained(), run.params.rounds);
             self.say_hello();
             return Err(Error::Unexpected {
                 peer: from.to_owned(),
                 kind: "finish",
-                why: format!("finish after {completed} of {rounds} rounds"),
+                why: format!("finish after {trained} of {rounds} rounds"),
             });
         }
-        let mse = |w: &Array1<f64>| self.test.as_ref().map(|t| learning::mse(t.x(), t.y(), w));
+        let Some(prep) = &self.prepared else {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "finish",
+                why: "the data were never prepared (no statistics step)".into(),
+            });
+        };
+        let model = run.params.model;
+        let on_test = |w: &Array1<f64>| {
+            prep.test
+                .as_ref()
+                .and_then(|t| Metrics::exact(model, t.x(), t.y(), w).ok())
+        };
+        let mse = |w: &Array1<f64>| {
+            prep.test
+                .as_ref()
+                .filter(|_| !model.is_classifier())
+                .map(|t| learning::mse(t.x(), t.y(), w))
+        };
+        let schema_hash = self
+            .consortium
+            .as_ref()
+            .map(ConsortiumSchema::hash_hex)
+            .unwrap_or_default();
+        let file = ModelFile {
+            format: learning::MODEL_FORMAT.into(),
+            version: learning::MODEL_VERSION,
+            model,
+            features: self.schema.feature_names().to_vec(),
+            weights: run.weights.to_vec(),
+            schema: self.schema.file().clone(),
+            preprocessing: prep.preprocessor.clone(),
+            training: TrainingInfo {
+                run_id: run.run_id.as_str().to_owned(),
+                mode: run.params.mode,
+                rounds: run.cursor.trained(),
+                max_rounds: run.params.rounds,
+                converged: run.cursor.converged(),
+                eta: run.params.eta,
+                l2: run.params.l2,
+                hospitals: run.members.clone(),
+                schema_hash,
+            },
+        };
         let local = LocalReport {
             local_weights: run.local_weights.to_vec(),
             weights: run.weights.to_vec(),
             local_test_mse: mse(&run.local_weights),
             federated_test_mse: mse(&run.weights),
+            local_metrics: on_test(&run.local_weights),
+            federated_metrics: on_test(&run.weights),
+            pooled_metrics: run.pooled_metrics.clone(),
+            model: file,
         };
         let share = self.config.policy.share_metrics;
         let report = Report {
@@ -1398,9 +1799,9 @@ impl HospitalMachine {
 }
 
 /// One step with an aggregate, via the learning crate's update rule.
-fn apply(mode: Mode, w: &mut Array1<f64>, r: &AggregateRecord, eta: f64) {
+fn apply(mode: Mode, objective: &Objective, w: &mut Array1<f64>, r: &AggregateRecord, eta: f64) {
     let sum = Array1::from(r.sum.clone());
-    learning::apply_aggregate(
+    objective.apply(
         mode,
         w,
         &sum,
@@ -1408,6 +1809,19 @@ fn apply(mode: Mode, w: &mut Array1<f64>, r: &AggregateRecord, eta: f64) {
         r.n_total_rows as usize,
         eta,
     );
+}
+
+/// The per-round test loss: MSE for regression, mean log-loss for logistic.
+fn test_loss(model: ModelKind, prep: Option<&Prepared>, w: &Array1<f64>) -> Option<f64> {
+    let t = prep?.test.as_ref()?;
+    if model.is_classifier() {
+        match Metrics::exact(model, t.x(), t.y(), w).ok()? {
+            Metrics::Classification { log_loss, .. } => Some(log_loss),
+            Metrics::Regression { mse, .. } => Some(mse),
+        }
+    } else {
+        Some(learning::mse(t.x(), t.y(), w))
+    }
 }
 
 /// What went wrong when encoding a gradient, without the value itself.
@@ -1426,4 +1840,37 @@ fn encoding_failure(err: &Error) -> String {
         Error::Crypto(_) => "a cryptographic error".into(),
         _ => "an encoding error".into(),
     }
+}
+
+/// The local-only model on prepared rows.
+fn train_local_on(prep: &Prepared, p: &RunParams, objective: &Objective) -> Array1<f64> {
+    objective.train_local(
+        p.mode,
+        prep.train.x(),
+        prep.train.y(),
+        p.rounds as usize,
+        p.eta,
+    )
+}
+
+/// Rows preprocessed with `pre`; an error names the data set.
+fn prepare(
+    name: &str,
+    schema: &ConsortiumSchema,
+    pre: Preprocessor,
+    train: &RawTable,
+    test: Option<&RawTable>,
+) -> Result<Prepared> {
+    let train = pre
+        .transform(schema, train)
+        .map_err(|e| Error::Config(format!("{name}: the training data: {e}")))?;
+    let test = test
+        .map(|t| pre.transform(schema, t))
+        .transpose()
+        .map_err(|e| Error::Config(format!("{name}: the test data: {e}")))?;
+    Ok(Prepared {
+        preprocessor: pre,
+        train,
+        test,
+    })
 }

@@ -82,6 +82,26 @@ pub(crate) fn model_state(data: &[u8; 32], weights: &Array1<f64>) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Digest of the state another step's contribution is a function of: a
+/// label naming the function (step kind and model), digests of the data it
+/// reads, and the weights. Domain-separated from [`model_state`], so no two
+/// different functions share a commitment or a self-mask.
+pub(crate) fn step_state(label: &str, data: &[&[u8; 32]], weights: &Array1<f64>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"private-training/step-state/v1");
+    h.update((label.len() as u64).to_be_bytes());
+    h.update(label.as_bytes());
+    h.update((data.len() as u64).to_be_bytes());
+    for d in data {
+        h.update(d);
+    }
+    h.update((weights.len() as u64).to_be_bytes());
+    for v in weights {
+        h.update(v.to_bits().to_be_bytes());
+    }
+    h.finalize().into()
+}
+
 /// Digest of an aggregate history (pairwise seeds depend on it).
 pub(crate) fn history_digest(history: &[AggregateRecord]) -> [u8; 32] {
     let mut h = Sha256::new();

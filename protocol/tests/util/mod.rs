@@ -67,6 +67,12 @@ pub fn params(mode: Mode, rounds: u32) -> RunParams {
         fixed_point: FixedPoint::DEFAULT,
         pack: true,
         masks: true,
+        model: protocol::wire::ModelKind::Linear,
+        l2: 0.0,
+        tolerance: None,
+        statistics: false,
+        evaluate: false,
+        schema: None,
     }
 }
 
