@@ -396,15 +396,57 @@ impl ThresholdKey {
     /// `c` (in `[0, n)`). Fails naming the first invalid part, a repeated
     /// index, or how many valid parts are missing.
     pub fn combine(&self, c: &Ciphertext, parts: &[PartialDecryption]) -> Result<BigUint> {
-        let mut used: Vec<&PartialDecryption> = Vec::new();
+        let mut used: Vec<VerifiedPartial> = Vec::new();
         for p in parts {
+            if used.iter().any(|u| u.part.index == p.index) {
+                return Err(Error::InvalidShare {
+                    index: p.index,
+                    reason: "this party's partial decryption was given twice",
+                });
+            }
+            used.push(self.verify_partial(c, p.clone())?);
+            if used.len() as u32 == self.threshold {
+                break;
+            }
+        }
+        self.combine_verified(c, &used)
+    }
+
+    /// Verifies `part` against `c` ([`ThresholdKey::verify`]) and keeps it as
+    /// verified for that ciphertext, so that a caller that verifies parts as
+    /// they arrive does not pay for verification twice when combining.
+    pub fn verify_partial(
+        &self,
+        c: &Ciphertext,
+        part: PartialDecryption,
+    ) -> Result<VerifiedPartial> {
+        self.verify(c, &part)?;
+        Ok(VerifiedPartial {
+            ciphertext: ciphertext_digest(c),
+            part,
+        })
+    }
+
+    /// Combines `threshold` partial decryptions of `c` that verified against
+    /// `c` (any more are ignored). Fails on a part verified for another
+    /// ciphertext, a repeated index, or too few parts.
+    pub fn combine_verified(&self, c: &Ciphertext, parts: &[VerifiedPartial]) -> Result<BigUint> {
+        let digest = ciphertext_digest(c);
+        let mut used: Vec<&PartialDecryption> = Vec::new();
+        for v in parts {
+            let p = &v.part;
+            if v.ciphertext != digest {
+                return Err(Error::InvalidShare {
+                    index: p.index,
+                    reason: "this partial decryption was verified for another ciphertext",
+                });
+            }
             if used.iter().any(|u| u.index == p.index) {
                 return Err(Error::InvalidShare {
                     index: p.index,
                     reason: "this party's partial decryption was given twice",
                 });
             }
-            self.verify(c, p)?;
             used.push(p);
             if used.len() as u32 == self.threshold {
                 break;
@@ -453,6 +495,30 @@ impl ThresholdKey {
             .ok_or(Error::InvalidKey("4 Delta^2 is not invertible mod n"))?;
         Ok((l * inv) % n)
     }
+}
+
+/// A partial decryption that verified against one ciphertext (made by
+/// [`ThresholdKey::verify_partial`] only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedPartial {
+    part: PartialDecryption,
+    ciphertext: [u8; 32],
+}
+
+impl VerifiedPartial {
+    /// The partial decryption.
+    pub fn part(&self) -> &PartialDecryption {
+        &self.part
+    }
+}
+
+/// Binds a verified part to the ciphertext it verified against.
+fn ciphertext_digest(c: &Ciphertext) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"private-training/threshold-paillier/ciphertext/v1");
+    h.update(c.key_fingerprint().0);
+    h.update(c.value().to_bytes_be());
+    h.finalize().into()
 }
 
 impl KeyShare {

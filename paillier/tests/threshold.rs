@@ -284,3 +284,39 @@ fn deal_2048_bits_and_round_trip_the_files() {
         );
     }
 }
+
+#[test]
+fn parts_verified_as_they_arrive_combine_only_for_their_ciphertext() {
+    let (k, _) = key();
+    let c = encrypt(k, 2024);
+    let other = encrypt(k, 2025);
+    let verified: Vec<_> = parts(&c, &[4, 2, 5])
+        .into_iter()
+        .map(|p| k.verify_partial(&c, p).unwrap())
+        .collect();
+    assert_eq!(
+        k.combine_verified(&c, &verified).unwrap(),
+        BigUint::from(2024u32)
+    );
+    // Verified for c, offered for another ciphertext: refused, naming the party.
+    let e = k.combine_verified(&other, &verified).unwrap_err();
+    assert!(matches!(e, Error::InvalidShare { index: 4, .. }), "{e}");
+    // Too few, or one party twice.
+    let e = k.combine_verified(&c, &verified[..2]).unwrap_err();
+    assert!(
+        matches!(e, Error::TooFewShares { needed: 3, got: 2 }),
+        "{e}"
+    );
+    let twice = [
+        verified[0].clone(),
+        verified[1].clone(),
+        verified[0].clone(),
+    ];
+    let e = k.combine_verified(&c, &twice).unwrap_err();
+    assert!(matches!(e, Error::InvalidShare { index: 4, .. }), "{e}");
+    // A forged part never becomes verified.
+    let mut forged = parts(&c, &[1]).pop().unwrap();
+    forged.response += 1u32;
+    let e = k.verify_partial(&c, forged).unwrap_err();
+    assert!(matches!(e, Error::InvalidShare { index: 1, .. }), "{e}");
+}
