@@ -11,6 +11,8 @@
 //!   [`driver::Role`] for what differs (what to do with events, where to send
 //!   a message that has no link yet).
 //! - [`audit`]: a hospital's append-only log of what left it.
+//! - [`seal`]: end-to-end sealing of the hospital-to-hospital messages the
+//!   coordinator relays (signed X25519 key offers, per-direction AEAD).
 //! - [`config`], [`logging`], [`files`], [`process`]: the binaries' shared
 //!   config helpers, log and progress output, atomic and secret files, and
 //!   facts about the running process.
@@ -27,6 +29,7 @@ pub mod files;
 pub mod logging;
 pub mod pki;
 pub mod process;
+pub mod seal;
 pub mod transport;
 
 pub use error::{Error, Result};
