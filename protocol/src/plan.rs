@@ -113,7 +113,9 @@ impl Plan {
 
     /// Steps at most: statistics, every round, evaluation.
     pub fn max_steps(&self) -> usize {
-        self.params.statistics as usize + self.params.rounds as usize + self.params.evaluate as usize
+        self.params.statistics as usize
+            + self.params.rounds as usize
+            + self.params.evaluate as usize
     }
 
     /// A cursor at the start of the run.
@@ -273,10 +275,16 @@ mod tests {
         let mut c = plan.cursor();
         assert_eq!(c.next(), Some(StepKind::Statistics));
         assert!(c.advance(&record(0, vec![1.0; 2])).is_err(), "wrong length");
-        assert_eq!(c.advance(&record(0, vec![1.0; 3])), Ok(StepKind::Statistics));
+        assert_eq!(
+            c.advance(&record(0, vec![1.0; 3])),
+            Ok(StepKind::Statistics)
+        );
         for i in 0..3 {
             assert_eq!(c.next(), Some(StepKind::Training { index: i }));
-            assert!(c.advance(&record(i + 2, vec![1.0; 2])).is_err(), "wrong round");
+            assert!(
+                c.advance(&record(i + 2, vec![1.0; 2])).is_err(),
+                "wrong round"
+            );
             c.advance(&record(i + 1, vec![1.0; 2])).unwrap();
         }
         assert_eq!(c.next(), Some(StepKind::Evaluation));

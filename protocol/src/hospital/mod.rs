@@ -59,8 +59,8 @@ pub use state::{ring_hash, set_hash, Commitment, HospitalState, STATE_VERSION};
 use crate::codec::GradientCodec;
 use crate::coordinator::DEFAULT_COORDINATOR_NAME;
 use crate::error::{Error, Result};
-use crate::plan::{Cursor, Plan, StepKind};
 use crate::masks::{pair_seed, self_seed, MaskSet, Seed, SEED_BYTES};
+use crate::plan::{Cursor, Plan, StepKind};
 use crate::wire::{
     Abort, Aggregate, AggregateRecord, Body, Bytes, Envelope, Hello, PeerCommit, PeerRound, Report,
     Reveal, RevealedSeed, RingPass, RoundAck, RoundStart, RunId, RunParams, Setup, Unmask,
@@ -153,8 +153,12 @@ impl HospitalConfig {
     }
 }
 
+/// What the cached local-only model was trained for.
+type LocalKey = (Mode, u32, u64, ModelKind, u64, Option<u64>);
+
 /// Something the driver should know about.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 #[non_exhaustive]
 pub enum HospitalEvent {
     /// The coordinator set this node up (again) for a run.
@@ -325,7 +329,7 @@ pub struct HospitalMachine {
     test_digest: [u8; 32],
     mask_key: Seed,
     /// Local-only model, cached by (mode, rounds, eta, model, l2, tolerance).
-    local_cache: Option<((Mode, u32, u64, ModelKind, u64, Option<u64>), Array1<f64>)>,
+    local_cache: Option<(LocalKey, Array1<f64>)>,
     persisted: HospitalState,
     run: Option<RunState>,
     round: Option<RoundState>,
@@ -861,7 +865,10 @@ impl HospitalMachine {
                 _ => "this hospital's data follow a consortium schema; the run names none".into(),
             });
         }
-        let needs = self.consortium.as_ref().is_some_and(ConsortiumSchema::needs_statistics);
+        let needs = self
+            .consortium
+            .as_ref()
+            .is_some_and(ConsortiumSchema::needs_statistics);
         if p.statistics != needs {
             return Err(if needs {
                 "the schema scales or imputes, but the run has no statistics step".into()
@@ -881,7 +888,10 @@ impl HospitalMachine {
         }
         if p.model == ModelKind::Logistic {
             let target = self.schema.target();
-            for (which, t) in [("training", Some(&self.raw_train)), ("test", self.raw_test.as_ref())] {
+            for (which, t) in [
+                ("training", Some(&self.raw_train)),
+                ("test", self.raw_test.as_ref()),
+            ] {
                 if let Some(y) = t.and_then(RawTable::y) {
                     ModelKind::Logistic
                         .check_target(target, y)
@@ -921,11 +931,12 @@ impl HospitalMachine {
                 kind: "setup",
                 reason: e,
             })?;
-        self.check_data_params(p).map_err(|e| Error::PolicyRefused {
-            peer: from.to_owned(),
-            kind: "setup",
-            reason: e,
-        })?;
+        self.check_data_params(p)
+            .map_err(|e| Error::PolicyRefused {
+                peer: from.to_owned(),
+                kind: "setup",
+                reason: e,
+            })?;
         let plan = self.plan(p);
         if s.history.len() > plan.max_steps() {
             return Err(invalid("history is longer than the run".into()));
@@ -992,8 +1003,8 @@ impl HospitalMachine {
                 }
                 StepKind::Training { .. } => apply(p.mode, &objective, &mut weights, r, p.eta),
                 StepKind::Evaluation => {
-                    pooled_metrics = Metrics::from_sums(p.model, &r.sum)
-                        .map_err(|e| invalid(e.to_string()))?
+                    pooled_metrics =
+                        Metrics::from_sums(p.model, &r.sum).map_err(|e| invalid(e.to_string()))?
                 }
             }
         }
@@ -1389,7 +1400,10 @@ impl HospitalMachine {
         } else {
             None
         };
-        let kind = run.cursor.next().expect("a round runs only before the last step");
+        let kind = run
+            .cursor
+            .next()
+            .expect("a round runs only before the last step");
         let values = match (kind, &self.prepared) {
             (StepKind::Statistics, _) => local_statistics(&self.raw_train),
             (StepKind::Training { .. }, Some(prep)) => run
@@ -1628,7 +1642,9 @@ impl HospitalMachine {
         let mut ack_loss = None;
         let event = match kind {
             StepKind::Statistics => {
-                let prep = self.prepare_from(&record).map_err(|e| invalid(e.to_string()))?;
+                let prep = self
+                    .prepare_from(&record)
+                    .map_err(|e| invalid(e.to_string()))?;
                 let preprocessor = Box::new(prep.preprocessor.clone());
                 self.prepared = Some(prep);
                 self.local_cache = None;
@@ -1644,7 +1660,13 @@ impl HospitalMachine {
             }
             StepKind::Training { index } => {
                 let run = self.run.as_mut().expect("checked");
-                apply(run.params.mode, &run.objective, &mut run.weights, &record, run.params.eta);
+                apply(
+                    run.params.mode,
+                    &run.objective,
+                    &mut run.weights,
+                    &record,
+                    run.params.eta,
+                );
                 run.members.clone_from(&members);
                 let test_mse = test_loss(run.params.model, self.prepared.as_ref(), &run.weights);
                 ack_loss = test_mse;
@@ -1656,8 +1678,8 @@ impl HospitalMachine {
             }
             StepKind::Evaluation => {
                 let run = self.run.as_mut().expect("checked");
-                let pooled =
-                    Metrics::from_sums(run.params.model, &record.sum).map_err(|e| invalid(e.to_string()))?;
+                let pooled = Metrics::from_sums(run.params.model, &record.sum)
+                    .map_err(|e| invalid(e.to_string()))?;
                 run.pooled_metrics.clone_from(&pooled);
                 HospitalEvent::Evaluated { pooled }
             }
