@@ -376,21 +376,13 @@ impl Config {
             roster: fc.roster,
             key_bits: fc.key_bits,
             key_path: fc.key_path,
+            // Model kinds, the schema's statistics step and evaluation are
+            // not configurable from the coordinator yet: linear, as given.
             params: protocol::RunParams {
-                mode: fc.mode,
-                rounds: fc.rounds,
-                eta: fc.eta,
                 fixed_point,
                 pack: fc.pack,
                 masks: fc.masks,
-                // Model kinds, the schema's statistics step and evaluation are
-                // not configurable from the coordinator yet: linear, as given.
-                model: protocol::wire::ModelKind::Linear,
-                l2: 0.0,
-                tolerance: None,
-                statistics: false,
-                evaluate: false,
-                schema: None,
+                ..protocol::RunParams::new(fc.mode, fc.rounds, fc.eta)
             },
             round_timeout: secs("round_timeout_secs", fc.round_timeout_secs)?,
             join_timeout: secs("join_timeout_secs", fc.join_timeout_secs)?,

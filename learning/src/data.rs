@@ -102,21 +102,8 @@ impl Dataset {
 
     /// Reads CSV text with a header row from any reader; see [`Dataset::from_csv_path`].
     pub fn from_csv_reader<R: Read>(reader: R, target: &str) -> Result<Dataset> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(true) // ragged rows are reported by us, with row numbers
-            .trim(csv::Trim::All)
-            .from_reader(reader);
-        let header: Vec<String> = rdr
-            .headers()
-            .map_err(|source| Error::Csv { row: None, source })?
-            .iter()
-            .map(str::to_owned)
-            .collect();
-        if header.is_empty() || header.len() == 1 && header[0].is_empty() {
-            return Err(Error::EmptyFile);
-        }
-        check_names(header.iter())?;
+        let csv = CsvRows::new(reader)?;
+        let header = csv.header().to_vec();
         let target_col =
             header
                 .iter()
@@ -140,26 +127,7 @@ impl Dataset {
         let width = header.len();
         let mut features: Vec<f64> = Vec::new();
         let mut targets: Vec<f64> = Vec::new();
-        let mut record = csv::StringRecord::new();
-        let mut row = 0usize;
-        loop {
-            let more = rdr.read_record(&mut record).map_err(|source| Error::Csv {
-                row: Some(row + 1),
-                source,
-            })?;
-            if !more {
-                break;
-            }
-            row += 1;
-            let line = record.position().map_or(row as u64 + 1, |p| p.line());
-            if record.len() != width {
-                return Err(Error::RaggedRow {
-                    row,
-                    line,
-                    expected: width,
-                    found: record.len(),
-                });
-            }
+        let row = csv.for_each(|record, row, line| {
             for (c, cell) in record.iter().enumerate() {
                 let value = parse_cell(cell, row, line, &header[c])?;
                 if c == target_col {
@@ -168,10 +136,8 @@ impl Dataset {
                     features.push(value);
                 }
             }
-        }
-        if row == 0 {
-            return Err(Error::NoRows);
-        }
+            Ok(())
+        })?;
         let x = Array2::from_shape_vec((row, width - 1), features)
             .map_err(|e| Error::Shape(e.to_string()))?;
         Dataset::new(
@@ -302,6 +268,80 @@ impl Dataset {
     }
 }
 
+/// A CSV file being read the one way this crate reads CSV: a header row of
+/// unique, non-empty names, cells trimmed, and every data row as wide as the
+/// header (a ragged row is an error with its row and line number).
+pub(crate) struct CsvRows<R: Read> {
+    rdr: csv::Reader<R>,
+    header: Vec<String>,
+}
+
+impl<R: Read> CsvRows<R> {
+    /// Reads and checks the header.
+    pub(crate) fn new(reader: R) -> Result<CsvRows<R>> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true) // ragged rows are reported by us, with row numbers
+            .trim(csv::Trim::All)
+            .from_reader(reader);
+        let header: Vec<String> = rdr
+            .headers()
+            .map_err(|source| Error::Csv { row: None, source })?
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        if header.is_empty() || header.len() == 1 && header[0].is_empty() {
+            return Err(Error::EmptyFile);
+        }
+        check_names(header.iter())?;
+        Ok(CsvRows { rdr, header })
+    }
+
+    /// The header's column names.
+    pub(crate) fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// Calls `f(record, row, line)` for every data row (row 1-based without
+    /// the header, line 1-based in the file); returns the number of rows, at
+    /// least one.
+    pub(crate) fn for_each(
+        mut self,
+        mut f: impl FnMut(&csv::StringRecord, usize, u64) -> Result<()>,
+    ) -> Result<usize> {
+        let width = self.header.len();
+        let mut record = csv::StringRecord::new();
+        let mut row = 0usize;
+        loop {
+            let more = self
+                .rdr
+                .read_record(&mut record)
+                .map_err(|source| Error::Csv {
+                    row: Some(row + 1),
+                    source,
+                })?;
+            if !more {
+                break;
+            }
+            row += 1;
+            let line = record.position().map_or(row as u64 + 1, |p| p.line());
+            if record.len() != width {
+                return Err(Error::RaggedRow {
+                    row,
+                    line,
+                    expected: width,
+                    found: record.len(),
+                });
+            }
+            f(&record, row, line)?;
+        }
+        if row == 0 {
+            return Err(Error::NoRows);
+        }
+        Ok(row)
+    }
+}
+
 fn check_names<'a>(names: impl Iterator<Item = &'a String>) -> Result<()> {
     let mut seen = HashSet::new();
     for (i, name) in names.enumerate() {
@@ -327,6 +367,11 @@ fn parse_cell(cell: &str, row: usize, line: u64, column: &str) -> Result<f64> {
             column: column.to_owned(),
         });
     }
+    parse_number(cell, row, line, column)
+}
+
+/// A non-empty cell as a finite number, or an error naming its row, line and column.
+pub(crate) fn parse_number(cell: &str, row: usize, line: u64, column: &str) -> Result<f64> {
     match cell.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
         // "nan", "inf" parse as floats but are not data a model can learn from.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{gradient, train_local, ModelKind};
+use crate::model::{gradient, ModelKind};
 
 /// How hospitals combine the aggregated gradient with their models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -106,27 +106,17 @@ impl Objective {
         averaged
     }
 
-    /// Whether `global` mode stops after the step whose aggregate is
-    /// `aggregate_sum` (the direction at `w`, before the step, is within the
-    /// tolerance). Every node decides this from the same aggregate and the
-    /// same weights, so they agree without a message.
-    pub fn converged(
-        &self,
-        mode: Mode,
-        w: &Array1<f64>,
-        aggregate_sum: &Array1<f64>,
-        n_total_rows: usize,
-    ) -> bool {
-        match (mode, self.tolerance) {
-            (Mode::Global, Some(tol)) => {
-                let d = self.direction(w, aggregate_sum, n_total_rows.max(1) as f64);
-                d.dot(&d).sqrt() < tol
-            }
-            _ => false,
-        }
+    /// Whether training ends after a step whose direction had norm `norm`
+    /// (as [`Objective::apply`] returns it): only in `global` mode, once the
+    /// norm is below the tolerance. Every node decides this from the same
+    /// aggregate and the same weights, so they agree without a message.
+    pub fn stops(&self, mode: Mode, norm: f64) -> bool {
+        mode == Mode::Global && self.tolerance.is_some_and(|tol| norm < tol)
     }
 
-    /// One hospital's step with the decrypted aggregate (see [`apply_aggregate`]).
+    /// One hospital's step with the decrypted aggregate (see
+    /// [`apply_aggregate`]); returns the norm of the direction it took, for
+    /// [`Objective::stops`].
     pub fn apply(
         &self,
         mode: Mode,
@@ -135,17 +125,24 @@ impl Objective {
         n_hospitals: usize,
         n_total_rows: usize,
         eta: f64,
-    ) {
+    ) -> f64 {
         let divisor = match mode {
             Mode::Seed => n_hospitals,
             Mode::Global => n_total_rows,
         } as f64;
-        let d = self.direction(w, aggregate_sum, divisor);
-        w.scaled_add(-eta, &d);
+        self.step(w, aggregate_sum, divisor, eta)
     }
 
-    /// Local-only training with the update rule of `mode` (see
-    /// [`train_local_for`]), with this objective's model and penalty.
+    /// `w -= eta * direction`; the direction's norm.
+    fn step(&self, w: &mut Array1<f64>, sum: &Array1<f64>, divisor: f64, eta: f64) -> f64 {
+        let d = self.direction(w, sum, divisor);
+        w.scaled_add(-eta, &d);
+        d.dot(&d).sqrt()
+    }
+
+    /// Local-only training from zeros with the update rule of `mode` (see
+    /// [`train_local_for`]), with this objective's model and penalty, and in
+    /// `global` mode its early stop.
     pub fn train_local(
         &self,
         mode: Mode,
@@ -154,9 +151,7 @@ impl Objective {
         iterations: usize,
         eta: f64,
     ) -> Array1<f64> {
-        if *self == Objective::LINEAR {
-            return train_local_for(mode, x, y, iterations, eta);
-        }
+        // Seed mode steps with the summed gradient, global mode with the mean.
         let divisor = match mode {
             Mode::Seed => 1.0,
             Mode::Global => x.nrows().max(1) as f64,
@@ -164,11 +159,10 @@ impl Objective {
         let mut w = Array1::zeros(x.ncols());
         for _ in 0..iterations {
             let g = self.model.gradient(x, y, &w);
-            if mode == Mode::Global && self.converged(mode, &w, &g, x.nrows()) {
+            let norm = self.step(&mut w, &g, divisor, eta);
+            if self.stops(mode, norm) {
                 break;
             }
-            let d = self.direction(&w, &g, divisor);
-            w.scaled_add(-eta, &d);
         }
         w
     }
@@ -197,7 +191,7 @@ pub fn apply_aggregate(
 
 /// Local-only training with the update rule of `mode`, from zeros:
 /// [`Mode::Seed`] steps with the summed gradient (`w -= eta * gradient`, as
-/// python-paillier's example does, see [`train_local`]); [`Mode::Global`] steps
+/// python-paillier's example does, see [`crate::train_local`]); [`Mode::Global`] steps
 /// with the mean gradient over the hospital's own rows (`w -= eta * gradient /
 /// rows`), the same rule the federated model follows on the pooled rows, so the
 /// local-only baseline is trained with the same `eta` on a comparable scale.
@@ -208,18 +202,7 @@ pub fn train_local_for(
     iterations: usize,
     eta: f64,
 ) -> Array1<f64> {
-    match mode {
-        Mode::Seed => train_local(x, y, iterations, eta),
-        Mode::Global => {
-            let rows = x.nrows().max(1) as f64;
-            let mut w = Array1::zeros(x.ncols());
-            for _ in 0..iterations {
-                let g = gradient(x, y, &w) / rows;
-                w.scaled_add(-eta, &g);
-            }
-            w
-        }
-    }
+    Objective::LINEAR.train_local(mode, x, y, iterations, eta)
 }
 
 /// The cleartext twin of the federated protocol: the rounds and steps the
@@ -336,14 +319,21 @@ impl ReferenceRun {
                 n_hospitals: ring.len(),
                 n_total_rows: ring.iter().map(|&h| hospitals[h].n_rows()).sum(),
             };
-            let stop = objective.converged(
-                self.mode,
-                &weights[ring[0]],
-                &aggregate.sum,
-                aggregate.n_total_rows,
-            );
-            for &h in ring {
-                self.catch_up(objective, &mut weights[h], std::slice::from_ref(&aggregate));
+            // In `global` mode every member holds the same model, so the
+            // head's step decides the early stop for all.
+            let mut stop = false;
+            for (i, &h) in ring.iter().enumerate() {
+                let norm = objective.apply(
+                    self.mode,
+                    &mut weights[h],
+                    &aggregate.sum,
+                    aggregate.n_hospitals,
+                    aggregate.n_total_rows,
+                    self.eta,
+                );
+                if i == 0 {
+                    stop = objective.stops(self.mode, norm);
+                }
                 applied[h] += 1;
             }
             history.push(aggregate);
@@ -387,18 +377,16 @@ impl ReferenceRun {
         let mut weights = Array1::zeros(pooled.n_features());
         let mut taken = 0;
         for _ in 0..steps {
+            taken += 1;
             if *objective == Objective::LINEAR {
+                // The published reference's arithmetic (`eta / d` first),
+                // which the scenario tables print.
                 let g = gradient(pooled.x(), pooled.y(), &weights);
                 weights.scaled_add(-self.eta / d, &g);
-                taken += 1;
                 continue;
             }
             let g = objective.model.gradient(pooled.x(), pooled.y(), &weights);
-            let stop = objective.converged(self.mode, &weights, &g, pooled.n_rows());
-            let dir = objective.direction(&weights, &g, d);
-            weights.scaled_add(-self.eta, &dir);
-            taken += 1;
-            if stop {
+            if objective.stops(self.mode, objective.step(&mut weights, &g, d, self.eta)) {
                 break;
             }
         }
@@ -532,7 +520,7 @@ pub struct PooledResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::mse;
+    use crate::model::{mse, train_local};
     use ndarray::{array, Array2};
 
     fn hospital(rows: &[[f64; 2]]) -> Dataset {

@@ -46,7 +46,11 @@ pub fn local_evaluation(
     y: &Array1<f64>,
     w: &Array1<f64>,
 ) -> Vec<f64> {
-    let z = x.dot(w);
+    scored(model, &x.dot(w), y)
+}
+
+/// [`local_evaluation`] of the scores `z = X w` (linear predictions, or logits).
+fn scored(model: ModelKind, z: &Array1<f64>, y: &Array1<f64>) -> Vec<f64> {
     let n = y.len() as f64;
     if model.is_classifier() {
         let mut out = vec![0.0; evaluation_len(model)];
@@ -150,8 +154,8 @@ impl Metrics {
         y: &Array1<f64>,
         w: &Array1<f64>,
     ) -> Result<Metrics> {
-        let sums = local_evaluation(model, x, y, w);
-        let m = Metrics::from_sums(model, &sums)?.ok_or(Error::NoRows)?;
+        let z = x.dot(w);
+        let m = Metrics::from_sums(model, &scored(model, &z, y))?.ok_or(Error::NoRows)?;
         Ok(match m {
             Metrics::Classification {
                 rows,
@@ -162,7 +166,7 @@ impl Metrics {
                 rows,
                 log_loss,
                 accuracy,
-                auc: roc_auc(&x.dot(w).to_vec(), &y.to_vec()),
+                auc: roc_auc(&z.to_vec(), &y.to_vec()),
             },
             other => other,
         })

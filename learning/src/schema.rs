@@ -20,7 +20,7 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::data::Dataset;
+use crate::data::{parse_number, CsvRows, Dataset};
 use crate::error::{Error, Result};
 
 /// The `format` field of a schema file.
@@ -371,31 +371,13 @@ impl RawTable {
         schema: &ConsortiumSchema,
         target: Target,
     ) -> Result<RawTable> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(reader);
-        let header: Vec<String> = rdr
-            .headers()
-            .map_err(|source| Error::Csv { row: None, source })?
+        let csv = CsvRows::new(reader)?;
+        let header = csv.header();
+        let position: BTreeMap<&str, usize> = header
             .iter()
-            .map(str::to_owned)
+            .enumerate()
+            .map(|(i, h)| (h.as_str(), i))
             .collect();
-        if header.is_empty() || header.len() == 1 && header[0].is_empty() {
-            return Err(Error::EmptyFile);
-        }
-        let mut position = BTreeMap::new();
-        for (i, h) in header.iter().enumerate() {
-            if h.is_empty() {
-                return Err(Error::EmptyColumnName {
-                    column_number: i + 1,
-                });
-            }
-            if position.insert(h.as_str(), i).is_some() {
-                return Err(Error::DuplicateColumn { column: h.clone() });
-            }
-        }
         let file = schema.file();
         let declared: BTreeSet<&str> = file
             .columns
@@ -434,26 +416,7 @@ impl RawTable {
         let mut numeric = Vec::new();
         let mut categorical = Vec::new();
         let mut ys = Vec::new();
-        let mut record = csv::StringRecord::new();
-        let mut row = 0usize;
-        loop {
-            let more = rdr.read_record(&mut record).map_err(|source| Error::Csv {
-                row: Some(row + 1),
-                source,
-            })?;
-            if !more {
-                break;
-            }
-            row += 1;
-            let line = record.position().map_or(row as u64 + 1, |p| p.line());
-            if record.len() != header.len() {
-                return Err(Error::RaggedRow {
-                    row,
-                    line,
-                    expected: header.len(),
-                    found: record.len(),
-                });
-            }
+        let row = csv.for_each(|record, row, line| {
             for (c, i) in &numeric_cols {
                 let cell = &record[*i];
                 if is_missing(cell) {
@@ -500,10 +463,8 @@ impl RawTable {
                 }
                 ys.push(parse_number(cell, row, line, &file.target)?);
             }
-        }
-        if row == 0 {
-            return Err(Error::NoRows);
-        }
+            Ok(())
+        })?;
         let shape = |e: ndarray::ShapeError| Error::Shape(e.to_string());
         Ok(RawTable {
             numeric: Array2::from_shape_vec((row, numeric_cols.len()), numeric).map_err(shape)?,
@@ -556,18 +517,6 @@ impl RawTable {
 
 fn is_missing(cell: &str) -> bool {
     cell.is_empty() || MISSING_MARKERS.contains(&cell)
-}
-
-fn parse_number(cell: &str, row: usize, line: u64, column: &str) -> Result<f64> {
-    match cell.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(Error::NonNumeric {
-            row,
-            line,
-            column: column.to_owned(),
-            value: cell.to_owned(),
-        }),
-    }
 }
 
 /// This hospital's statistics: for each numeric column in schema order, the

@@ -210,8 +210,7 @@ impl Cursor {
                     let obj = self.plan.objective();
                     let sum = Array1::from(record.sum.clone());
                     let rows = record.n_total_rows as usize;
-                    self.converged = obj.converged(Mode::Global, w, &sum, rows);
-                    obj.apply(
+                    let norm = obj.apply(
                         Mode::Global,
                         w,
                         &sum,
@@ -219,6 +218,7 @@ impl Cursor {
                         rows,
                         self.plan.params.eta,
                     );
+                    self.converged = obj.stops(Mode::Global, norm);
                 }
                 self.trained += 1;
             }
@@ -245,18 +245,9 @@ mod tests {
 
     fn params() -> RunParams {
         RunParams {
-            mode: Mode::Global,
-            rounds: 3,
-            eta: 0.5,
-            fixed_point: FixedPoint::DEFAULT,
-            pack: true,
-            masks: true,
-            model: ModelKind::Linear,
-            l2: 0.0,
-            tolerance: None,
             statistics: true,
             evaluate: true,
-            schema: None,
+            ..RunParams::new(Mode::Global, 3, 0.5)
         }
     }
 

@@ -397,6 +397,28 @@ pub struct RunParams {
     pub schema: Option<String>,
 }
 
+impl RunParams {
+    /// Linear regression with `mode`, `rounds` and `eta`, the default
+    /// encoding, packing and masks on, no statistics or evaluation step: the
+    /// original protocol (change fields with struct update syntax).
+    pub fn new(mode: Mode, rounds: u32, eta: f64) -> RunParams {
+        RunParams {
+            mode,
+            rounds,
+            eta,
+            fixed_point: FixedPoint::DEFAULT,
+            pack: true,
+            masks: true,
+            model: ModelKind::Linear,
+            l2: 0.0,
+            tolerance: None,
+            statistics: false,
+            evaluate: false,
+            schema: None,
+        }
+    }
+}
+
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
@@ -1146,15 +1168,8 @@ mod tests {
                     mode: Mode::Global,
                     rounds: u32::MAX,
                     eta: -1.2345678901234567e-308,
-                    fixed_point: FixedPoint::DEFAULT,
                     pack: false,
-                    masks: true,
-                    model: ModelKind::Linear,
-                    l2: 0.0,
-                    tolerance: None,
-                    statistics: false,
-                    evaluate: false,
-                    schema: None,
+                    ..RunParams::new(Mode::Global, 0, 0.0)
                 },
                 history: vec![record; sh.rounds as usize],
             }),

@@ -320,8 +320,12 @@ pub struct HospitalMachine {
     consortium: Option<ConsortiumSchema>,
     /// The schema the data are read with (the consortium's, or "as given").
     schema: ConsortiumSchema,
-    raw_train: RawTable,
-    raw_test: Option<RawTable>,
+    /// The raw training and test rows, kept only while the statistics step
+    /// needs them (the schema scales or imputes); otherwise the prepared rows
+    /// are the only copy.
+    raw: Option<(RawTable, Option<RawTable>)>,
+    /// Training rows.
+    rows: u64,
     /// The model's data: from the start without statistics, after the
     /// statistics step with them.
     prepared: Option<Prepared>,
@@ -380,19 +384,18 @@ impl HospitalMachine {
             .map_err(|e| Error::Config(format!("{}: {e}", config.name)))?;
         let data = state::data_digest(&train);
         let test_digest = test.as_ref().map_or([0; 32], state::data_digest);
+        // The data sets move into the prepared form: used as given.
         let prepared = Prepared {
             preprocessor: Preprocessor::without_statistics(&schema)
                 .map_err(|e| Error::Config(e.to_string()))?,
-            train: train.clone(),
-            test: test.clone(),
+            train,
+            test,
         };
-        let raw_train = RawTable::from_dataset(&train);
-        let raw_test = test.as_ref().map(RawTable::from_dataset);
         Self::build(
             config,
             None,
             schema,
-            (raw_train, raw_test),
+            None,
             Some(prepared),
             (data, test_digest),
             mask_key,
@@ -425,11 +428,13 @@ impl HospitalMachine {
         h.update(train.digest());
         let data: [u8; 32] = h.finalize().into();
         let test_digest = test.as_ref().map_or([0; 32], RawTable::digest);
+        // Raw rows are kept only for the statistics step.
+        let raw = prepared.is_none().then_some((train, test));
         Self::build(
             config,
             Some(schema.clone()),
             schema,
-            (train, test),
+            raw,
             prepared,
             (data, test_digest),
             mask_key,
@@ -442,7 +447,7 @@ impl HospitalMachine {
         config: HospitalConfig,
         consortium: Option<ConsortiumSchema>,
         schema: ConsortiumSchema,
-        (raw_train, raw_test): (RawTable, Option<RawTable>),
+        raw: Option<(RawTable, Option<RawTable>)>,
         prepared: Option<Prepared>,
         (data, test_digest): ([u8; 32], [u8; 32]),
         mask_key: [u8; SEED_BYTES],
@@ -458,7 +463,12 @@ impl HospitalMachine {
             .policy
             .validate(&config.name, &config.coordinator)
             .map_err(|e| Error::Config(format!("{}: {e}", config.name)))?;
-        if raw_train.n_rows() == 0 {
+        let rows = match (&prepared, &raw) {
+            (Some(p), _) => p.train.n_rows(),
+            (None, Some((t, _))) => t.n_rows(),
+            (None, None) => 0,
+        };
+        if rows == 0 {
             return Err(Error::Config(format!(
                 "{} has no training rows",
                 config.name
@@ -484,8 +494,8 @@ impl HospitalMachine {
             config,
             consortium,
             schema,
-            raw_train,
-            raw_test,
+            raw,
+            rows: rows as u64,
             prepared,
             data,
             test_digest,
@@ -579,7 +589,7 @@ impl HospitalMachine {
                 feature_names: self.schema.feature_names().to_vec(),
                 target_name: self.schema.target().to_owned(),
             },
-            rows: self.raw_train.n_rows() as u64,
+            rows: self.rows,
             address: self.config.address.clone(),
             completed_rounds: run_id.as_ref().map(|_| completed),
             schema_hash: self.consortium.as_ref().map(ConsortiumSchema::hash_hex),
@@ -888,11 +898,19 @@ impl HospitalMachine {
         }
         if p.model == ModelKind::Logistic {
             let target = self.schema.target();
-            for (which, t) in [
-                ("training", Some(&self.raw_train)),
-                ("test", self.raw_test.as_ref()),
-            ] {
-                if let Some(y) = t.and_then(RawTable::y) {
+            let targets: [(&str, Option<&Array1<f64>>); 2] = match (&self.prepared, &self.raw) {
+                (Some(p), _) => [
+                    ("training", Some(p.train.y())),
+                    ("test", p.test.as_ref().map(Dataset::y)),
+                ],
+                (None, Some((train, test))) => [
+                    ("training", train.y()),
+                    ("test", test.as_ref().and_then(RawTable::y)),
+                ],
+                (None, None) => [("training", None), ("test", None)],
+            };
+            for (which, y) in targets {
+                if let Some(y) = y {
                     ModelKind::Logistic
                         .check_target(target, y)
                         .map_err(|e| format!("the {which} data: {e}"))?;
@@ -973,11 +991,7 @@ impl HospitalMachine {
         let mut cursor = plan.cursor();
         // With a statistics step, nothing is prepared until its aggregate
         // (replayed here, or still to come).
-        let mut prepared = if p.statistics {
-            None
-        } else {
-            self.prepared.clone()
-        };
+        let mut prepared = None;
         let mut local = if p.statistics {
             Array1::zeros(self.schema.feature_names().len())
         } else {
@@ -1048,13 +1062,18 @@ impl HospitalMachine {
     fn prepare_from(&self, r: &AggregateRecord) -> Result<Prepared> {
         let pre = Preprocessor::from_statistics(&self.schema, &r.sum, r.n_total_rows)
             .map_err(|e| Error::Config(format!("the pooled statistics: {e}")))?;
-        prepare(
-            &self.config.name,
-            &self.schema,
-            pre,
-            &self.raw_train,
-            self.raw_test.as_ref(),
-        )
+        let (train, test) = self.raw_rows()?;
+        prepare(&self.config.name, &self.schema, pre, train, test)
+    }
+
+    /// The raw rows the statistics step reads.
+    fn raw_rows(&self) -> Result<(&RawTable, Option<&RawTable>)> {
+        // The statistics step runs only for a schema that needs it (checked at
+        // setup), and exactly such a node keeps its raw rows.
+        self.raw
+            .as_ref()
+            .map(|(t, e)| (t, e.as_ref()))
+            .ok_or_else(|| Error::Config("no raw rows are kept for a statistics step".into()))
     }
 
     /// The round state of `round`, created (with the persisted commitment of
@@ -1405,7 +1424,14 @@ impl HospitalMachine {
             .next()
             .expect("a round runs only before the last step");
         let values = match (kind, &self.prepared) {
-            (StepKind::Statistics, _) => local_statistics(&self.raw_train),
+            (StepKind::Statistics, _) => match &self.raw {
+                Some((train, _)) => local_statistics(train),
+                None => {
+                    return Err(Error::Config(
+                        "no raw rows are kept for a statistics step".into(),
+                    ))
+                }
+            },
             (StepKind::Training { .. }, Some(prep)) => run
                 .params
                 .model
@@ -1837,10 +1863,9 @@ fn apply(mode: Mode, objective: &Objective, w: &mut Array1<f64>, r: &AggregateRe
 fn test_loss(model: ModelKind, prep: Option<&Prepared>, w: &Array1<f64>) -> Option<f64> {
     let t = prep?.test.as_ref()?;
     if model.is_classifier() {
-        match Metrics::exact(model, t.x(), t.y(), w).ok()? {
-            Metrics::Classification { log_loss, .. } => Some(log_loss),
-            Metrics::Regression { mse, .. } => Some(mse),
-        }
+        // From the evaluation sums (no sort for an AUC nobody reads here).
+        let sums = local_evaluation(model, t.x(), t.y(), w);
+        Some(sums[1] / sums[0].max(1.0))
     } else {
         Some(learning::mse(t.x(), t.y(), w))
     }

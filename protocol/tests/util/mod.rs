@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use learning::ndarray::{Array1, Array2};
 use learning::{Dataset, Mode, ReferenceRun};
 use paillier::PrivateKey;
-use protocol::wire::{Body, Envelope, FixedPoint, Member, RunId, RunParams};
+use protocol::wire::{Body, Envelope, Member, RunId, RunParams};
 use protocol::{
     Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, Error, HospitalConfig,
     HospitalEvent, HospitalMachine, HospitalState,
@@ -60,20 +60,7 @@ pub fn hospital_name(i: usize) -> String {
 }
 
 pub fn params(mode: Mode, rounds: u32) -> RunParams {
-    RunParams {
-        mode,
-        rounds,
-        eta: 0.01,
-        fixed_point: FixedPoint::DEFAULT,
-        pack: true,
-        masks: true,
-        model: protocol::wire::ModelKind::Linear,
-        l2: 0.0,
-        tolerance: None,
-        statistics: false,
-        evaluate: false,
-        schema: None,
-    }
+    RunParams::new(mode, rounds, 0.01)
 }
 
 pub fn roster(n: usize) -> Vec<Member> {
