@@ -174,3 +174,88 @@ impl Model {
         Ok(self.file.model.predict(&x, &self.weights))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::local_statistics;
+
+    const SCHEMA: &str = r#"{"format": "private-training/schema", "version": 1,
+        "target": "y",
+        "columns": [
+            {"name": "age", "type": "numeric"},
+            {"name": "smoker", "type": "categorical", "categories": ["no", "yes"]}
+        ]}"#;
+
+    fn file() -> (ModelFile, RawTable) {
+        let schema = ConsortiumSchema::from_json(SCHEMA.as_bytes()).unwrap();
+        let csv = "age,smoker,y\n50,yes,1\n30,no,0\n40,no,1\n";
+        let rows = RawTable::from_csv_reader(csv.as_bytes(), &schema, Target::Required).unwrap();
+        let pre = Preprocessor::from_statistics(&schema, &local_statistics(&rows), 3).unwrap();
+        let file = ModelFile {
+            format: MODEL_FORMAT.into(),
+            version: MODEL_VERSION,
+            model: ModelKind::Logistic,
+            features: schema.feature_names().to_vec(),
+            weights: vec![0.5, -0.25, 0.75, 0.1],
+            schema: schema.file().clone(),
+            preprocessing: pre,
+            training: TrainingInfo {
+                run_id: "run-1".into(),
+                mode: Mode::Global,
+                rounds: 3,
+                max_rounds: 10,
+                converged: true,
+                eta: 0.5,
+                l2: 0.0,
+                hospitals: vec!["hospital-1".into()],
+                schema_hash: schema.hash_hex(),
+            },
+        };
+        (file, rows)
+    }
+
+    #[test]
+    fn a_written_model_scores_rows_as_the_trainer_would() {
+        let (file, rows) = file();
+        let dir = std::env::temp_dir().join(format!("model-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+        let model = Model::from_path(&path).unwrap();
+        assert_eq!(model.file(), &file);
+        let schema = model.schema().clone();
+        let x = file.preprocessing.features(&schema, &rows).unwrap();
+        let expected = ModelKind::Logistic.predict(&x, &Array1::from(file.weights.clone()));
+        assert_eq!(model.predict(&rows).unwrap(), expected);
+        // Scoring rows need no target; columns are matched by name.
+        let unlabelled = "smoker,age\nno,35\n";
+        std::fs::write(dir.join("rows.csv"), unlabelled).unwrap();
+        let p = model
+            .predict(&model.read_rows(&dir.join("rows.csv")).unwrap())
+            .unwrap();
+        assert!(p.len() == 1 && p[0] > 0.0 && p[0] < 1.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn inconsistent_model_files_are_refused_naming_the_problem() {
+        let cases: [(fn(&mut ModelFile), &str); 4] = [
+            (
+                |f| {
+                    f.weights.pop();
+                },
+                "weights for",
+            ),
+            (|f| f.version = 2, "version"),
+            (|f| f.features.reverse(), "feature names"),
+            (|f| f.preprocessing.scaler = None, "preprocessing"),
+        ];
+        for (edit, needle) in cases {
+            let (mut f, _) = file();
+            edit(&mut f);
+            let e = Model::new(f).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+}
