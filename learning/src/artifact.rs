@@ -240,7 +240,8 @@ mod tests {
 
     #[test]
     fn inconsistent_model_files_are_refused_naming_the_problem() {
-        let cases: [(fn(&mut ModelFile), &str); 4] = [
+        type Edit = fn(&mut ModelFile);
+        let cases: [(Edit, &str); 4] = [
             (
                 |f| {
                     f.weights.pop();
