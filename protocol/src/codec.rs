@@ -40,6 +40,11 @@ impl GradientCodec {
         })
     }
 
+    /// Whether this codec encodes vectors of `len` values with `fixed_point`.
+    pub(crate) fn fits(&self, fixed_point: FixedPoint, len: usize) -> bool {
+        self.len == len && *self.packer.spec() == fixed_point.packing_spec()
+    }
+
     /// Ciphertexts per gradient.
     pub(crate) fn ciphertext_count(&self) -> usize {
         if self.pack {

@@ -1711,9 +1711,16 @@ impl HospitalMachine {
             }
         };
         let run = self.run.as_mut().expect("checked");
+        // A new codec only where the next step's shape differs (after the
+        // statistics step, before the evaluation): not once per round.
         if let Some(next) = cursor.next() {
-            let plan = cursor.plan().clone();
-            run.codec = codec_for(&run.pk, &plan, next)?;
+            let plan = cursor.plan();
+            if !run
+                .codec
+                .fits(plan.fixed_point(next), plan.vector_len(next))
+            {
+                run.codec = codec_for(&run.pk, plan, next)?;
+            }
         }
         run.cursor = cursor;
         run.history.push(record);
