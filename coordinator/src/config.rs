@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use learning::Mode;
+use learning::{ConsortiumSchema, Mode, ModelKind};
 pub use node::config::PkiFiles;
 use node::config::{read_json, resolve, secs};
 use protocol::{FixedPoint, Member};
@@ -34,6 +34,23 @@ pub struct FileConfig {
     /// Paillier key file (JSON holding the primes, mode 0600): loaded if it exists, else a new key
     /// is generated and saved there (needed by `--resume`). Default "paillier-key.json".
     pub key_path: PathBuf,
+    /// The consortium schema (JSON, the same file every hospital names): columns and
+    /// their types, categories, imputation, the target, scaling, the intercept. With
+    /// it, the run starts with a secure statistics step when the schema scales or
+    /// imputes. Default none: hospitals train on their CSV columns as given.
+    pub schema: Option<PathBuf>,
+    /// The model: "linear", "ridge" (set `l2`) or "logistic" (0/1 targets). Default
+    /// "linear".
+    pub model: ModelKind,
+    /// L2 penalty on the mean loss, the intercept unpenalized (ridge; also allowed for
+    /// logistic). Default 0.
+    pub l2: f64,
+    /// In global mode, stop once the norm of the penalized mean gradient falls below
+    /// this. Default none: run every round.
+    pub tolerance: Option<f64>,
+    /// End with a step that aggregates the federated model's test metrics over every
+    /// hospital's test rows (MSE, MAE, R^2; log-loss, accuracy, AUC). Default true.
+    pub evaluate: bool,
     /// Training mode, "seed" or "global". Default "seed".
     pub mode: Mode,
     /// Training rounds. Default 50.
@@ -80,6 +97,11 @@ impl Default for FileConfig {
             roster: Vec::new(),
             key_bits: paillier::DEFAULT_KEY_BITS,
             key_path: PathBuf::from("paillier-key.json"),
+            schema: None,
+            model: ModelKind::Linear,
+            l2: 0.0,
+            tolerance: None,
+            evaluate: true,
             mode: Mode::Seed,
             rounds: 50,
             eta: 0.01,
@@ -168,6 +190,26 @@ pub struct Overrides {
     /// [config `key_path`, default paillier-key.json beside the config]
     #[arg(long, value_name = "FILE")]
     pub key_path: Option<PathBuf>,
+    /// Consortium schema file (the same file every hospital names) [config `schema`,
+    /// default none: columns as given]
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// Model: linear, ridge (with --l2) or logistic (0/1 targets) [config `model`,
+    /// default linear]
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<ModelKind>,
+    /// L2 penalty on the mean loss (ridge; the intercept is not penalized)
+    /// [config `l2`, default 0]
+    #[arg(long, value_name = "LAMBDA")]
+    pub l2: Option<f64>,
+    /// Global mode only: stop once the mean gradient's norm is below this
+    /// [config `tolerance`, default none]
+    #[arg(long, value_name = "NORM")]
+    pub tolerance: Option<f64>,
+    /// Skip the final step that aggregates the pooled test metrics
+    /// [config `evaluate`, default true]
+    #[arg(long)]
+    pub no_evaluate: bool,
     /// Ask for a run without masks. WEAKENS PRIVACY: without masks the coordinator
     /// colluding with a hospital's two ring neighbours learns that hospital's gradient;
     /// with masks it would need every other member of the unmasked set. Each hospital
@@ -215,6 +257,7 @@ pub struct Config {
     pub key_bits: usize,
     pub key_path: PathBuf,
     pub params: protocol::RunParams,
+    pub consortium: Option<ConsortiumSchema>,
     pub round_timeout: Duration,
     pub join_timeout: Duration,
     pub max_attempts: u32,
@@ -232,11 +275,15 @@ impl Config {
     /// the key size, `max_features`, the roster and the rounds, within
     /// `max_message_bytes`.
     pub fn inbound_limits(&self) -> protocol::PeerLimits {
+        let stats = self
+            .consortium
+            .as_ref()
+            .map_or(0, ConsortiumSchema::statistics_len);
         let shape = protocol::RunShape {
             key_bits: self.key_bits,
-            features: self.max_features,
+            features: protocol::plan::max_vector_values(self.max_features, stats),
             hospitals: self.roster.len(),
-            rounds: self.params.rounds,
+            rounds: protocol::plan::Plan::new(&self.params, 0, stats, None).max_steps() as u32,
         };
         protocol::PeerLimits::new(
             protocol::Limits::hospital_to_coordinator(&shape).capped(self.max_message_bytes),
@@ -253,6 +300,7 @@ impl Config {
         fc.key_path = resolve(&base, &fc.key_path);
         fc.checkpoint_path = resolve(&base, &fc.checkpoint_path);
         fc.results_path = resolve(&base, &fc.results_path);
+        fc.schema = fc.schema.map(|p| resolve(&base, &p));
         let pki = pki.resolve(&base);
         if let Some(v) = &ov.listen {
             fc.listen = v.clone();
@@ -265,6 +313,21 @@ impl Config {
         }
         if let Some(v) = ov.mode {
             fc.mode = v;
+        }
+        if let Some(v) = &ov.schema {
+            fc.schema = Some(v.clone());
+        }
+        if let Some(v) = ov.model {
+            fc.model = v;
+        }
+        if let Some(v) = ov.l2 {
+            fc.l2 = v;
+        }
+        if let Some(v) = ov.tolerance {
+            fc.tolerance = Some(v);
+        }
+        if ov.no_evaluate {
+            fc.evaluate = false;
         }
         if let Some(v) = ov.key_bits {
             fc.key_bits = v;
@@ -368,6 +431,37 @@ impl Config {
                 .with_context(|| format!("config field `run_id` {s:?}"))?,
             None => protocol::RunId::from_random(rand::random()),
         };
+        if !(fc.l2.is_finite() && fc.l2 >= 0.0) {
+            bail!("l2 must be a non-negative number, got {}", fc.l2);
+        }
+        if fc.model == ModelKind::Ridge && fc.l2 == 0.0 {
+            bail!("model \"ridge\" needs a positive `l2` (with l2 0 it is \"linear\")");
+        }
+        if let Some(t) = fc.tolerance {
+            if !(t.is_finite() && t > 0.0) {
+                bail!("tolerance must be a positive number, got {t}");
+            }
+            if fc.mode != Mode::Global {
+                bail!(
+                    "tolerance needs mode \"global\": in seed mode every hospital's weights differ, \
+                     so there is no one gradient norm to stop at"
+                );
+            }
+        }
+        let consortium = fc
+            .schema
+            .as_ref()
+            .map(|p| ConsortiumSchema::from_path(p).context("config field `schema`"))
+            .transpose()?;
+        if let Some(c) = &consortium {
+            if c.feature_names().len() > fc.max_features {
+                bail!(
+                    "the schema has {} features, more than max_features {}",
+                    c.feature_names().len(),
+                    fc.max_features
+                );
+            }
+        }
         let fixed_point = fc.fixed_point.for_roster(fc.roster.len());
         Ok(Config {
             name: fc.name,
@@ -376,14 +470,21 @@ impl Config {
             roster: fc.roster,
             key_bits: fc.key_bits,
             key_path: fc.key_path,
-            // Model kinds, the schema's statistics step and evaluation are
-            // not configurable from the coordinator yet: linear, as given.
             params: protocol::RunParams {
                 fixed_point,
                 pack: fc.pack,
                 masks: fc.masks,
+                model: fc.model,
+                l2: fc.l2,
+                tolerance: fc.tolerance,
+                statistics: consortium
+                    .as_ref()
+                    .is_some_and(ConsortiumSchema::needs_statistics),
+                evaluate: fc.evaluate,
+                schema: consortium.as_ref().map(ConsortiumSchema::hash_hex),
                 ..protocol::RunParams::new(fc.mode, fc.rounds, fc.eta)
             },
+            consortium,
             round_timeout: secs("round_timeout_secs", fc.round_timeout_secs)?,
             join_timeout: secs("join_timeout_secs", fc.join_timeout_secs)?,
             max_attempts: fc.max_attempts,

@@ -26,6 +26,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start; the size of the `run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run (or resume) a training run.
     Run {

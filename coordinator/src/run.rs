@@ -13,6 +13,7 @@ use node::logging::progress;
 use node::pki::NodeIdentity;
 use node::process::peak_rss_bytes;
 use node::transport::{Endpoint, Hub, TransportOptions};
+use protocol::plan::StepKind;
 use protocol::{Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, RunResults};
 use serde::Serialize;
 use serde_json::json;
@@ -38,7 +39,10 @@ struct HospitalOut {
 
 #[derive(Serialize)]
 struct RoundOut {
+    /// The step's number, 1-based over every kind of step.
     round: u32,
+    #[serde(flatten)]
+    step: protocol::plan::StepKind,
     participants: Vec<String>,
     attempts: u32,
     latency_s: Option<f64>,
@@ -59,6 +63,10 @@ struct ResultsOut<'a> {
     run_id: String,
     mode: String,
     rounds: u32,
+    trained_rounds: u32,
+    converged: bool,
+    model: learning::ModelKind,
+    l2: f64,
     eta: f64,
     masks: bool,
     pack: bool,
@@ -66,6 +74,8 @@ struct ResultsOut<'a> {
     resumed: bool,
     feature_names: &'a [String],
     target_name: &'a str,
+    scaler: Option<&'a learning::Scaler>,
+    pooled_metrics: Option<&'a learning::Metrics>,
     hospitals: Vec<HospitalOut>,
     rounds_detail: Vec<RoundOut>,
     timings: Timings,
@@ -112,6 +122,7 @@ fn build_results<'a>(
             test_mse_history: res
                 .rounds
                 .iter()
+                .filter(|r| matches!(r.step, StepKind::Training { .. }))
                 .map(|r| r.test_mse.get(&h.name).copied().flatten())
                 .collect(),
             final_weights: h.report.as_ref().and_then(|r| r.weights.clone()),
@@ -123,18 +134,29 @@ fn build_results<'a>(
         .iter()
         .map(|r| RoundOut {
             round: r.round + 1,
+            step: r.step,
             participants: r.participants.clone(),
             attempts: r.attempts,
             latency_s: t.latency.get(&r.round).copied(),
             test_mse: r.test_mse.clone(),
         })
         .collect();
-    let lat: Vec<f64> = t.latency.values().copied().collect();
+    // The median over training rounds (the statistics and evaluation
+    // steps' latencies are in `round_latency_s`).
+    let lat: Vec<f64> = rounds_detail
+        .iter()
+        .filter(|r| matches!(r.step, StepKind::Training { .. }))
+        .filter_map(|r| r.latency_s)
+        .collect();
     ResultsOut {
         format: "federation-results/1",
         run_id: res.run_id.to_string(),
         mode: res.params.mode.to_string(),
         rounds: res.params.rounds,
+        trained_rounds: res.trained_rounds,
+        converged: res.converged,
+        model: res.model,
+        l2: res.params.l2,
         eta: res.params.eta,
         masks: res.params.masks,
         pack: res.params.pack,
@@ -142,6 +164,8 @@ fn build_results<'a>(
         resumed,
         feature_names: &res.schema.feature_names,
         target_name: &res.schema.target_name,
+        scaler: res.scaler.as_ref(),
+        pooled_metrics: res.pooled_metrics.as_ref(),
         hospitals,
         timings: Timings {
             training_s: match (t.first_start, t.last_done) {
@@ -296,6 +320,7 @@ pub async fn run(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
     mcfg.round_timeout = cfg.round_timeout;
     mcfg.max_attempts = cfg.max_attempts;
     mcfg.max_features = Some(cfg.max_features);
+    mcfg.consortium = cfg.consortium.clone();
     let now = Instant::now();
     let last_checkpoint = checkpoint.clone();
     let mut machine = match checkpoint {
@@ -476,7 +501,9 @@ fn handle_event(
                 json!({"event": "joined", "hospital": name, "rows": rows}),
             ));
         }
-        CoordinatorEvent::RoundStarted { round, epoch, ring } => {
+        CoordinatorEvent::RoundStarted {
+            round, epoch, ring, ..
+        } => {
             let now = Instant::now();
             t.started.entry(round).or_insert(now);
             t.first_start.get_or_insert(now);
@@ -505,9 +532,15 @@ fn handle_event(
             if let Some(l) = latency {
                 t.latency.insert(s.round, l);
             }
+            let (event, round) = match s.step {
+                StepKind::Statistics => ("statistics", None),
+                StepKind::Training { index } => ("round", Some(index + 1)),
+                StepKind::Evaluation => ("evaluation", None),
+            };
             jobs.push(Job::Line(json!({
-                "event": "round",
-                "round": s.round + 1,
+                "event": event,
+                "step": s.round + 1,
+                "round": round,
                 "rounds": cfg.params.rounds,
                 "participants": s.participants,
                 "attempts": s.attempts,

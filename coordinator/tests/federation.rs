@@ -272,6 +272,7 @@ fn replay(f: &Federation, res: &Value) -> Vec<Option<Array1<f64>>> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|r| r["kind"] == "training")
         .map(|r| {
             r["participants"]
                 .as_array()
@@ -373,7 +374,12 @@ fn seed_mode_three_hospitals_match_cleartext_reference() {
         let fed = h["federated_test_mse"].as_f64().unwrap();
         assert!(local.is_finite() && fed.is_finite());
     }
-    assert_eq!(res["rounds_detail"].as_array().unwrap().len(), 20);
+    // Twenty training rounds, then the evaluation step (on by default).
+    let steps = res["rounds_detail"].as_array().unwrap();
+    assert_eq!(steps.len(), 21);
+    assert!(steps[..20].iter().all(|s| s["kind"] == "training"));
+    assert_eq!(steps[20]["kind"], "evaluation");
+    assert!(res["pooled_metrics"]["mse"].as_f64().unwrap() > 0.0);
     assert!(res["timings"]["training_s"].as_f64().unwrap() > 0.0);
     assert!(res["coordinator_peak_rss_bytes"].as_u64().unwrap() > 0);
     // Each hospital's peak RSS travels in its protocol report into the results.
@@ -388,7 +394,8 @@ fn seed_mode_three_hospitals_match_cleartext_reference() {
     // The checkpoint of the last round is on disk.
     let cp: Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("checkpoint.json")).unwrap()).unwrap();
-    assert_eq!(cp["next_round"], 20);
+    // Twenty rounds and the evaluation step.
+    assert_eq!(cp["next_round"], 21);
     // Each hospital wrote its own report with its peak RSS.
     let rep: Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("hospital-1-report.json")).unwrap())
@@ -507,7 +514,12 @@ fn killed_hospital_is_dropped_and_three_continue() {
         );
     }
     let res = f.results();
-    let rounds = res["rounds_detail"].as_array().unwrap();
+    let rounds: Vec<&serde_json::Value> = res["rounds_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "training")
+        .collect();
     assert_eq!(rounds.len(), 8);
     assert_eq!(rounds[0]["participants"].as_array().unwrap().len(), 4);
     assert_eq!(rounds[7]["participants"].as_array().unwrap().len(), 3);

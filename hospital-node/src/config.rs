@@ -32,10 +32,19 @@ pub struct FileConfig {
     pub coordinator_name: String,
     /// PKI files. Default `pki/ca.pem`, `pki/<name>.pem`, `pki/<name>.key`.
     pub pki: Option<PkiFiles>,
-    /// Training CSV (header row, numeric cells). Required.
+    /// Training CSV (header row). Required. Without `schema` every column but the target
+    /// is a numeric feature used as given; with it, columns are matched by name.
     pub train_csv: Option<PathBuf>,
-    /// Name of the target column. Default "target".
+    /// Name of the target column. Default "target" (with `schema`: the schema's target,
+    /// and a different value here is an error).
     pub target: String,
+    /// The consortium schema (JSON, the same file the coordinator and every hospital
+    /// name): columns, types, categories, imputation, the target, scaling, the
+    /// intercept. Default none: the CSV's columns are used as given.
+    pub schema: Option<PathBuf>,
+    /// Where to write the trained model at the end (`hospital-node predict` reads it;
+    /// mode 0600). Default "model.json".
+    pub model_path: PathBuf,
     /// Optional test CSV with the same columns; enables test MSE reporting. Default none.
     pub test_csv: Option<PathBuf>,
     /// Where to write this node's own report JSON at the end. Default none.
@@ -112,6 +121,8 @@ impl Default for FileConfig {
             pki: None,
             train_csv: None,
             target: "target".to_owned(),
+            schema: None,
+            model_path: PathBuf::from("model.json"),
             test_csv: None,
             report_path: None,
             coordinator_retry_secs: 300.0,
@@ -168,6 +179,14 @@ pub struct Overrides {
     /// [config `test_csv`, default none]
     #[arg(long, value_name = "CSV")]
     pub test: Option<PathBuf>,
+    /// The consortium schema file (the same file the coordinator names)
+    /// [config `schema`, default none: the CSV's columns as given]
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+    /// Where to write the trained model at the end [config `model_path`, default
+    /// model.json beside the config]
+    #[arg(long, value_name = "FILE")]
+    pub model_out: Option<PathBuf>,
     /// Where to write this node's own report JSON at the end [config `report_path`,
     /// default none]
     #[arg(long, value_name = "FILE")]
@@ -192,6 +211,8 @@ pub struct Config {
     pub pki: node::pki::PkiPaths,
     pub train_csv: PathBuf,
     pub target: String,
+    pub schema: Option<learning::ConsortiumSchema>,
+    pub model_path: PathBuf,
     pub test_csv: Option<PathBuf>,
     pub report_path: Option<PathBuf>,
     pub coordinator_retry: Duration,
@@ -215,6 +236,8 @@ impl Config {
         fc.train_csv = rel(&fc.train_csv);
         fc.test_csv = rel(&fc.test_csv);
         fc.report_path = rel(&fc.report_path);
+        fc.schema = rel(&fc.schema);
+        fc.model_path = resolve(&base, &fc.model_path);
         fc.state_path = resolve(&base, &fc.state_path);
         fc.mask_key_path = resolve(&base, &fc.mask_key_path);
         fc.audit_log_path = resolve(&base, &fc.audit_log_path);
@@ -225,6 +248,7 @@ impl Config {
         set!(name <- name, listen <- listen, advertise <- advertise,
              coordinator_address <- coordinator, coordinator_name <- coordinator_name,
              train_csv <- train, target <- target, test_csv <- test, report_path <- report,
+             schema <- schema, model_path <- model_out,
              coordinator_retry_secs <- coordinator_retry_secs,
              test_fault_corrupt_ring_passes <- test_fault_corrupt_ring_passes);
 
@@ -261,6 +285,23 @@ impl Config {
         if fc.target.is_empty() {
             bail!("config field `target` is empty");
         }
+        let schema = fc
+            .schema
+            .as_ref()
+            .map(|p| learning::ConsortiumSchema::from_path(p).context("config field `schema`"))
+            .transpose()?;
+        let target = match &schema {
+            Some(s) if fc.target != s.target() && fc.target != FileConfig::default().target => {
+                bail!(
+                    "config field `target` is {:?} but the consortium schema's target is {:?} \
+                     (leave `target` out when a schema is given)",
+                    fc.target,
+                    s.target()
+                )
+            }
+            Some(s) => s.target().to_owned(),
+            None => fc.target,
+        };
         if fc.roster.is_empty() {
             bail!(
                 "config field `roster` is empty: list the consortium's hospitals in ring order \
@@ -289,7 +330,9 @@ impl Config {
             coordinator_name: fc.coordinator_name,
             pki,
             train_csv,
-            target: fc.target,
+            target,
+            schema,
+            model_path: fc.model_path,
             test_csv: fc.test_csv,
             report_path: fc.report_path,
             coordinator_retry: secs("coordinator_retry_secs", fc.coordinator_retry_secs)?,

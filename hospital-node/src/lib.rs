@@ -1,6 +1,7 @@
 //! The hospital node process as a library: its configuration schema
 //! ([`config::FileConfig`], which launchers such as `scenarios` build
-//! configs from) and the driver ([`run`]). The `hospital-node` binary is a
+//! configs from), the driver ([`run`]) and scoring with the model a run
+//! wrote ([`predict`]). The `hospital-node` binary is a
 //! thin command line over these.
 //!
 //! What this crate does not own: the protocol's rules (`protocol`), the
@@ -8,4 +9,5 @@
 //! (`learning`).
 
 pub mod config;
+pub mod predict;
 pub mod run;

@@ -4,6 +4,8 @@
 //! CSV, trains its local-only model and takes part in the coordinator's
 //! encrypted ring rounds over QUIC with mutual TLS. Progress goes to stdout as
 //! JSON lines, logs to stderr (`RUST_LOG` filters them).
+//! `hospital-node predict --model model.json --data rows.csv` scores rows with
+//! the model a run wrote.
 //! `hospital-node pki request --name NAME --out DIR` generates the hospital's
 //! key (it never leaves DIR) and a certificate request for the consortium CA.
 
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use hospital_node::{config, run};
+use hospital_node::{config, predict, run};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Federation hospital node")]
@@ -34,6 +36,22 @@ enum Cmd {
         config: Option<PathBuf>,
         #[command(flatten)]
         overrides: config::Overrides,
+    },
+    /// Score a CSV with a model file a run wrote: predictions (regression) or
+    /// probabilities and 0/1 labels (logistic), one line per row; with the target
+    /// column present, the metrics too.
+    Predict {
+        /// The model file (`model_path` of the run's config) [required]
+        #[arg(long, value_name = "FILE")]
+        model: PathBuf,
+        /// Rows to score, with the schema's columns (any order; the target optional)
+        /// [required]
+        #[arg(long, value_name = "CSV")]
+        data: PathBuf,
+        /// Write the predictions here (mode 0600, never overwriting) and print a JSON
+        /// summary to stdout [default: predictions to stdout, the summary to stderr]
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Consortium PKI: this hospital's key and certificate request.
     Pki {
@@ -69,6 +87,25 @@ fn real_main(cli: Cli) -> Result<()> {
             let cfg = config::Config::load(config.as_deref(), &overrides)?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(run::run(cfg))
+        }
+        Cmd::Predict { model, data, out } => {
+            let p = predict::predict(&model, &data)?;
+            let summary = predict::summary(&p, out.as_deref());
+            match &out {
+                Some(path) => {
+                    let mut buf = Vec::new();
+                    predict::write_csv(&p, &mut buf).context("formatting the predictions")?;
+                    node::files::create_secret(path, &buf)
+                        .with_context(|| format!("writing predictions {}", path.display()))?;
+                    println!("{summary}");
+                }
+                None => {
+                    predict::write_csv(&p, &mut std::io::stdout().lock())
+                        .context("writing the predictions to stdout")?;
+                    eprintln!("{summary}");
+                }
+            }
+            Ok(())
         }
         Cmd::Pki {
             cmd: PkiCmd::Request { name, out },

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use learning::Dataset;
+use learning::{Dataset, Metrics, RawTable, Target};
 use node::driver::{self, Flow, Role};
 use node::logging::progress;
 use node::pki::NodeIdentity;
@@ -30,6 +30,14 @@ struct NodeReport {
     rows: usize,
     local_test_mse: Option<f64>,
     federated_test_mse: Option<f64>,
+    /// The local-only model on this node's test rows.
+    local_metrics: Option<Metrics>,
+    /// The federated model on this node's test rows.
+    federated_metrics: Option<Metrics>,
+    /// The federated model on every hospital's test rows (the evaluation step).
+    pooled_metrics: Option<Metrics>,
+    /// The model file written.
+    model_path: String,
     test_mse_history: BTreeMap<u32, Option<f64>>,
     local_weights: Vec<f64>,
     final_weights: Vec<f64>,
@@ -96,16 +104,8 @@ fn flood_frame(kind: Kind, max: usize) -> Vec<u8> {
 
 /// Runs the node until the run completes (Ok) or fails (Err).
 pub async fn run(cfg: Config) -> Result<()> {
-    let train = Dataset::from_csv_path(&cfg.train_csv, &cfg.target)
-        .with_context(|| format!("loading training data {}", cfg.train_csv.display()))?;
-    let test = match &cfg.test_csv {
-        Some(p) => Some(
-            Dataset::from_csv_path(p, &cfg.target)
-                .with_context(|| format!("loading test data {}", p.display()))?,
-        ),
-        None => None,
-    };
-    let rows = train.n_rows();
+    let data = load_data(&cfg)?;
+    let rows = data.rows();
     let identity = NodeIdentity::load(&cfg.pki)
         .with_context(|| format!("loading the certificate of {}", cfg.name))?;
     if identity.name() != cfg.name {
@@ -133,7 +133,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let state = load_state(&cfg.state_path)?;
     let audit = node::audit::AuditLog::open(&cfg.audit_log_path)?;
 
-    let limits = inbound_limits(&cfg, train.n_features());
+    let limits = inbound_limits(&cfg, data.max_values());
     let options = TransportOptions {
         max_frame: cfg.max_message_bytes,
         limits: limits.clone(),
@@ -156,8 +156,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         .advertise
         .clone()
         .or_else(|| (!local.ip().is_unspecified()).then(|| local.to_string()));
-    let mut machine = HospitalMachine::new(hcfg, train, test, mask_key, state)
-        .context("invalid hospital setup")?;
+    let mut machine = match data {
+        Data::AsGiven { train, test } => HospitalMachine::new(hcfg, train, test, mask_key, state),
+        Data::Schema {
+            schema,
+            train,
+            test,
+        } => HospitalMachine::with_schema(hcfg, schema, train, test, mask_key, state),
+    }
+    .context("invalid hospital setup")?;
     tracing::info!(name = %cfg.name, %local, rows, "hospital node up");
     progress(&json!({"event": "listening", "name": cfg.name, "addr": local.to_string()}));
     let (mut hub, mut net) = Hub::start(endpoint);
@@ -217,12 +224,21 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(Err(e)) => return Err(e),
         None => bail!("the run ended without a report"),
     };
+    // The model first: a run that finished has a model even if the report
+    // cannot be written.
+    let model_json = serde_json::to_vec_pretty(&report.model).context("serializing the model")?;
+    node::files::write_atomic(&cfg.model_path, &model_json, 0o600, true)
+        .with_context(|| format!("writing the model {}", cfg.model_path.display()))?;
     let out = NodeReport {
         format: "hospital-report/1",
         name: cfg.name.clone(),
         rows,
         local_test_mse: report.local_test_mse,
         federated_test_mse: report.federated_test_mse,
+        local_metrics: report.local_metrics,
+        federated_metrics: report.federated_metrics,
+        pooled_metrics: report.pooled_metrics,
+        model_path: cfg.model_path.display().to_string(),
         test_mse_history: history,
         local_weights: report.local_weights,
         final_weights: report.weights,
@@ -239,6 +255,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         "name": out.name,
         "local_test_mse": out.local_test_mse,
         "federated_test_mse": out.federated_test_mse,
+        "local_metrics": out.local_metrics,
+        "federated_metrics": out.federated_metrics,
+        "pooled_metrics": out.pooled_metrics,
+        "model": out.model_path,
         "peak_rss_bytes": out.peak_rss_bytes,
     }));
     Ok(())
@@ -295,6 +315,17 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             } => {
                 self.history.insert(round + 1, test_mse);
                 progress(&json!({"event": "round", "round": round + 1, "test_mse": test_mse}));
+            }
+            HospitalEvent::Prepared { preprocessor } => {
+                // Pooled figures only: every node of the run derives the same.
+                progress(&json!({
+                    "event": "statistics",
+                    "scaled": preprocessor.scaler.as_ref().map(|s| &s.features),
+                    "imputed": preprocessor.impute.iter().filter(|v| v.is_some()).count(),
+                }));
+            }
+            HospitalEvent::Evaluated { pooled } => {
+                progress(&json!({"event": "evaluation", "pooled_metrics": pooled}));
             }
             HospitalEvent::RoundAborted { round, reason } => {
                 tracing::warn!(round = round + 1, "round aborted: {reason}");
@@ -415,6 +446,70 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
 /// others can read it.
 /// Per-sender limits of what this hospital accepts (see
 /// [`protocol::hospital::inbound_limits`]).
+/// A hospital's rows as loaded: used as given, or read against the
+/// consortium schema (raw, preprocessed inside the run).
+enum Data {
+    AsGiven {
+        train: Dataset,
+        test: Option<Dataset>,
+    },
+    Schema {
+        schema: learning::ConsortiumSchema,
+        train: RawTable,
+        test: Option<RawTable>,
+    },
+}
+
+impl Data {
+    fn rows(&self) -> usize {
+        match self {
+            Data::AsGiven { train, .. } => train.n_rows(),
+            Data::Schema { train, .. } => train.n_rows(),
+        }
+    }
+
+    /// The longest vector any step of a run over these data may carry.
+    fn max_values(&self) -> usize {
+        match self {
+            Data::AsGiven { train, .. } => protocol::plan::max_vector_values(train.n_features(), 0),
+            Data::Schema { schema, .. } => protocol::plan::max_vector_values(
+                schema.feature_names().len(),
+                schema.statistics_len(),
+            ),
+        }
+    }
+}
+
+/// Loads the training and test CSVs, before anything touches the network: a
+/// bad file fails here, naming the file, its row and its column.
+fn load_data(cfg: &Config) -> Result<Data> {
+    let train_ctx = || format!("loading training data {}", cfg.train_csv.display());
+    let test_ctx = |p: &std::path::Path| format!("loading test data {}", p.display());
+    Ok(match &cfg.schema {
+        None => Data::AsGiven {
+            train: Dataset::from_csv_path(&cfg.train_csv, &cfg.target).with_context(train_ctx)?,
+            test: cfg
+                .test_csv
+                .as_deref()
+                .map(|p| Dataset::from_csv_path(p, &cfg.target).with_context(|| test_ctx(p)))
+                .transpose()?,
+        },
+        Some(schema) => Data::Schema {
+            train: RawTable::from_csv_path(&cfg.train_csv, schema, Target::Required)
+                .with_context(train_ctx)?,
+            test: cfg
+                .test_csv
+                .as_deref()
+                .map(|p| {
+                    RawTable::from_csv_path(p, schema, Target::Required)
+                        .with_context(|| test_ctx(p))
+                })
+                .transpose()?,
+            schema: schema.clone(),
+        },
+    })
+}
+
 fn inbound_limits(cfg: &Config, features: usize) -> protocol::PeerLimits {
     protocol::hospital::inbound_limits(
         &cfg.coordinator_name,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::federated::Mode;
+use crate::metrics::Metrics;
 use crate::model::ModelKind;
 use crate::schema::{ConsortiumSchema, Preprocessor, RawTable, SchemaFile, Target};
 
@@ -172,6 +173,19 @@ impl Model {
     pub fn predict(&self, rows: &RawTable) -> Result<Array1<f64>> {
         let x = self.file.preprocessing.features(&self.schema, rows)?;
         Ok(self.file.model.predict(&x, &self.weights))
+    }
+
+    /// The model's exact metrics on rows that carry the target (`None`
+    /// when they do not): what the federation's evaluation reports for them.
+    pub fn metrics(&self, rows: &RawTable) -> Result<Option<Metrics>> {
+        let Some(y) = rows.y() else {
+            return Ok(None);
+        };
+        if self.file.model.is_classifier() {
+            self.file.model.check_target(self.schema.target(), y)?;
+        }
+        let x = self.file.preprocessing.features(&self.schema, rows)?;
+        Metrics::exact(self.file.model, &x, y, &self.weights).map(Some)
     }
 }
 

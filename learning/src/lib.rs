@@ -38,7 +38,7 @@ pub use federated::{
 pub use metrics::{evaluation_len, histogram_auc, local_evaluation, roc_auc, Metrics};
 pub use model::{gradient, least_squares, mse, predict, sigmoid, softplus, train_local, ModelKind};
 pub use scale::sklearn_scale;
-pub use schema::{ConsortiumSchema, Preprocessor, RawTable, Scaler};
+pub use schema::{ConsortiumSchema, Preprocessor, RawTable, Scaler, Target};
 
 /// Re-export of the array crate the API is expressed in, so dependants use the same version.
 pub use ndarray;

@@ -127,6 +127,11 @@ fn bench_plan(hospitals: usize, rounds: usize, eta: f64, key_bits: usize, data: 
         mode: Mode::Seed,
         test_size: None,
         scaled: true,
+        scaling: crate::plan::Scaling::None,
+        model: learning::ModelKind::Linear,
+        l2: 0.0,
+        tolerance: None,
+        evaluate: false,
         masks: true,
         pack: true,
         flood: 0,
@@ -139,8 +144,8 @@ fn run_checked(
     plan: &Plan,
     split: &Split,
 ) -> Result<(Timings, f64, Vec<Array1<f64>>)> {
-    let fed = federation::run(bins, plan, split, false)?;
-    let (twin, diff) = verify::against_twin(plan, split, &fed)
+    let fed = federation::run(bins, plan, split, None, false)?;
+    let (twin, diff) = verify::against_twin(plan, &learning::Objective::LINEAR, split, &fed)
         .context("benchmark run checked against its cleartext twin")?;
     let timings = nodes::timings(&fed)?;
     Ok((timings, diff, twin.final_weights))

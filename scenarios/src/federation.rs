@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use learning::ConsortiumSchema;
 
 use crate::binaries::Binaries;
 use crate::nodes::{self, FederationOutcome, Progress};
@@ -221,11 +222,16 @@ impl Nodes {
     }
 }
 
-/// Runs the federation for the split and returns its final weights.
+/// Runs the federation for the split and returns its final weights. With a
+/// consortium `schema` every node names it and the hospitals read their CSVs
+/// against it (the rows as the hospitals export them: the schema adds the
+/// intercept and, when it scales, the federation scales); without one the
+/// CSVs are used as given.
 pub fn run(
     bins: &Binaries,
     plan: &Plan,
     split: &Split,
+    schema: Option<&ConsortiumSchema>,
     keep_workdir: bool,
 ) -> Result<FederationOutcome> {
     let tmp = tempfile::Builder::new()
@@ -233,7 +239,7 @@ pub fn run(
         .tempdir()
         .context("creating the work directory")?;
     let workdir = tmp.path().to_path_buf();
-    let result = run_in(bins, &workdir, plan, split);
+    let result = run_in(bins, &workdir, plan, split, schema);
     if keep_workdir {
         let kept = tmp.keep();
         println!("work directory kept: {}", kept.display());
@@ -251,6 +257,7 @@ fn provision(
     wd: &Path,
     plan: &Plan,
     split: &Split,
+    schema: Option<&ConsortiumSchema>,
     names: &[String],
 ) -> Result<()> {
     let log = wd.join("pki.log");
@@ -275,9 +282,12 @@ fn provision(
         h.write_csv(&csv)
             .with_context(|| format!("writing {}", csv.display()))?;
     }
-    let mut config = nodes::coordinator_config(plan, names)?;
+    if let Some(s) = schema {
+        nodes::write_config(&wd.join(nodes::SCHEMA), s.file())?;
+    }
+    let mut config = nodes::coordinator_config(plan, names, schema.is_some())?;
     // The coordinator's limits follow from the data's real width.
-    config.max_features = split.test.n_features();
+    config.max_features = model_width(split, schema);
     nodes::write_coordinator_config(wd, &config)
 }
 
@@ -320,11 +330,22 @@ fn wait_listening(lines: &Receiver<String>, nodes: &Nodes) -> Result<SocketAddr>
     }
 }
 
-fn run_in(bins: &Binaries, wd: &Path, plan: &Plan, split: &Split) -> Result<FederationOutcome> {
+/// Features of the model trained on `split`'s rows.
+fn model_width(split: &Split, schema: Option<&ConsortiumSchema>) -> usize {
+    schema.map_or(split.test.n_features(), |s| s.feature_names().len())
+}
+
+fn run_in(
+    bins: &Binaries,
+    wd: &Path,
+    plan: &Plan,
+    split: &Split,
+    schema: Option<&ConsortiumSchema>,
+) -> Result<FederationOutcome> {
     let names: Vec<String> = (0..split.hospitals.len())
         .map(nodes::hospital_name)
         .collect();
-    provision(bins, wd, plan, split, &names)?;
+    provision(bins, wd, plan, split, schema, &names)?;
     let nodes = Nodes;
     let coord_log = wd.join("coordinator.log");
     let stdout = start(
@@ -353,10 +374,17 @@ fn run_in(bins: &Binaries, wd: &Path, plan: &Plan, split: &Split) -> Result<Fede
     };
     let target = split.test.target_name();
     for name in &names {
-        let mut cfg = nodes::hospital_config(name, target, coordinator, &names, plan.masks);
+        let mut cfg = nodes::hospital_config(
+            name,
+            target,
+            coordinator,
+            &names,
+            plan.masks,
+            schema.is_some(),
+        );
         if plan.flood > 0 && names.last() == Some(name) {
             cfg.test_fault_flood = plan.flood;
-            cfg.test_fault_flood_coordinator = Some((plan.key_bits, split.test.n_features()));
+            cfg.test_fault_flood_coordinator = Some((plan.key_bits, model_width(split, schema)));
         }
         nodes::write_hospital_config(wd, &cfg)?;
         let log = wd.join(format!("{name}.log"));

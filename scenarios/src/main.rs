@@ -4,6 +4,10 @@
 //!   a real federation (coordinator plus one `hospital-node` process per
 //!   hospital, encrypted), checked against its in-process cleartext twin, with
 //!   a table, `results.json` and a PNG plot.
+//! - `scenarios breast-cancer`: the same for binary logistic regression on
+//!   the Wisconsin breast cancer data, split by tumour size so that every
+//!   hospital sees another case mix; the federation scales the raw rows from
+//!   its secure statistics.
 //! - `scenarios bench`: the same protocol in python-paillier (one process)
 //!   against this project's multi-process run, and the scaling table.
 
@@ -14,6 +18,7 @@
 // (`scenario`, `bench`).
 mod bench;
 mod binaries;
+mod classify;
 mod federation;
 mod nodes;
 mod numpy_rng;
@@ -44,6 +49,9 @@ struct Cli {
 enum Command {
     /// Local-only against federated training on the diabetes data (or --data CSV).
     Diabetes(scenario::DiabetesArgs),
+    /// Local-only against federated logistic regression on breast cancer diagnoses, the
+    /// hospitals holding different case mixes (or --data CSV with a 0/1 target).
+    BreastCancer(scenario::DiabetesArgs),
     /// python-paillier (one process) against this project's federation, and the scaling table.
     Bench(bench::BenchArgs),
 }
@@ -56,6 +64,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Diabetes(args) => scenario::run_diabetes(&args),
+        Command::BreastCancer(args) => scenario::run_breast_cancer(&args),
         Command::Bench(args) => bench::run_bench(&args),
     };
     match result {

@@ -39,14 +39,18 @@ const LISTEN: &str = "127.0.0.1:0";
 const PKI_DIR: &str = "pki";
 const COORDINATOR_CONFIG: &str = "coordinator.json";
 const RESULTS: &str = "results.json";
+/// The consortium schema every node names, in the work directory.
+pub const SCHEMA: &str = "schema.json";
 
-/// `coordinator.json` for `plan`'s run with hospitals `names`.
+/// `coordinator.json` for `plan`'s run with hospitals `names`, naming the
+/// consortium schema file [`SCHEMA`] when `schema`.
 ///
 /// The roster's addresses are placeholders: each hospital announces the
 /// address it bound in its hello, which the coordinator hands to the ring.
 pub fn coordinator_config(
     plan: &Plan,
     names: &[String],
+    schema: bool,
 ) -> Result<coordinator::config::FileConfig> {
     let roster = names
         .iter()
@@ -65,6 +69,11 @@ pub fn coordinator_config(
         eta: plan.eta,
         masks: plan.masks,
         pack: plan.pack,
+        model: plan.model,
+        l2: plan.l2,
+        tolerance: plan.tolerance,
+        evaluate: plan.evaluate,
+        schema: schema.then(|| PathBuf::from(SCHEMA)),
         results_path: PathBuf::from(RESULTS),
         checkpoint_path: PathBuf::from("checkpoint.json"),
         ..coordinator::config::FileConfig::default()
@@ -73,7 +82,8 @@ pub fn coordinator_config(
 
 /// `<name>.json` of one hospital: its CSV `<name>.csv` with target column
 /// `target`, the shared `test.csv`, the coordinator at `coordinator`, the
-/// consortium `roster`, and its consent to an unmasked run when `masks` is off.
+/// consortium `roster`, its consent to an unmasked run when `masks` is off,
+/// and the consortium schema [`SCHEMA`] when `schema`.
 /// The scenario prints every hospital's local-only and federated MSE, so its
 /// hospitals opt in to sharing their test metrics.
 pub fn hospital_config(
@@ -82,6 +92,7 @@ pub fn hospital_config(
     coordinator: SocketAddr,
     roster: &[String],
     masks: bool,
+    schema: bool,
 ) -> hospital_node::config::FileConfig {
     hospital_node::config::FileConfig {
         name: Some(name.to_owned()),
@@ -93,6 +104,8 @@ pub fn hospital_config(
         target: target.to_owned(),
         test_csv: Some(PathBuf::from(TEST_CSV)),
         report_path: Some(PathBuf::from(own_report(name))),
+        schema: schema.then(|| PathBuf::from(SCHEMA)),
+        model_path: PathBuf::from(model_file(name)),
         roster: roster.to_vec(),
         share_metrics: true,
         allow_unmasked: !masks,
@@ -107,6 +120,11 @@ pub fn hospital_config(
 /// weights, which in seed mode never leave the hospital).
 pub fn own_report(name: &str) -> String {
     format!("{name}-report.json")
+}
+
+/// Hospital `name`'s model file in the work directory.
+pub fn model_file(name: &str) -> String {
+    format!("{name}-model.json")
 }
 
 /// The shared test set's file in the work directory.
@@ -261,8 +279,10 @@ pub fn read_results(wd: &Path, names: &[String], elapsed: Duration) -> Result<Fe
     }
     ensure!(!final_weights.is_empty(), "no hospital results");
     let participants = match v["rounds_detail"].as_array() {
+        // Training rounds only: the statistics and evaluation steps train nothing.
         Some(rounds) => rounds
             .iter()
+            .filter(|r| r["kind"].as_str().is_none_or(|k| k == "training"))
             .map(|r| {
                 r["participants"]
                     .as_array()
@@ -393,6 +413,11 @@ mod tests {
             mode: learning::Mode::Global,
             test_size: None,
             scaled: true,
+            scaling: crate::plan::Scaling::None,
+            model: learning::ModelKind::Linear,
+            l2: 0.0,
+            tolerance: None,
+            evaluate: true,
             masks: false,
             pack: true,
             flood: 0,
@@ -405,8 +430,11 @@ mod tests {
     fn configs_load_in_the_binaries_own_loaders() {
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<String> = (0..3).map(hospital_name).collect();
-        write_coordinator_config(dir.path(), &coordinator_config(&plan(), &names).unwrap())
-            .unwrap();
+        write_coordinator_config(
+            dir.path(),
+            &coordinator_config(&plan(), &names, false).unwrap(),
+        )
+        .unwrap();
         let c = coordinator::config::Config::load(
             Some(&dir.path().join(COORDINATOR_CONFIG)),
             &Default::default(),
@@ -421,7 +449,7 @@ mod tests {
         let roster: Vec<String> = (1..=3).map(|i| format!("hospital-{i}")).collect();
         write_hospital_config(
             dir.path(),
-            &hospital_config("hospital-2", "y", addr, &roster, true),
+            &hospital_config("hospital-2", "y", addr, &roster, true, false),
         )
         .unwrap();
         let h = hospital_node::config::Config::load(

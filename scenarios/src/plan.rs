@@ -3,7 +3,7 @@
 //! the cleartext twin, `results.json`) reads. It depends on nothing else of
 //! the crate but the split kinds.
 
-use learning::Mode;
+use learning::{Mode, ModelKind, Objective};
 use serde::Serialize;
 
 use crate::prep::SplitKind;
@@ -31,6 +31,16 @@ pub struct Plan {
     pub test_size: Option<usize>,
     /// Whether --data features were scaled.
     pub scaled: bool,
+    /// Who scales the features.
+    pub scaling: Scaling,
+    /// The model trained.
+    pub model: ModelKind,
+    /// Its L2 penalty.
+    pub l2: f64,
+    /// Global mode's early stop on the mean gradient's norm.
+    pub tolerance: Option<f64>,
+    /// Whether the run ends with the secure evaluation step.
+    pub evaluate: bool,
     /// Pairwise masks on.
     pub masks: bool,
     /// Gradient packing on.
@@ -46,7 +56,33 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
+/// Who standardizes the features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scaling {
+    /// Nobody: the rows are used as they are (the built-in data come
+    /// pre-scaled; `--no-scale`).
+    None,
+    /// The federation, from the securely aggregated statistics of the
+    /// hospitals' training rows: what a real consortium can do.
+    Federated,
+    /// The launcher, on the whole file before it is split: a reproduction
+    /// aid (python-paillier's example with current scikit-learn) that no
+    /// real consortium could use, since nobody holds the pooled rows.
+    Pooled,
+}
+
 impl Plan {
+    /// What the federation optimizes, with the intercept at `intercept`.
+    pub fn objective(&self, intercept: Option<usize>) -> Objective {
+        Objective {
+            model: self.model,
+            l2: self.l2,
+            intercept,
+            tolerance: self.tolerance,
+        }
+    }
+
     /// The cleartext twin of this plan's federation.
     pub fn twin(&self) -> learning::ReferenceRun {
         learning::ReferenceRun {

@@ -1,4 +1,4 @@
-//! The scenario's PNG plot: test MSE per round for each hospital against its
+//! The scenario's PNG plot: the test loss (MSE, log-loss) per round for each hospital against its
 //! local-only level and the pooled reference. Text is rasterized from the
 //! bundled DejaVu Sans with `ab_glyph`, so the plot renders the same on a
 //! machine without any system font. The numbers come from
@@ -104,30 +104,58 @@ fn nice_step(range: f64, target_ticks: f64) -> f64 {
     nice * mag
 }
 
-/// Writes the PNG: test MSE per round for each hospital (solid), its
-/// local-only level (dashed, same colour) and the pooled least-squares level
+/// What the plot draws: per hospital its name, its test loss at the start
+/// and after every round, and its local-only level; the pooled cleartext
+/// level; the loss's name for the axis.
+#[derive(Debug, Clone)]
+pub struct Curves<'a> {
+    /// (name, loss per round from round 0, local-only loss) per hospital.
+    pub hospitals: Vec<(&'a str, &'a [f64], f64)>,
+    /// The pooled cleartext model's loss.
+    pub pooled: f64,
+    /// The loss's name ("test MSE", "test log-loss").
+    pub loss: &'a str,
+}
+
+impl<'a> Curves<'a> {
+    /// The test MSE curves of a regression outcome.
+    pub fn mse(outcome: &'a Outcome) -> Curves<'a> {
+        Curves {
+            hospitals: outcome
+                .hospitals
+                .iter()
+                .map(|h| (h.name.as_str(), h.mse_per_round.as_slice(), h.local_mse))
+                .collect(),
+            pooled: outcome.pooled_mse,
+            loss: "test MSE",
+        }
+    }
+}
+
+/// Writes the PNG: the test loss per round for each hospital (solid), its
+/// local-only level (dashed, same colour) and the pooled cleartext
 /// gradient-descent level (dotted grey).
-pub fn write_plot(path: &Path, outcome: &Outcome, title: &str) -> Result<()> {
+pub fn write_plot(path: &Path, curves: &Curves<'_>, title: &str) -> Result<()> {
     let font = FontRef::try_from_slice(FONT_TTF).map_err(|e| anyhow!("bundled font: {e}"))?;
     let (w, h) = (1000u32, 640u32);
     let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
     let de = |e: DrawingAreaErrorKind<_>| anyhow!("plotting {}: {e}", path.display());
     root.fill(&WHITE).map_err(de)?;
 
-    let rounds = outcome
+    let rounds = curves
         .hospitals
         .iter()
-        .map(|h| h.mse_per_round.len().saturating_sub(1))
+        .map(|(_, c, _)| c.len().saturating_sub(1))
         .max()
         .unwrap_or(0)
         .max(1);
-    let mut values: Vec<f64> = outcome
+    let mut values: Vec<f64> = curves
         .hospitals
         .iter()
-        .flat_map(|h| h.mse_per_round.iter().copied().chain([h.local_mse]))
+        .flat_map(|(_, c, local)| c.iter().copied().chain([*local]))
         .filter(|v| is_readable(*v))
         .collect();
-    values.extend(Some(outcome.pooled_mse).filter(|v| is_readable(*v)));
+    values.extend(Some(curves.pooled).filter(|v| is_readable(*v)));
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let (lo, hi) = if lo.is_finite() && hi > lo {
@@ -152,6 +180,8 @@ pub fn write_plot(path: &Path, outcome: &Outcome, title: &str) -> Result<()> {
     // Grid and tick labels.
     let grid = RGBColor(225, 225, 225);
     let ystep = nice_step(hi - lo, 8.0);
+    // Enough decimals that neighbouring ticks differ (a log-loss spans 0..1).
+    let decimals = (-ystep.log10().floor()).clamp(0.0, 6.0) as usize;
     let mut yv = (lo / ystep).ceil() * ystep;
     while yv <= hi {
         let (_, py) = to_px(0.0, yv);
@@ -163,7 +193,7 @@ pub fn write_plot(path: &Path, outcome: &Outcome, title: &str) -> Result<()> {
         draw_text(
             &root,
             &font,
-            &format!("{yv:.0}"),
+            &format!("{yv:.decimals$}"),
             (left - 8, py - 8),
             14.0,
             BLACK,
@@ -197,25 +227,22 @@ pub fn write_plot(path: &Path, outcome: &Outcome, title: &str) -> Result<()> {
     ))
     .map_err(de)?;
 
-    for (i, hosp) in outcome.hospitals.iter().enumerate() {
+    for (i, (_, curve, local)) in curves.hospitals.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart
             .draw_series(LineSeries::new(
-                hosp.mse_per_round
-                    .iter()
-                    .enumerate()
-                    .map(|(r, &m)| (r as f64, m)),
+                curve.iter().enumerate().map(|(r, &m)| (r as f64, m)),
                 color.stroke_width(2),
             ))
             .map_err(de)?;
-        if is_readable(hosp.local_mse) {
-            dashed(&mut chart, hosp.local_mse, rounds, color, 8, 6).map_err(de)?;
+        if is_readable(*local) {
+            dashed(&mut chart, *local, rounds, color, 8, 6).map_err(de)?;
         }
     }
-    if is_readable(outcome.pooled_mse) {
+    if is_readable(curves.pooled) {
         dashed(
             &mut chart,
-            outcome.pooled_mse,
+            curves.pooled,
             rounds,
             RGBColor(90, 90, 90),
             2,
@@ -229,7 +256,7 @@ pub fn write_plot(path: &Path, outcome: &Outcome, title: &str) -> Result<()> {
     draw_text(
         &root,
         &font,
-        "test MSE",
+        curves.loss,
         (left, top - 24),
         14.0,
         BLACK,
@@ -246,22 +273,14 @@ pub fn write_plot(path: &Path, outcome: &Outcome, title: &str) -> Result<()> {
     )?;
     let lx = w as i32 - right + 16;
     let mut ly = top;
-    for (i, hosp) in outcome.hospitals.iter().enumerate().take(24) {
+    for (i, (name, _, _)) in curves.hospitals.iter().enumerate().take(24) {
         let color = PALETTE[i % PALETTE.len()];
         root.draw(&PathElement::new(
             vec![(lx, ly + 9), (lx + 26, ly + 9)],
             color.stroke_width(2),
         ))
         .map_err(de)?;
-        draw_text(
-            &root,
-            &font,
-            &hosp.name,
-            (lx + 32, ly),
-            13.0,
-            BLACK,
-            Anchor::Left,
-        )?;
+        draw_text(&root, &font, name, (lx + 32, ly), 13.0, BLACK, Anchor::Left)?;
         ly += 20;
     }
     for (label, dash, gap) in [("local-only level", 8, 6), ("pooled data, cleartext", 2, 4)] {
@@ -337,14 +356,14 @@ mod tests {
         o.hospitals[0].local_mse = 2.5e180;
         o.hospitals[1].local_mse = f64::INFINITY;
         let dir = tempfile::tempdir().unwrap();
-        write_plot(&dir.path().join("p.png"), &o, "diverged").unwrap();
+        write_plot(&dir.path().join("p.png"), &Curves::mse(&o), "diverged").unwrap();
     }
 
     #[test]
     fn plot_is_a_png_with_text_drawn() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.png");
-        write_plot(&path, &example(), "Test MSE per round").unwrap();
+        write_plot(&path, &Curves::mse(&example()), "Test MSE per round").unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         if let Ok(keep) = std::env::var("SCENARIOS_KEEP_PLOT") {

@@ -1,10 +1,14 @@
-//! Data preparation for the scenarios: the built-in diabetes data, the
-//! intercept column, and the train/test and per-hospital splits (`seed`
-//! reproduces python-paillier's federated example exactly). The scaling of a
-//! raw file is `learning::sklearn_scale`.
+//! Data preparation for the scenarios: the built-in data sets (diabetes,
+//! breast cancer), the train/test and per-hospital splits (`seed` reproduces
+//! python-paillier's federated example exactly), the consortium schema of a
+//! data set, and the cleartext twin's view of the hospitals' rows (the
+//! preprocessing the federation derives, applied in the clear). The scaling
+//! of a whole raw file (the `--pooled-scaling` reproduction aid) is
+//! `learning::sklearn_scale`.
 
 use anyhow::{bail, ensure, Context, Result};
-use learning::Dataset;
+use learning::schema::{ColumnSpec, ColumnType, Impute, SchemaFile, SCHEMA_FORMAT, SCHEMA_VERSION};
+use learning::{ConsortiumSchema, Dataset, Preprocessor, RawTable};
 use serde::Serialize;
 
 use crate::numpy_rng::RandomState;
@@ -17,6 +21,11 @@ pub const INTERCEPT: &str = "intercept";
 pub const DIABETES_SCALED_CSV: &str = include_str!("../data/diabetes_sklearn_scaled.csv");
 /// Target column of both diabetes files.
 pub const DIABETES_TARGET: &str = "target";
+/// The Wisconsin diagnostic breast cancer data (569 tumours, 30 features,
+/// `target` 1 = benign), as scikit-learn ships it.
+pub const BREAST_CANCER_CSV: &str = include_str!("../data/breast_cancer.csv");
+/// Target column of the breast cancer file.
+pub const BREAST_CANCER_TARGET: &str = "target";
 
 /// How rows are split into a test set and per-hospital training blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -33,6 +42,11 @@ pub enum SplitKind {
     /// No randomness: every (n / test_size)-th row is a test row; the rest, in
     /// file order, cut into contiguous blocks whose sizes differ by at most one.
     Even,
+    /// Hospitals with different case mixes: the test rows drawn as `random`
+    /// draws them; the training rows sorted by the first feature and cut into
+    /// contiguous blocks (sizes differing by at most one), so hospital 1 holds
+    /// the smallest values and the last hospital the largest.
+    Biased,
 }
 
 /// A split data set.
@@ -95,6 +109,18 @@ pub fn split(
             let train = perm.split_off(test_size);
             (perm, train)
         }
+        SplitKind::Biased => {
+            ensure!(
+                ds.n_features() > 0,
+                "a biased split needs a feature to sort by"
+            );
+            let mut perm = RandomState::new(seed).permutation(n);
+            let mut train = perm.split_off(test_size);
+            let key = ds.x().column(0);
+            // Stable: equal values keep the shuffled order.
+            train.sort_by(|&a, &b| key[a].total_cmp(&key[b]));
+            (perm, train)
+        }
         SplitKind::Even => {
             let mut is_test = vec![false; n];
             let test: Vec<usize> = (0..test_size).map(|i| i * n / test_size).collect();
@@ -109,7 +135,7 @@ pub fn split(
             let step = n_train / n_hospitals;
             (0..n_hospitals).map(|h| step * h..step * (h + 1)).collect()
         }
-        SplitKind::Random | SplitKind::Even => {
+        SplitKind::Random | SplitKind::Even | SplitKind::Biased => {
             let (base, extra) = (n_train / n_hospitals, n_train % n_hospitals);
             let mut start = 0;
             (0..n_hospitals)
@@ -134,13 +160,87 @@ pub fn split(
     })
 }
 
+/// The built-in diabetes features as python-paillier's example sees them
+/// (pre-scaled), without an intercept.
+pub fn diabetes_features() -> Result<Dataset> {
+    Dataset::from_csv_reader(DIABETES_SCALED_CSV.as_bytes(), DIABETES_TARGET)
+        .context("reading the built-in diabetes data")
+}
+
 /// Loads the built-in diabetes data as python-paillier's example sees it:
 /// pre-scaled features plus the intercept column.
 pub fn diabetes() -> Result<Dataset> {
-    Dataset::from_csv_reader(DIABETES_SCALED_CSV.as_bytes(), DIABETES_TARGET)
-        .context("reading the built-in diabetes data")?
+    diabetes_features()?
         .with_intercept(INTERCEPT)
         .context("appending the intercept column")
+}
+
+/// The built-in breast cancer data, raw measurements.
+pub fn breast_cancer() -> Result<Dataset> {
+    Dataset::from_csv_reader(BREAST_CANCER_CSV.as_bytes(), BREAST_CANCER_TARGET)
+        .context("reading the built-in breast cancer data")
+}
+
+/// The consortium schema of a data set whose every feature is numeric: its
+/// columns, its target, the intercept added by the system, and scaling by
+/// the federation when `scale`.
+pub fn schema_for(ds: &Dataset, scale: bool) -> Result<ConsortiumSchema> {
+    let file = SchemaFile {
+        format: SCHEMA_FORMAT.into(),
+        version: SCHEMA_VERSION,
+        target: ds.target_name().to_owned(),
+        columns: ds
+            .feature_names()
+            .iter()
+            .map(|n| ColumnSpec {
+                name: n.clone(),
+                kind: ColumnType::Numeric,
+                categories: Vec::new(),
+                impute: Impute::None,
+            })
+            .collect(),
+        ignore: Vec::new(),
+        scale,
+        intercept: true,
+    };
+    ConsortiumSchema::new(file).context("the scenario's consortium schema")
+}
+
+/// The hospitals' rows as the federation will train on them: the
+/// preprocessing derived from the pooled statistics of the hospitals'
+/// training rows (what the secure statistics step aggregates; the test rows
+/// take no part), applied to every hospital's rows and the test set.
+pub fn preprocess(schema: &ConsortiumSchema, raw: &Split) -> Result<(Split, Preprocessor)> {
+    let tables: Vec<RawTable> = raw.hospitals.iter().map(RawTable::from_dataset).collect();
+    let pre = if schema.needs_statistics() {
+        let mut pooled = vec![0.0; schema.statistics_len()];
+        for t in &tables {
+            for (p, v) in pooled.iter_mut().zip(learning::schema::local_statistics(t)) {
+                *p += v;
+            }
+        }
+        let rows = raw.hospitals.iter().map(Dataset::n_rows).sum::<usize>() as u64;
+        Preprocessor::from_statistics(schema, &pooled, rows)
+    } else {
+        Preprocessor::without_statistics(schema)
+    }
+    .context("the pooled preprocessing")?;
+    let hospitals = tables
+        .iter()
+        .map(|t| pre.transform(schema, t))
+        .collect::<learning::Result<Vec<_>>>()
+        .context("preprocessing a hospital's rows")?;
+    let test = pre
+        .transform(schema, &RawTable::from_dataset(&raw.test))
+        .context("preprocessing the test rows")?;
+    Ok((
+        Split {
+            hospitals,
+            test,
+            dropped_rows: raw.dropped_rows,
+        },
+        pre,
+    ))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use learning::ndarray::Array1;
-use learning::ReferenceResult;
+use learning::{Objective, ReferenceResult};
 
 use crate::nodes::{hospital_name, FederationOutcome};
 use crate::plan::Plan;
@@ -42,11 +42,13 @@ pub fn max_abs_diff(a: &[Array1<f64>], b: &[Array1<f64>]) -> Result<f64> {
     Ok(m)
 }
 
-/// The twin's run with the federation's participants, and the largest
+/// The twin's run of `objective` with the federation's participants (`split`
+/// holds the rows as the federation trains on them), and the largest
 /// weight difference to the federation, which must be within
 /// [`WEIGHT_TOLERANCE`].
 pub fn against_twin(
     plan: &Plan,
+    objective: &Objective,
     split: &Split,
     fed: &FederationOutcome,
 ) -> Result<(ReferenceResult, f64)> {
@@ -55,7 +57,7 @@ pub fn against_twin(
         .context("the coordinator's results name an unknown hospital")?;
     let twin = plan
         .twin()
-        .run_rounds(&split.hospitals, &participants)
+        .run_rounds_for(objective, &split.hospitals, &participants)
         .context("cleartext twin of the run")?;
     let diff = max_abs_diff(&fed.final_weights, &twin.final_weights)?;
     if diff.is_nan() || diff > WEIGHT_TOLERANCE {

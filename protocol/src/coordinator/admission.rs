@@ -87,6 +87,7 @@ impl CoordinatorMachine {
         if h.schema.feature_names.is_empty() {
             return Err(invalid("announces no feature columns".into()));
         }
+        self.check_consortium(from, &h)?;
         if let Some(run_schema) = &self.schema {
             if let Some(detail) = schema_diff(run_schema, &h.schema) {
                 return Err(Error::SchemaMismatch {
@@ -148,6 +149,57 @@ impl CoordinatorMachine {
         Ok(())
     }
 
+    /// A hello's data must follow the run's consortium schema (the same
+    /// file, by hash), or none when the run has none; a mismatch names the
+    /// columns that differ where the feature names show it.
+    fn check_consortium(&self, from: &str, h: &Hello) -> Result<()> {
+        let mismatch = |detail: String| Error::SchemaMismatch {
+            hospital: from.to_owned(),
+            reference: "the consortium schema".into(),
+            detail,
+        };
+        let Some(c) = &self.config.consortium else {
+            return match &h.schema_hash {
+                Some(_) => Err(mismatch(
+                    "the hospital's data follow a consortium schema, but this run has none \
+                     configured (set `schema` in the coordinator's config)"
+                        .into(),
+                )),
+                None => Ok(()),
+            };
+        };
+        let expected = Schema {
+            feature_names: c.feature_names().to_vec(),
+            target_name: c.target().to_owned(),
+        };
+        let columns = schema_diff(&expected, &h.schema);
+        match &h.schema_hash {
+            None => Err(mismatch(format!(
+                "the hospital has no consortium schema configured (it reads its CSV columns as \
+                 given){}",
+                columns.map(|d| format!(": {d}")).unwrap_or_default()
+            ))),
+            Some(hash) if *hash != c.hash_hex() => Err(mismatch(match columns {
+                Some(d) => format!("its schema file differs: {d}"),
+                None => format!(
+                    "its schema file differs (hash {hash}, the run's {}) in imputation, \
+                     scaling or ignored columns",
+                    c.hash_hex()
+                ),
+            })),
+            Some(_) => match columns {
+                // The same hash with other feature names: not what a node
+                // built from that file announces.
+                Some(d) => Err(Error::InvalidMessage {
+                    peer: from.to_owned(),
+                    kind: "hello",
+                    reason: format!("its features do not match its schema hash: {d}"),
+                }),
+                None => Ok(()),
+            },
+        }
+    }
+
     pub(super) fn try_start(&mut self, now: Instant, deadline_passed: bool) {
         let joined: Vec<String> = self
             .config
@@ -194,13 +246,7 @@ impl CoordinatorMachine {
                     return;
                 }
             }
-            match self.make_codec(ref_schema.feature_names.len()) {
-                Ok(c) => self.codec = Some(c),
-                Err(e) => {
-                    self.fail(e);
-                    return;
-                }
-            }
+            self.cursor = Some(self.plan(ref_schema.feature_names.len()).cursor());
             self.schema = Some(ref_schema);
         }
         self.begin_round(now);

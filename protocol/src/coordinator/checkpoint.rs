@@ -85,22 +85,22 @@ impl CoordinatorMachine {
                 cp.roster
             )));
         }
-        let consecutive =
-            cp.history.iter().enumerate().all(|(i, r)| {
-                r.round as usize == i && r.sum.len() == cp.schema.feature_names.len()
-            });
-        if cp.history.len() != cp.next_round as usize
-            || !consecutive
-            || cp.next_round > cp.params.rounds
-        {
+        if cp.history.len() != cp.next_round as usize {
             return Err(Error::CheckpointMismatch(format!(
-                "history of {} rounds is inconsistent with next round {}",
+                "history of {} steps is inconsistent with next step {}",
                 cp.history.len(),
-                cp.next_round
+                cp.next_round + 1
             )));
         }
         let mut m = Self::build(config, cp.run_id.clone(), private_key, now);
-        m.codec = Some(m.make_codec(cp.schema.feature_names.len())?);
+        // The history must be the run's plan, step by step.
+        let mut cursor = m.plan(cp.schema.feature_names.len()).cursor();
+        for (i, r) in cp.history.iter().enumerate() {
+            cursor
+                .advance(r)
+                .map_err(|e| Error::CheckpointMismatch(format!("history entry {}: {e}", i + 1)))?;
+        }
+        m.cursor = Some(cursor);
         m.schema = Some(cp.schema);
         m.incarnation = cp
             .incarnation

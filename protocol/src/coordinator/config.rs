@@ -15,6 +15,9 @@ pub struct CoordinatorConfig {
     pub roster: Vec<Member>,
     /// Hyper-parameters sent to the hospitals.
     pub params: RunParams,
+    /// The consortium schema every hospital's data follow (its hash is
+    /// `params.schema`); `None`: hospitals train on their columns as given.
+    pub consortium: Option<ConsortiumSchema>,
     /// Fewest hospitals to run with; never below [`MIN_HOSPITALS`] (default 3).
     pub min_hospitals: usize,
     /// How long to wait for the whole roster before starting with those present
@@ -38,6 +41,7 @@ impl CoordinatorConfig {
             name: DEFAULT_COORDINATOR_NAME.to_owned(),
             roster,
             params,
+            consortium: None,
             min_hospitals: MIN_HOSPITALS,
             join_timeout: Duration::from_secs(120),
             round_timeout: Duration::from_secs(60),
@@ -78,6 +82,51 @@ pub(super) fn validate_config(config: &CoordinatorConfig, sk: &PrivateKey) -> Re
             p.eta
         )));
     }
+    match &config.consortium {
+        Some(c) => {
+            if p.schema.as_deref() != Some(c.hash_hex().as_str()) {
+                return Err(Error::Config(format!(
+                    "the run's schema hash {:?} is not the consortium schema's {}",
+                    p.schema,
+                    c.hash_hex()
+                )));
+            }
+            if p.statistics != c.needs_statistics() {
+                return Err(Error::Config(if p.statistics {
+                    "a statistics step is configured, but the schema neither scales nor imputes"
+                        .into()
+                } else {
+                    "the schema scales or imputes, so the run needs its statistics step".into()
+                }));
+            }
+        }
+        None if p.schema.is_some() || p.statistics => {
+            return Err(Error::Config(
+                "the run names a schema hash or a statistics step but no consortium schema \
+                 is configured"
+                    .into(),
+            ))
+        }
+        None => {}
+    }
+    if !(p.l2.is_finite() && p.l2 >= 0.0) {
+        return Err(Error::Config(format!(
+            "l2 {} is not a non-negative finite number",
+            p.l2
+        )));
+    }
+    if let Some(t) = p.tolerance {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(Error::Config(format!(
+                "tolerance {t} is not a positive finite number"
+            )));
+        }
+        if p.mode != learning::Mode::Global {
+            return Err(Error::Config(
+                "a tolerance needs global mode (seed mode's weights differ per hospital)".into(),
+            ));
+        }
+    }
     if (config.roster.len() as u64) > p.fixed_point.max_addends {
         return Err(Error::Config(format!(
             "{} hospitals exceed the fixed-point encoding's max_addends {}",
@@ -90,5 +139,10 @@ pub(super) fn validate_config(config: &CoordinatorConfig, sk: &PrivateKey) -> Re
     }
     // Fails early if the encoding does not fit the key at all.
     GradientCodec::new(sk.public_key(), p.fixed_point, p.pack, 1)?;
+    if p.statistics || p.evaluate {
+        let plan = crate::plan::Plan::new(p, 1, 3, None);
+        let wide = plan.fixed_point(crate::plan::StepKind::Statistics);
+        GradientCodec::new(sk.public_key(), wide, p.pack, 1)?;
+    }
     Ok(())
 }

@@ -48,6 +48,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use learning::{ConsortiumSchema, Metrics, ModelKind, Preprocessor, Scaler};
 use num_bigint::BigUint;
 use paillier::{KeyFingerprint, PrivateKey};
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,7 @@ pub use report::{HospitalResult, RunResults};
 use crate::codec::GradientCodec;
 use crate::error::{Error, Result};
 use crate::masks::{MaskSet, SEED_BYTES};
+use crate::plan::{Cursor, Plan, StepKind};
 use crate::wire::{
     Abort, Aggregate, AggregateRecord, Body, Bytes, Envelope, Hello, Member, Report, Reveal,
     RingPass, RoundAck, RoundStart, RunId, RunParams, Schema, Setup, Unmask,
@@ -82,14 +84,18 @@ pub const MIN_HOSPITALS: usize = 3;
 /// Version of the [`Checkpoint`] format.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
-/// Per-round record of who took part and the test MSE each reported.
+/// Per-step record of who took part and the test loss each reported.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoundSummary {
-    /// The round (0-based).
+    /// The step's wire number (0-based, over all kinds of step).
     pub round: u32,
+    /// What the step aggregated.
+    pub step: StepKind,
     /// The ring of the successful attempt, head first.
     pub participants: Vec<String>,
-    /// Test MSE after the step, per hospital that acknowledged (None: no test set).
+    /// Test loss after a training step (MSE; mean log-loss for logistic
+    /// regression), per hospital that acknowledged and shares it (None: no
+    /// test set, not shared, or not a training step).
     pub test_mse: BTreeMap<String, Option<f64>>,
     /// Attempts the round took.
     pub attempts: u32,
@@ -108,8 +114,10 @@ pub enum CoordinatorEvent {
     },
     /// An attempt of a round started.
     RoundStarted {
-        /// The round.
+        /// The step's wire number.
         round: u32,
+        /// What it aggregates.
+        step: StepKind,
         /// Its mask epoch.
         epoch: u64,
         /// The ring, head first.
@@ -221,6 +229,9 @@ pub struct CoordinatorMachine {
     sk: PrivateKey,
     nodes: BTreeMap<String, Node>,
     schema: Option<Schema>,
+    /// Where the run stands (set once the schema is agreed).
+    cursor: Option<Cursor>,
+    /// The codec of the step under way (rebuilt where a step's shape differs).
     codec: Option<GradientCodec>,
     incarnation: u32,
     epoch_counter: u32,
@@ -283,6 +294,7 @@ impl CoordinatorMachine {
             sk,
             nodes,
             schema: None,
+            cursor: None,
             codec: None,
             incarnation: 0,
             epoch_counter: 0,
@@ -551,13 +563,38 @@ impl CoordinatorMachine {
         self.config.min_hospitals.max(MIN_HOSPITALS)
     }
 
-    fn make_codec(&self, len: usize) -> Result<GradientCodec> {
-        GradientCodec::new(
+    /// The plan of this run over data with `n_features` model features: the
+    /// statistics length and intercept come from the consortium schema, if
+    /// the run has one (data used "as given" have neither).
+    fn plan(&self, n_features: usize) -> Plan {
+        let consortium = self.config.consortium.as_ref();
+        Plan::new(
+            &self.config.params,
+            n_features,
+            consortium.map_or(0, ConsortiumSchema::statistics_len),
+            consortium.and_then(ConsortiumSchema::intercept_index),
+        )
+    }
+
+    /// Makes `self.codec` the one of step `kind` (kept if it already fits).
+    fn codec_for(&mut self, kind: StepKind) -> Result<()> {
+        let plan = self.cursor.as_ref().expect("set with the schema").plan();
+        let (fp, len) = (plan.fixed_point(kind), plan.vector_len(kind));
+        if self.codec.as_ref().is_some_and(|c| c.fits(fp, len)) {
+            return Ok(());
+        }
+        self.codec = Some(GradientCodec::new(
             self.sk.public_key(),
-            self.config.params.fixed_point,
+            fp,
             self.config.params.pack,
             len,
-        )
+        )?);
+        Ok(())
+    }
+
+    /// Steps completed (the wire number of the next one).
+    fn steps_done(&self) -> u32 {
+        self.cursor.as_ref().map_or(self.next_round, Cursor::steps)
     }
 
     fn send(&mut self, to: &str, round: u32, body: Body) {

@@ -26,9 +26,23 @@ pub struct RunResults {
     pub schema: Schema,
     /// Per hospital, roster order.
     pub hospitals: Vec<HospitalResult>,
-    /// Per round.
+    /// The model trained.
+    pub model: ModelKind,
+    /// Training rounds run (fewer than `params.rounds` when global training
+    /// stopped at its tolerance).
+    pub trained_rounds: u32,
+    /// Whether training stopped at the tolerance.
+    pub converged: bool,
+    /// The standard scaling every hospital derived from the pooled
+    /// statistics (`None`: the schema does not scale, or no schema).
+    pub scaler: Option<Scaler>,
+    /// The federated model's metrics on all hospitals' test rows together,
+    /// from the evaluation step's pooled sums (`None`: no evaluation step, or
+    /// no hospital has test rows).
+    pub pooled_metrics: Option<Metrics>,
+    /// Per step.
     pub rounds: Vec<RoundSummary>,
-    /// Aggregates of all rounds.
+    /// Aggregates of all steps.
     pub history: Vec<AggregateRecord>,
 }
 
@@ -57,7 +71,7 @@ impl CoordinatorMachine {
             .as_ref()
             .map(|s| s.feature_names.len())
             .unwrap_or(0);
-        let rounds = self.config.params.rounds;
+        let steps = self.steps_done();
         let Phase::Reporting {
             expected, reports, ..
         } = &mut self.phase
@@ -68,11 +82,11 @@ impl CoordinatorMachine {
                 why: "training is not over".into(),
             });
         };
-        if round != rounds {
+        if round != steps {
             return Err(Error::StaleRound {
                 peer: from.to_owned(),
                 got: round,
-                current: rounds,
+                current: steps,
             });
         }
         if !expected.iter().any(|n| n == from) {
@@ -111,8 +125,9 @@ impl CoordinatorMachine {
         else {
             return;
         };
+        let steps = self.steps_done();
         for name in &expected {
-            self.send(name, self.config.params.rounds, Body::Done);
+            self.send(name, steps, Body::Done);
         }
         let hospitals = self
             .config
@@ -124,15 +139,52 @@ impl CoordinatorMachine {
                 report: reports.remove(&m.name),
             })
             .collect();
+        let p = &self.config.params;
+        let scaler = p
+            .statistics
+            .then(|| self.history.first())
+            .flatten()
+            .and_then(|r| self.preprocessor(r).ok())
+            .and_then(|pre| pre.scaler);
+        // The evaluation step is the last one, when the run has it.
+        let pooled_metrics = self
+            .history
+            .last()
+            .filter(|_| {
+                self.summaries
+                    .last()
+                    .is_some_and(|s| s.step == StepKind::Evaluation)
+            })
+            .and_then(|r| Metrics::from_sums(p.model, &r.sum).ok().flatten());
+        let cursor = self.cursor.as_ref().expect("a finished run has a plan");
         let results = RunResults {
             run_id: self.run_id.clone(),
             params: self.config.params.clone(),
             schema: self.schema.clone().expect("a finished run has a schema"),
+            model: p.model,
+            trained_rounds: cursor.trained(),
+            converged: cursor.converged(),
+            scaler,
+            pooled_metrics,
             hospitals,
             rounds: self.summaries.clone(),
             history: self.history.clone(),
         };
         self.events
             .push_back(CoordinatorEvent::Finished(Box::new(results)));
+    }
+
+    /// The preprocessing every hospital derives from the statistics step's
+    /// aggregate `r`.
+    pub(super) fn preprocessor(&self, r: &AggregateRecord) -> learning::Result<Preprocessor> {
+        let schema = self
+            .config
+            .consortium
+            .as_ref()
+            .ok_or(learning::Error::InvalidParameter {
+                name: "statistics",
+                reason: "the run has no consortium schema".into(),
+            })?;
+        Preprocessor::from_statistics(schema, &r.sum, r.n_total_rows)
     }
 }

@@ -29,8 +29,12 @@ impl CoordinatorMachine {
                 self.nodes.get_mut(&name).expect("roster").state = NodeState::Active;
             }
         }
-        if self.next_round >= self.config.params.rounds {
+        let Some(kind) = self.cursor.as_ref().and_then(Cursor::next) else {
             self.start_reporting(now);
+            return;
+        };
+        if let Err(e) = self.codec_for(kind) {
+            self.fail(e);
             return;
         }
         let ring: Vec<Member> = self
@@ -84,6 +88,7 @@ impl CoordinatorMachine {
         }
         self.events.push_back(CoordinatorEvent::RoundStarted {
             round: self.next_round,
+            step: kind,
             epoch,
             ring: names.clone(),
         });
@@ -404,9 +409,37 @@ impl CoordinatorMachine {
             n_hospitals: ring.len() as u32,
             n_total_rows: ring.iter().map(|n| self.nodes[n].rows).sum(),
         };
+        let cursor = self.cursor.as_mut().expect("a running round has a plan");
+        let step = match cursor.advance(&record) {
+            Ok(step) => step,
+            Err(reason) => {
+                let err = Error::RoundFailed {
+                    round,
+                    attempts: self.attempts,
+                    reason: format!("the aggregate does not fit the run's plan: {reason}"),
+                };
+                self.fail(err);
+                return Ok(());
+            }
+        };
+        if step == StepKind::Statistics {
+            // Every hospital derives its preprocessing from this very sum; a
+            // sum it cannot use (a column without values) stops the run here
+            // rather than at every hospital.
+            if let Err(e) = self.preprocessor(&record) {
+                let err = Error::RoundFailed {
+                    round,
+                    attempts: self.attempts,
+                    reason: format!("the pooled statistics are unusable: {e}"),
+                };
+                self.fail(err);
+                return Ok(());
+            }
+        }
         self.history.push(record.clone());
         self.summaries.push(RoundSummary {
             round,
+            step,
             participants: ring.clone(),
             test_mse: BTreeMap::new(),
             attempts: self.attempts,
