@@ -180,6 +180,24 @@ impl Sim {
         self.connect(name);
     }
 
+    /// Adds a hospital whose raw rows follow the consortium `schema`, built
+    /// with [`HospitalMachine::with_schema`] and connected.
+    pub fn add_schema_hospital(
+        &mut self,
+        name: &str,
+        schema: learning::ConsortiumSchema,
+        train: learning::RawTable,
+        test: Option<learning::RawTable>,
+    ) {
+        let mut cfg = HospitalConfig::new(name, self.roster.clone());
+        cfg.dangerous_accept_small_test_keys = true;
+        cfg.policy.share_metrics = true;
+        let h = HospitalMachine::with_schema(cfg, schema, train, test, Sim::mask_key(name), None)
+            .expect("hospital");
+        self.hospitals.insert(name.to_owned(), h);
+        self.connect(name);
+    }
+
     /// The mask key of hospital `name` (fixed per name, as a key file would be).
     pub fn mask_key(name: &str) -> [u8; 32] {
         let mut k = [0u8; 32];
