@@ -370,6 +370,20 @@ mod tests {
     }
     use super::*;
 
+    /// The documented schema example is a valid consortium schema.
+    #[test]
+    fn the_documented_schema_parses() {
+        let doc = include_str!("../../docs/federation.md");
+        let start = doc.find("## schema.json").expect("section");
+        let block = &doc[start..];
+        let open = block.find("```json\n").expect("example") + 8;
+        let close = open + block[open..].find("```").expect("end of example");
+        let s = learning::ConsortiumSchema::from_json(block[open..close].as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.feature_names().len(), 6);
+        assert!(s.needs_statistics());
+    }
+
     #[test]
     fn file_paths_resolve_against_the_config_dir() {
         let dir = tempfile::tempdir().unwrap();
