@@ -118,3 +118,49 @@ fn pki_request_writes_an_owner_only_key_and_a_request_and_never_overwrites() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("Bad Name"), "{}", stderr(&o));
 }
+
+/// `predict` scores rows with a model file, and names a missing or an
+/// undeclared column of the rows.
+#[test]
+fn predict_scores_rows_and_names_missing_or_unexpected_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = r#"{
+      "format": "private-training/model", "version": 1, "model": "logistic",
+      "features": ["age", "smoker=no", "smoker=yes", "intercept"],
+      "weights": [0.5, -0.25, 0.75, 0.1],
+      "schema": {"format": "private-training/schema", "version": 1, "target": "y",
+        "columns": [{"name": "age", "type": "numeric"},
+                    {"name": "smoker", "type": "categorical", "categories": ["no", "yes"]}]},
+      "preprocessing": {"impute": [null], "scaler": {"features": ["age"], "mean": [40.0], "std": [10.0]}},
+      "training": {"run_id": "r1", "mode": "global", "rounds": 3, "max_rounds": 3,
+        "converged": false, "eta": 0.5, "l2": 0.0, "hospitals": ["hospital-1"], "schema_hash": ""}
+    }"#;
+    std::fs::write(dir.path().join("model.json"), model).unwrap();
+    std::fs::write(dir.path().join("rows.csv"), "smoker,age\nyes,50\nno,30\n").unwrap();
+    let o = run(
+        &["predict", "--model", "model.json", "--data", "rows.csv"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "probability,label");
+    // 50 years scaled to 1.0: 0.5 + 0.75 + 0.1 = 1.35, sigmoid 0.794.
+    let p: f64 = lines[1].split(',').next().unwrap().parse().unwrap();
+    assert!((p - 1.0 / (1.0 + (-1.35f64).exp())).abs() < 1e-12, "{out}");
+    assert_eq!(lines.len(), 3);
+    std::fs::write(dir.path().join("short.csv"), "age\n50\n").unwrap();
+    let o = run(
+        &["predict", "--model", "model.json", "--data", "short.csv"],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("smoker"), "{}", stderr(&o));
+    std::fs::write(dir.path().join("extra.csv"), "age,smoker,mrn\n50,no,7\n").unwrap();
+    let o = run(
+        &["predict", "--model", "model.json", "--data", "extra.csv"],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("mrn"), "{}", stderr(&o));
+}

@@ -258,6 +258,17 @@ impl ConsortiumSchema {
     /// scaling, no intercept, no imputation (what nodes without a schema file
     /// train on).
     pub fn as_given(features: &[String], target: &str) -> Result<ConsortiumSchema> {
+        ConsortiumSchema::numeric(features, target, false, false)
+    }
+
+    /// A schema whose every feature is numeric, without imputation, scaled
+    /// when `scale`, with the system's intercept when `intercept`.
+    pub fn numeric(
+        features: &[String],
+        target: &str,
+        scale: bool,
+        intercept: bool,
+    ) -> Result<ConsortiumSchema> {
         ConsortiumSchema::new(SchemaFile {
             format: SCHEMA_FORMAT.into(),
             version: SCHEMA_VERSION,
@@ -272,8 +283,8 @@ impl ConsortiumSchema {
                 })
                 .collect(),
             ignore: Vec::new(),
-            scale: false,
-            intercept: false,
+            scale,
+            intercept,
         })
     }
 

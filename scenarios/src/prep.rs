@@ -7,7 +7,6 @@
 //! `learning::sklearn_scale`.
 
 use anyhow::{bail, ensure, Context, Result};
-use learning::schema::{ColumnSpec, ColumnType, Impute, SchemaFile, SCHEMA_FORMAT, SCHEMA_VERSION};
 use learning::{ConsortiumSchema, Dataset, Preprocessor, RawTable};
 use serde::Serialize;
 
@@ -185,25 +184,8 @@ pub fn breast_cancer() -> Result<Dataset> {
 /// columns, its target, the intercept added by the system, and scaling by
 /// the federation when `scale`.
 pub fn schema_for(ds: &Dataset, scale: bool) -> Result<ConsortiumSchema> {
-    let file = SchemaFile {
-        format: SCHEMA_FORMAT.into(),
-        version: SCHEMA_VERSION,
-        target: ds.target_name().to_owned(),
-        columns: ds
-            .feature_names()
-            .iter()
-            .map(|n| ColumnSpec {
-                name: n.clone(),
-                kind: ColumnType::Numeric,
-                categories: Vec::new(),
-                impute: Impute::None,
-            })
-            .collect(),
-        ignore: Vec::new(),
-        scale,
-        intercept: true,
-    };
-    ConsortiumSchema::new(file).context("the scenario's consortium schema")
+    ConsortiumSchema::numeric(ds.feature_names(), ds.target_name(), scale, true)
+        .context("the scenario's consortium schema")
 }
 
 /// The hospitals' rows as the federation will train on them: the
