@@ -378,7 +378,7 @@ mod tests {
         let block = &doc[start..];
         let open = block.find("```json\n").expect("example") + 8;
         let close = open + block[open..].find("```").expect("end of example");
-        let s = learning::ConsortiumSchema::from_json(block[open..close].as_bytes())
+        let s = learning::ConsortiumSchema::from_json(&block.as_bytes()[open..close])
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.feature_names().len(), 6);
         assert!(s.needs_statistics());
