@@ -30,15 +30,11 @@ pub fn predict(model: &Path, data: &Path) -> Result<Predicted> {
     let rows = m
         .read_rows(data)
         .with_context(|| format!("reading rows to score from {}", data.display()))?;
-    let scores = m
-        .predict(&rows)
-        .with_context(|| format!("scoring {}", data.display()))?
-        .to_vec();
-    let metrics = m
-        .metrics(&rows)
-        .with_context(|| format!("scoring the target column of {}", data.display()))?;
+    let (scores, metrics) = m
+        .score(&rows)
+        .with_context(|| format!("scoring {}", data.display()))?;
     Ok(Predicted {
-        scores,
+        scores: scores.to_vec(),
         metrics,
         model: m.file().model,
     })

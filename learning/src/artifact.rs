@@ -175,17 +175,20 @@ impl Model {
         Ok(self.file.model.predict(&x, &self.weights))
     }
 
-    /// The model's exact metrics on rows that carry the target (`None`
-    /// when they do not): what the federation's evaluation reports for them.
-    pub fn metrics(&self, rows: &RawTable) -> Result<Option<Metrics>> {
+    /// Scores rows (as [`Model::predict`]) and, when they carry the target,
+    /// the model's exact metrics on them (what the federation's evaluation
+    /// reports for them), from one preprocessing of the rows.
+    pub fn score(&self, rows: &RawTable) -> Result<(Array1<f64>, Option<Metrics>)> {
+        let x = self.file.preprocessing.features(&self.schema, rows)?;
+        let scores = self.file.model.predict(&x, &self.weights);
         let Some(y) = rows.y() else {
-            return Ok(None);
+            return Ok((scores, None));
         };
         if self.file.model.is_classifier() {
             self.file.model.check_target(self.schema.target(), y)?;
         }
-        let x = self.file.preprocessing.features(&self.schema, rows)?;
-        Metrics::exact(self.file.model, &x, y, &self.weights).map(Some)
+        let metrics = Metrics::exact(self.file.model, &x, y, &self.weights)?;
+        Ok((scores, Some(metrics)))
     }
 }
 

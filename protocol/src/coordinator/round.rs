@@ -105,6 +105,16 @@ impl CoordinatorMachine {
         });
     }
 
+    /// Fails the run because round `round` cannot complete, for `reason`.
+    pub(super) fn fail_round(&mut self, round: u32, reason: String) {
+        let err = Error::RoundFailed {
+            round,
+            attempts: self.attempts,
+            reason,
+        };
+        self.fail(err);
+    }
+
     pub(super) fn drop_node(&mut self, name: &str, round: u32, reason: String) {
         if let Some(n) = self.nodes.get_mut(name) {
             n.state = NodeState::Dropped;
@@ -180,11 +190,7 @@ impl CoordinatorMachine {
             self.drop_node(name, round, reason.clone());
         }
         if self.attempts >= self.config.max_attempts {
-            self.fail(Error::RoundFailed {
-                round,
-                attempts: self.attempts,
-                reason,
-            });
+            self.fail_round(round, reason);
             return;
         }
         self.begin_round(now);
@@ -394,12 +400,10 @@ impl CoordinatorMachine {
             }
             Err(err) => {
                 // The set is fixed: this cannot be retried with other members.
-                let err = Error::RoundFailed {
+                self.fail_round(
                     round,
-                    attempts: self.attempts,
-                    reason: format!("the unmasked aggregate does not decode: {err}"),
-                };
-                self.fail(err);
+                    format!("the unmasked aggregate does not decode: {err}"),
+                );
                 return Ok(());
             }
         };
@@ -413,12 +417,10 @@ impl CoordinatorMachine {
         let step = match cursor.advance(&record) {
             Ok(step) => step,
             Err(reason) => {
-                let err = Error::RoundFailed {
+                self.fail_round(
                     round,
-                    attempts: self.attempts,
-                    reason: format!("the aggregate does not fit the run's plan: {reason}"),
-                };
-                self.fail(err);
+                    format!("the aggregate does not fit the run's plan: {reason}"),
+                );
                 return Ok(());
             }
         };
@@ -427,12 +429,7 @@ impl CoordinatorMachine {
             // sum it cannot use (a column without values) stops the run here
             // rather than at every hospital.
             if let Err(e) = self.preprocessor(&record) {
-                let err = Error::RoundFailed {
-                    round,
-                    attempts: self.attempts,
-                    reason: format!("the pooled statistics are unusable: {e}"),
-                };
-                self.fail(err);
+                self.fail_round(round, format!("the pooled statistics are unusable: {e}"));
                 return Ok(());
             }
         }
@@ -480,12 +477,7 @@ impl CoordinatorMachine {
         self.current_round(from, "abort", round, a.epoch)?;
         if a.deterministic {
             // Retrying cannot help: stop now, with the cause.
-            let err = Error::RoundFailed {
-                round,
-                attempts: self.attempts,
-                reason: format!("{from} reported: {}", a.reason),
-            };
-            self.fail(err);
+            self.fail_round(round, format!("{from} reported: {}", a.reason));
             return Ok(());
         }
         if let Some(set) = a.committed {
@@ -499,15 +491,13 @@ impl CoordinatorMachine {
             }
             match &self.committed {
                 Some(c) if *c != set => {
-                    let err = Error::RoundFailed {
+                    self.fail_round(
                         round,
-                        attempts: self.attempts,
-                        reason: format!(
+                        format!(
                             "{from} is committed to the member set {set:?}, others to {c:?}; \
                              the round cannot complete"
                         ),
-                    };
-                    self.fail(err);
+                    );
                     return Ok(());
                 }
                 _ => self.committed = Some(set),
