@@ -53,10 +53,15 @@ pub struct FileConfig {
     pub evaluate: bool,
     /// Training mode, "seed" or "global". Default "seed".
     pub mode: Mode,
-    /// Training rounds. Default 50.
+    /// Training rounds. Default 300.
     pub rounds: u32,
-    /// Learning rate. Default 0.01.
-    pub eta: f64,
+    /// Learning rate: the step on the mean gradient (per row), in every mode.
+    /// Default: with a schema that standardizes the features, 1 / (d + l2) for
+    /// linear and ridge, 1 / (d / 4 + l2) for logistic regression (d features,
+    /// the intercept included), a step that converges whatever the rows hold;
+    /// else 0.01. python-paillier's example (0.01 on summed gradients, 130 rows
+    /// per hospital) is 1.3.
+    pub eta: Option<f64>,
     /// Pairwise masks that cancel in the sum (collusion resistance). Default true.
     pub masks: bool,
     /// Pack a whole gradient into as few ciphertexts as possible. Default true.
@@ -103,8 +108,8 @@ impl Default for FileConfig {
             tolerance: None,
             evaluate: true,
             mode: Mode::Seed,
-            rounds: 50,
-            eta: 0.01,
+            rounds: 300,
+            eta: None,
             masks: true,
             pack: true,
             fixed_point: FixedPointConfig::default(),
@@ -171,10 +176,12 @@ pub struct Overrides {
     /// announced in the `listening` line on stdout [config `listen`, default 0.0.0.0:7000]
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<String>,
-    /// Training rounds [config `rounds`, default 50]
+    /// Training rounds [config `rounds`, default 300]
     #[arg(long, value_name = "N")]
     pub rounds: Option<u32>,
-    /// Learning rate of every gradient step [config `eta`, default 0.01]
+    /// Learning rate: the step on the mean gradient, in every mode [config `eta`; default
+    /// 1 / (d + l2), or 1 / (d / 4 + l2) for logistic, when the schema standardizes the d
+    /// features (intercept included), else 0.01]
     #[arg(long, value_name = "RATE")]
     pub eta: Option<f64>,
     /// Update rule: `seed` (each hospital from its local model, python-paillier's example)
@@ -309,7 +316,7 @@ impl Config {
             fc.rounds = v;
         }
         if let Some(v) = ov.eta {
-            fc.eta = v;
+            fc.eta = Some(v);
         }
         if let Some(v) = ov.mode {
             fc.mode = v;
@@ -414,8 +421,10 @@ impl Config {
         if fc.rounds == 0 {
             bail!("rounds must be at least 1");
         }
-        if !(fc.eta.is_finite() && fc.eta > 0.0) {
-            bail!("eta must be a positive number, got {}", fc.eta);
+        if let Some(eta) = fc.eta {
+            if !(eta.is_finite() && eta > 0.0) {
+                bail!("eta must be a positive number, got {eta}");
+            }
         }
         if fc.max_attempts == 0 {
             bail!("max_attempts must be at least 1");
@@ -462,6 +471,9 @@ impl Config {
                 );
             }
         }
+        let eta = fc
+            .eta
+            .unwrap_or_else(|| default_eta(consortium.as_ref(), fc.model, fc.l2));
         let fixed_point = fc.fixed_point.for_roster(fc.roster.len());
         Ok(Config {
             name: fc.name,
@@ -482,7 +494,7 @@ impl Config {
                     .is_some_and(ConsortiumSchema::needs_statistics),
                 evaluate: fc.evaluate,
                 schema: consortium.as_ref().map(ConsortiumSchema::hash_hex),
-                ..protocol::RunParams::new(fc.mode, fc.rounds, fc.eta)
+                ..protocol::RunParams::new(fc.mode, fc.rounds, eta)
             },
             consortium,
             round_timeout: secs("round_timeout_secs", fc.round_timeout_secs)?,
@@ -496,6 +508,17 @@ impl Config {
             max_features: fc.max_features,
             idle_timeout: secs("idle_timeout_secs", fc.idle_timeout_secs)?,
         })
+    }
+}
+
+/// The learning rate when the config gives none: the converging step
+/// [`learning::converging_eta`] when the schema puts every feature on unit
+/// scale, else 0.01 (no bound on the curvature is known for columns as
+/// given).
+pub fn default_eta(schema: Option<&ConsortiumSchema>, model: ModelKind, l2: f64) -> f64 {
+    match schema {
+        Some(s) if s.unit_scale() => learning::converging_eta(model, s.feature_names().len(), l2),
+        _ => 0.01,
     }
 }
 

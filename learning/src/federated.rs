@@ -14,13 +14,24 @@ use crate::error::{Error, Result};
 use crate::model::{gradient, ModelKind};
 
 /// How hospitals combine the aggregated gradient with their models.
+///
+/// `eta` has one meaning in every mode: the step taken on the **mean**
+/// gradient of the rows behind it (the loss is the mean loss per row). The
+/// modes differ only in where the models start and whose rows the mean is
+/// over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// python-paillier's federated example: each hospital starts from its
-    /// local-only model (`train_local` with the same rounds and eta) and each
-    /// round applies `w_i -= eta * (sum_h grad_h(w_h)) / n_hospitals`, every
-    /// hospital's gradient taken at its own model.
+    /// local-only model (`rounds` steps of `w -= eta * mean gradient of its own
+    /// rows`) and each round applies `w_i -= eta * (sum_h grad_h(w_h)) /
+    /// n_total_rows`, every hospital's gradient taken at its own model.
+    ///
+    /// The example itself steps by 0.01 on *summed* gradients with 130 rows
+    /// per hospital: that is `eta = 0.01 * 130 = 1.3` here, and the arithmetic
+    /// is ordered as the example's (`sum / n_hospitals`, then a step of
+    /// `eta * n_hospitals / n_total_rows`), so its published table is
+    /// reproduced to the last bit.
     #[default]
     Seed,
     /// One shared model from zeros; each round
@@ -59,6 +70,31 @@ impl FromStr for Mode {
     }
 }
 
+/// The learning rate at which full-batch gradient descent converges on
+/// standardized rows, whatever they hold: the mean loss's curvature (the
+/// Hessian's largest eigenvalue) is at most the trace of the features'
+/// second-moment matrix, which is at most `features` when every column has
+/// mean square at most 1 (a standardized column exactly 1, the intercept 1,
+/// a one-hot column its category's share), a quarter of that for logistic
+/// regression, plus the penalty `l2`; the step 1 / bound is below
+/// 2 / curvature. `features` counts the intercept.
+pub fn converging_eta(model: ModelKind, features: usize, l2: f64) -> f64 {
+    let curvature = match model {
+        ModelKind::Logistic => features as f64 / 4.0,
+        ModelKind::Linear | ModelKind::Ridge => features as f64,
+    };
+    1.0 / (curvature.max(1.0) + l2)
+}
+
+/// A learning rate on summed gradients (python-paillier's convention, where
+/// each hospital steps by `eta_sum` times the sum of its rows' gradients) as
+/// this crate's one meaning, the step on the mean gradient: `eta_sum` times
+/// the rows behind each hospital's gradient, `n_rows / n_hospitals`. The
+/// published example's 0.01 with 130 rows per hospital is 1.3.
+pub fn eta_from_summed(eta_sum: f64, n_rows: usize, n_hospitals: usize) -> f64 {
+    eta_sum * (n_rows as f64 / n_hospitals.max(1) as f64)
+}
+
 /// What a run trains and when it may stop early: the model kind, its L2
 /// penalty (ridge), which feature is the unpenalized intercept, and the
 /// tolerance on the norm of the (penalized) mean gradient at which `global`
@@ -85,27 +121,6 @@ impl Objective {
         tolerance: None,
     };
 
-    /// The averaged aggregate plus the penalty's gradient at `w`: the step
-    /// direction. With `l2 == 0` it is exactly `aggregate_sum / divisor`.
-    pub fn direction(
-        &self,
-        w: &Array1<f64>,
-        aggregate_sum: &Array1<f64>,
-        divisor: f64,
-    ) -> Array1<f64> {
-        // Same operation order as python-paillier (aggregate / n, then w -= eta * g)
-        // so the cleartext twin matches encrypted runs bit for bit where possible.
-        let mut averaged = aggregate_sum / divisor;
-        if self.l2 != 0.0 {
-            for (i, (a, wi)) in averaged.iter_mut().zip(w.iter()).enumerate() {
-                if Some(i) != self.intercept {
-                    *a += self.l2 * wi;
-                }
-            }
-        }
-        averaged
-    }
-
     /// Whether training ends after a step whose direction had norm `norm`
     /// (as [`Objective::apply`] returns it): only in `global` mode, once the
     /// norm is below the tolerance. Every node decides this from the same
@@ -130,19 +145,55 @@ impl Objective {
             Mode::Seed => n_hospitals,
             Mode::Global => n_total_rows,
         } as f64;
-        self.step(w, aggregate_sum, divisor, eta)
+        self.step(w, aggregate_sum, divisor, n_total_rows as f64, eta)
     }
 
-    /// `w -= eta * direction`; the direction's norm.
-    fn step(&self, w: &mut Array1<f64>, sum: &Array1<f64>, divisor: f64, eta: f64) -> f64 {
-        let d = self.direction(w, sum, divisor);
-        w.scaled_add(-eta, &d);
-        d.dot(&d).sqrt()
+    /// `w -= eta * (sum / rows + penalty)`: a step of `eta` on the mean
+    /// gradient over `rows` rows, whose sum is `sum`; the norm of that mean
+    /// direction.
+    ///
+    /// The arithmetic divides `sum` by `divisor` first and then steps by
+    /// `eta / (rows / divisor)`. With `divisor == rows` that is the plain
+    /// mean-gradient step; `seed` mode divides by the number of hospitals
+    /// (the example's order), so that with the example's `eta` on summed
+    /// gradients times its rows per hospital the step is the example's own
+    /// to the bit.
+    fn step(
+        &self,
+        w: &mut Array1<f64>,
+        sum: &Array1<f64>,
+        divisor: f64,
+        rows: f64,
+        eta: f64,
+    ) -> f64 {
+        // Rows behind each unit of `sum / divisor`: the penalty is scaled up by
+        // it so that after the step's division it is `l2 * w` on the mean loss.
+        let per = rows / divisor;
+        let mut d = sum / divisor;
+        if self.l2 != 0.0 {
+            for (i, (a, wi)) in d.iter_mut().zip(w.iter()).enumerate() {
+                if Some(i) != self.intercept {
+                    *a += self.l2 * per * wi;
+                }
+            }
+        }
+        let step = if per == 1.0 { eta } else { eta / per };
+        w.scaled_add(-step, &d);
+        let norm = d.dot(&d).sqrt();
+        if per == 1.0 {
+            norm
+        } else {
+            norm / per
+        }
     }
 
-    /// Local-only training from zeros with the update rule of `mode` (see
-    /// [`train_local_for`]), with this objective's model and penalty, and in
-    /// `global` mode its early stop.
+    /// Local-only training from zeros: `iterations` steps of `eta` on the
+    /// mean gradient of the hospital's own rows (the same rule the federated
+    /// model follows on the pooled rows, so the local-only baseline is
+    /// trained with the same `eta` on the same scale), with this objective's
+    /// model and penalty, and in `global` mode its early stop. In `seed` mode
+    /// the arithmetic is python-paillier's `w -= (eta / rows) * summed
+    /// gradient`.
     pub fn train_local(
         &self,
         mode: Mode,
@@ -151,15 +202,15 @@ impl Objective {
         iterations: usize,
         eta: f64,
     ) -> Array1<f64> {
-        // Seed mode steps with the summed gradient, global mode with the mean.
+        let rows = x.nrows().max(1) as f64;
         let divisor = match mode {
             Mode::Seed => 1.0,
-            Mode::Global => x.nrows().max(1) as f64,
+            Mode::Global => rows,
         };
         let mut w = Array1::zeros(x.ncols());
         for _ in 0..iterations {
             let g = self.model.gradient(x, y, &w);
-            let norm = self.step(&mut w, &g, divisor, eta);
+            let norm = self.step(&mut w, &g, divisor, rows, eta);
             if self.stops(mode, norm) {
                 break;
             }
@@ -175,9 +226,9 @@ impl Default for Objective {
 }
 
 /// One hospital's step with the decrypted aggregate (the sum of all hospitals'
-/// gradients): `w -= eta * aggregate_sum / n_hospitals` in [`Mode::Seed`],
-/// `w -= eta * aggregate_sum / n_total_rows` in [`Mode::Global`] (linear
-/// regression; [`Objective::apply`] adds a penalty).
+/// gradients): `w -= eta * aggregate_sum / n_total_rows` in either mode (linear
+/// regression; [`Objective::apply`] adds a penalty, and shows how `seed` mode
+/// orders the arithmetic).
 pub fn apply_aggregate(
     mode: Mode,
     w: &mut Array1<f64>,
@@ -189,12 +240,10 @@ pub fn apply_aggregate(
     Objective::LINEAR.apply(mode, w, aggregate_sum, n_hospitals, n_total_rows, eta);
 }
 
-/// Local-only training with the update rule of `mode`, from zeros:
-/// [`Mode::Seed`] steps with the summed gradient (`w -= eta * gradient`, as
-/// python-paillier's example does, see [`crate::train_local`]); [`Mode::Global`] steps
-/// with the mean gradient over the hospital's own rows (`w -= eta * gradient /
-/// rows`), the same rule the federated model follows on the pooled rows, so the
-/// local-only baseline is trained with the same `eta` on a comparable scale.
+/// Local-only linear regression from zeros: `iterations` steps of `eta` on the
+/// mean gradient of the hospital's own rows (see [`Objective::train_local`];
+/// in [`Mode::Seed`] that is python-paillier's [`crate::train_local`] with
+/// `eta / rows` on the summed gradient).
 pub fn train_local_for(
     mode: Mode,
     x: &Array2<f64>,
@@ -220,7 +269,7 @@ pub struct ReferenceRun {
     pub mode: Mode,
     /// Number of federated rounds (and of local-only iterations).
     pub rounds: usize,
-    /// Learning rate.
+    /// Learning rate: the step on the mean gradient (see [`Mode`]).
     pub eta: f64,
 }
 
@@ -262,8 +311,8 @@ impl ReferenceRun {
     /// This follows what the hospitals do: a hospital that rejoins first
     /// replays the aggregates of the rounds it missed (as it does on its new
     /// setup) and then computes its gradient; the aggregate of a round is the
-    /// sum of its participants' gradients in ring order, averaged over its
-    /// participants (`seed`) or their rows (`global`). With everyone in every
+    /// sum of its participants' gradients in ring order, averaged over their
+    /// rows. With everyone in every
     /// round this is exactly [`ReferenceRun::run`].
     pub fn run_rounds(
         &self,
@@ -354,10 +403,12 @@ impl ReferenceRun {
 
     /// The pooled-data comparison: all training rows in one place, trained in
     /// the clear from zeros with the federation's own gradient steps.
-    /// [`Mode::Seed`]: `2 * rounds` steps of `w -= eta * grad / n_hospitals`
+    /// [`Mode::Seed`]: `2 * rounds` steps of `eta` on the pooled mean gradient
     /// (each federated model took `rounds` local steps and then `rounds` steps
-    /// of that rule); [`Mode::Global`]: `rounds` steps of
-    /// `w -= eta * grad / n_rows`, exactly what the federation computes.
+    /// of that rule), in the published reference's arithmetic `w -= (eta_sum
+    /// / n_hospitals) * summed gradient` with `eta_sum = eta / (n_rows /
+    /// n_hospitals)`; [`Mode::Global`]: `rounds` steps of `w -= eta * grad /
+    /// n_rows`, exactly what the federation computes.
     pub fn pooled(&self, hospitals: &[Dataset]) -> Result<PooledResult> {
         self.pooled_for(&Objective::LINEAR, hospitals)
     }
@@ -374,6 +425,13 @@ impl ReferenceRun {
         let d = match divisor {
             PooledDivisor::Hospitals(n) | PooledDivisor::Rows(n) => n as f64,
         };
+        let rows = pooled.n_rows() as f64;
+        // The published reference steps by `eta_sum / n_hospitals` on the summed
+        // gradient; `eta` on the mean is `eta_sum` times the rows per hospital.
+        let eta_sum = match divisor {
+            PooledDivisor::Hospitals(_) => self.eta / (rows / d),
+            PooledDivisor::Rows(_) => self.eta,
+        };
         let mut weights = Array1::zeros(pooled.n_features());
         let mut taken = 0;
         for _ in 0..steps {
@@ -382,11 +440,14 @@ impl ReferenceRun {
                 // The published reference's arithmetic (`eta / d` first),
                 // which the scenario tables print.
                 let g = gradient(pooled.x(), pooled.y(), &weights);
-                weights.scaled_add(-self.eta / d, &g);
+                weights.scaled_add(-eta_sum / d, &g);
                 continue;
             }
             let g = objective.model.gradient(pooled.x(), pooled.y(), &weights);
-            if objective.stops(self.mode, objective.step(&mut weights, &g, d, self.eta)) {
+            if objective.stops(
+                self.mode,
+                objective.step(&mut weights, &g, d, rows, self.eta),
+            ) {
                 break;
             }
         }
@@ -555,11 +616,65 @@ mod tests {
     #[test]
     fn apply_aggregate_divisors() {
         let mut w = array![1.0, 1.0];
-        apply_aggregate(Mode::Seed, &mut w, &array![3.0, -6.0], 3, 100, 0.5);
+        // Either mode steps by eta on the mean over all rows: [3, -6] / 6.
+        apply_aggregate(Mode::Seed, &mut w, &array![3.0, -6.0], 3, 6, 1.0);
         assert_eq!(w, array![0.5, 2.0]);
         let mut w = array![1.0, 1.0];
         apply_aggregate(Mode::Global, &mut w, &array![10.0, -20.0], 3, 10, 0.5);
         assert_eq!(w, array![0.5, 2.0]);
+    }
+
+    /// python-paillier's example steps by 0.01 on summed gradients with 130
+    /// rows per hospital; as the one meaning that is 1.3, and seed mode's
+    /// arithmetic is then the example's own, bit for bit.
+    #[test]
+    fn seed_mode_with_the_mapped_eta_is_the_examples_arithmetic() {
+        let eta = eta_from_summed(0.01, 390, 3);
+        assert_eq!(eta, 1.3);
+        let x = Array2::from_shape_fn((130, 3), |(r, c)| ((r * 7 + c * 3) % 11) as f64 / 40.0);
+        let y = Array1::from_shape_fn(130, |r| (r % 5) as f64);
+        let local = Objective::LINEAR.train_local(Mode::Seed, &x, &y, 6, eta);
+        assert_eq!(local, train_local(&x, &y, 6, 0.01));
+        let sum = gradient(&x, &y, &local) * 3.0;
+        let mut w = local.clone();
+        apply_aggregate(Mode::Seed, &mut w, &sum, 3, 390, eta);
+        let mut expect = local;
+        expect.scaled_add(-0.01, &(&sum / 3.0));
+        assert_eq!(w, expect);
+    }
+
+    /// The converging step's bound is above the mean loss's curvature on
+    /// standardized columns, however correlated.
+    #[test]
+    fn converging_eta_bounds_the_curvature() {
+        let n = 200;
+        let base = Array1::from_shape_fn(n, |r| ((r * 37) % 101) as f64);
+        // Four nearly identical columns (curvature near 4) and the intercept.
+        let mut x = Array2::from_shape_fn((n, 5), |(r, c)| {
+            if c == 4 {
+                1.0
+            } else {
+                base[r] + ((r * (c + 3)) % 7) as f64 * 0.01
+            }
+        });
+        for c in 0..4 {
+            let col = x.column(c).to_owned();
+            let (m, sd) = (col.mean().unwrap(), col.std(0.0));
+            x.column_mut(c).mapv_inplace(|v| (v - m) / sd);
+        }
+        let h = x.t().dot(&x) / n as f64;
+        // Power iteration for the largest eigenvalue.
+        let mut v = Array1::from_elem(5, 1.0);
+        let mut lambda = 0.0;
+        for _ in 0..200 {
+            let hv = h.dot(&v);
+            lambda = hv.dot(&v) / v.dot(&v);
+            v = &hv / hv.dot(&hv).sqrt();
+        }
+        assert!(lambda > 3.9, "{lambda}");
+        assert!(1.0 / converging_eta(ModelKind::Linear, 5, 0.0) >= lambda);
+        assert!(1.0 / converging_eta(ModelKind::Logistic, 5, 0.0) >= lambda / 4.0);
+        assert_eq!(converging_eta(ModelKind::Ridge, 5, 1.0), 1.0 / 6.0);
     }
 
     #[test]
@@ -576,11 +691,13 @@ mod tests {
         // Recompute round 1 by hand.
         let mut sum = Array1::zeros(2);
         for (h, w) in hs.iter().zip(&r.local_weights) {
-            assert_eq!(w, &train_local(h.x(), h.y(), 4, 0.1));
+            // eta on the mean gradient: python-paillier's eta / rows on the sum.
+            assert_eq!(w, &train_local(h.x(), h.y(), 4, 0.1 / h.n_rows() as f64));
             sum += &gradient(h.x(), h.y(), w);
         }
         for (i, w) in r.local_weights.iter().enumerate() {
-            let expect = w - &(&sum / 3.0 * 0.1);
+            // 9 rows in all: eta / 3 per hospital on the sum over 3 hospitals.
+            let expect = w - &(&sum / 3.0 * (0.1 / 3.0));
             for k in 0..2 {
                 assert!((expect[k] - r.weights_per_round[0][i][k]).abs() < 1e-15);
             }
@@ -645,8 +762,9 @@ mod tests {
             for &h in ring {
                 sum += &gradient(hs[h].x(), hs[h].y(), &w[h]);
             }
+            let rows = ring.iter().map(|&h| hs[h].n_rows()).sum();
             for &h in ring {
-                apply_aggregate(Mode::Seed, &mut w[h], &sum, ring.len(), 0, 0.1);
+                apply_aggregate(Mode::Seed, &mut w[h], &sum, ring.len(), rows, 0.1);
             }
             sum
         };
@@ -657,7 +775,8 @@ mod tests {
             "away: unchanged"
         );
         // Rejoining, hospital 2 first applies round 2's aggregate.
-        apply_aggregate(Mode::Seed, &mut w[1], &s2, 2, 0, 0.1);
+        // Round 2's ring, hospitals 1 and 3, has 3 + 4 rows.
+        apply_aggregate(Mode::Seed, &mut w[1], &s2, 2, 7, 0.1);
         step(&mut w, &rings[2]);
         assert_eq!(r.final_weights, w);
         assert_ne!(s1, s2);
@@ -670,7 +789,7 @@ mod tests {
         for h in [0, 2] {
             sum += &gradient(hs[h].x(), hs[h].y(), &r.weights_per_round[1][h]);
         }
-        apply_aggregate(Mode::Seed, &mut w1, &sum, 2, 0, 0.1);
+        apply_aggregate(Mode::Seed, &mut w1, &sum, 2, 7, 0.1);
         assert_eq!(r.final_weights[1], w1);
     }
 

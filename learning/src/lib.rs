@@ -32,8 +32,8 @@ pub use artifact::{Model, ModelFile, TrainingInfo, MODEL_FORMAT, MODEL_VERSION};
 pub use data::{Dataset, Schema};
 pub use error::{Error, Result};
 pub use federated::{
-    apply_aggregate, participant_indices, train_local_for, Mode, Objective, PooledDivisor,
-    PooledResult, ReferenceResult, ReferenceRun,
+    apply_aggregate, converging_eta, eta_from_summed, participant_indices, train_local_for, Mode,
+    Objective, PooledDivisor, PooledResult, ReferenceResult, ReferenceRun,
 };
 pub use metrics::{evaluation_len, histogram_auc, local_evaluation, roc_auc, Metrics};
 pub use model::{gradient, least_squares, mse, predict, sigmoid, softplus, train_local, ModelKind};

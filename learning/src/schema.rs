@@ -334,6 +334,14 @@ impl ConsortiumSchema {
             && (self.file.scale || self.numeric_columns().any(|c| c.impute == Impute::Mean))
     }
 
+    /// Whether every feature the preprocessing makes has a pooled mean square
+    /// of at most 1 (standardized numeric columns exactly 1, one-hot columns
+    /// their category's share, the intercept 1): then
+    /// [`crate::converging_eta`] is a step that converges.
+    pub fn unit_scale(&self) -> bool {
+        self.file.scale || self.numeric_columns().next().is_none()
+    }
+
     /// Length of the statistics vector: three sums per numeric column.
     pub fn statistics_len(&self) -> usize {
         3 * self.numeric_columns().count()

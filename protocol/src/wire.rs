@@ -368,7 +368,8 @@ pub struct RunParams {
     pub mode: Mode,
     /// Number of rounds (gradient steps).
     pub rounds: u32,
-    /// Learning rate.
+    /// Learning rate: the step on the mean gradient, in either mode (see
+    /// [`learning::Mode`]).
     pub eta: f64,
     /// Fixed-point encoding of the gradients.
     pub fixed_point: FixedPoint,

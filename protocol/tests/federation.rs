@@ -167,7 +167,7 @@ fn lost_connection_drops_at_once_and_rejoined_node_is_resynced() {
     let got = sim.final_weights();
     assert_eq!(got.len(), 4);
     let d4 = &sim.datasets["hospital-4"];
-    let mut w = learning::train_local(d4.x(), d4.y(), 8, 0.01);
+    let mut w = learning::train_local_for(Mode::Seed, d4.x(), d4.y(), 8, 0.01);
     for r in &results.history {
         let sum = learning::ndarray::Array1::from(r.sum.clone());
         learning::apply_aggregate(
@@ -602,7 +602,7 @@ fn masks_hide_each_contribution_from_the_key_holder() {
             );
         } else {
             let d = &data[0];
-            let w = learning::train_local(d.x(), d.y(), 1, 0.01);
+            let w = learning::train_local_for(Mode::Seed, d.x(), d.y(), 1, 0.01);
             let g = learning::gradient(d.x(), d.y(), &w);
             let diff = max_abs_diff(&decoded.unwrap(), g.as_slice().unwrap());
             assert!(diff < 1e-9);

@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// Training rows per hospital in the scaling runs
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub scaling_rows: usize,
+    /// Skip the secure statistics step's cost (breast cancer, raw rows scaled by the
+    /// federation, against the same run on rows scaled beforehand) [default: run it]
+    #[arg(long)]
+    pub skip_statistics: bool,
     /// Instead of the benchmark: peak RSS of the coordinator and of hospital-1 in a
     /// diabetes run (3 hospitals, --rounds, --key-bits) without, then with, the last
     /// hospital flooding every recipient with N junk frames per message kind at each
@@ -101,6 +105,30 @@ struct SideBySide {
     python_max_abs_weight_diff: f64,
     ours_max_abs_weight_diff: f64,
     ours_peak_rss_bytes: Vec<(String, Option<u64>)>,
+}
+
+/// The secure statistics step's cost against a training round's.
+#[derive(Debug, Serialize)]
+struct StatisticsCost {
+    key_bits: usize,
+    hospitals: usize,
+    features: usize,
+    statistics_values: usize,
+    gradient_values: usize,
+    training_rounds: usize,
+    /// Latency of the statistics step in the run with it.
+    statistics_seconds: f64,
+    /// Median training round latency of the same run.
+    median_round_seconds: f64,
+    /// `statistics_seconds / median_round_seconds`.
+    ratio: f64,
+    /// Whole training time of the run with the statistics step.
+    with_statistics_seconds: f64,
+    /// The same run on rows scaled beforehand: no statistics step.
+    without_statistics_seconds: f64,
+    /// `(with - without) / median_round_seconds`: what the step added, in rounds.
+    added_rounds: f64,
+    max_abs_weight_diff: f64,
 }
 
 /// One cell of the scaling table.
@@ -138,6 +166,11 @@ fn bench_plan(hospitals: usize, rounds: usize, eta: f64, key_bits: usize, data: 
     }
 }
 
+/// Training rows of all hospitals.
+fn split_rows(split: &Split) -> usize {
+    split.hospitals.iter().map(Dataset::n_rows).sum()
+}
+
 /// Runs the federation and checks it against the cleartext twin.
 fn run_checked(
     bins: &Binaries,
@@ -159,7 +192,8 @@ fn run_flood(args: &BenchArgs, frames: u32) -> Result<()> {
     let split = prep::split(&data, SplitKind::Seed, 3, 50, 42)?;
     let mut rss = Vec::new();
     for flood in [0, frames] {
-        let mut plan = bench_plan(3, args.rounds, 0.01, args.key_bits, "built-in diabetes");
+        let eta = learning::eta_from_summed(0.01, split_rows(&split), 3);
+        let mut plan = bench_plan(3, args.rounds, eta, args.key_bits, "built-in diabetes");
         plan.flood = flood;
         println!(
             "running diabetes, 3 hospitals, {} rounds, {} bits, flood {flood} ...",
@@ -249,6 +283,29 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         );
         report.insert("side_by_side".into(), serde_json::to_value(&sbs)?);
     }
+    if !args.skip_statistics {
+        let c = statistics_cost(args, &bins)?;
+        println!(
+            "\nsecure statistics step, breast cancer, {} hospitals, {} features ({} sums against {} \
+             gradient values), {} bits, {} training rounds",
+            c.hospitals,
+            c.features,
+            c.statistics_values,
+            c.gradient_values,
+            c.key_bits,
+            c.training_rounds
+        );
+        println!(
+            "statistics step {:.4} s, median training round {:.4} s: ratio {:.2}",
+            c.statistics_seconds, c.median_round_seconds, c.ratio
+        );
+        println!(
+            "training with the step {:.3} s, on rows scaled beforehand {:.3} s: the step added \
+             {:.2} median rounds",
+            c.with_statistics_seconds, c.without_statistics_seconds, c.added_rounds
+        );
+        report.insert("statistics".into(), serde_json::to_value(&c)?);
+    }
     if !args.skip_scaling {
         let mut cells = Vec::new();
         for &bits in &args.scaling_key_bits {
@@ -322,7 +379,9 @@ fn print_rss(rss: &[(String, Option<u64>)]) {
 fn side_by_side(args: &BenchArgs, bins: &Binaries) -> Result<SideBySide> {
     let data = prep::diabetes()?;
     let split = prep::split(&data, SplitKind::Seed, 3, 50, 42)?;
-    let plan = bench_plan(3, args.rounds, 0.01, args.key_bits, "built-in diabetes");
+    // python-paillier's 0.01 on summed gradients, as the one meaning of eta.
+    let eta = learning::eta_from_summed(0.01, split_rows(&split), 3);
+    let plan = bench_plan(3, args.rounds, eta, args.key_bits, "built-in diabetes");
 
     let python = ensure_python(args)?;
     let dir = tempfile::Builder::new().prefix("bench-python-").tempdir()?;
@@ -402,6 +461,74 @@ fn side_by_side(args: &BenchArgs, bins: &Binaries) -> Result<SideBySide> {
     })
 }
 
+/// The statistics step's cost: breast cancer's raw rows with a schema that
+/// scales (the statistics step, then training) against the same rows scaled
+/// beforehand with a schema that does not (training only), same key, split
+/// and rounds; both held to the cleartext twin.
+fn statistics_cost(args: &BenchArgs, bins: &Binaries) -> Result<StatisticsCost> {
+    let data = prep::breast_cancer()?;
+    let hospitals = 3;
+    let raw = prep::split(&data, SplitKind::Random, hospitals, 50, 42)?;
+    let scaling = prep::schema_for(&data, true)?;
+    let (scaled, _) = prep::preprocess(&scaling, &raw)?;
+    let features = scaling.feature_names().len();
+    let model = learning::ModelKind::Logistic;
+    let mut plan = bench_plan(hospitals, args.rounds, 0.0, args.key_bits, "breast cancer");
+    plan.mode = Mode::Global;
+    plan.model = model;
+    plan.eta = learning::converging_eta(model, features, 0.0);
+    let objective = plan.objective(scaling.intercept_index());
+    let run = |plan: &Plan, split: &Split, schema: &learning::ConsortiumSchema, what: &str| {
+        println!(
+            "running breast cancer {what} ({} rounds, {} bits) ...",
+            plan.rounds, plan.key_bits
+        );
+        let fed = federation::run(bins, plan, split, Some(schema), false)
+            .with_context(|| format!("statistics benchmark run {what}"))?;
+        let (_, diff) = verify::against_twin(plan, &objective, &scaled, &fed)
+            .with_context(|| format!("statistics benchmark run {what} against its twin"))?;
+        let t = nodes::timings(&fed)?;
+        anyhow::Ok((fed, t, diff))
+    };
+    let mut with_plan = plan.clone();
+    with_plan.scaling = crate::plan::Scaling::Federated;
+    let (fed, with, diff_with) = run(&with_plan, &raw, &scaling, "scaled by the federation")?;
+    // The scaled rows already hold the intercept column: this schema takes it
+    // as a column and adds none, so both runs train on the same features.
+    let given = learning::ConsortiumSchema::numeric(
+        scaled.test.feature_names(),
+        scaled.test.target_name(),
+        false,
+        false,
+    )?;
+    let (_, without, diff_without) = run(&plan, &scaled, &given, "on rows scaled beforehand")?;
+    let report = fed
+        .report
+        .as_ref()
+        .context("the federation wrote no results")?;
+    let statistics_seconds = report["rounds_detail"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["kind"] == "statistics"))
+        .and_then(|r| r["latency_s"].as_f64())
+        .context("the results have no statistics step latency")?;
+    let m = with.median_round_seconds;
+    Ok(StatisticsCost {
+        key_bits: args.key_bits,
+        hospitals,
+        features,
+        statistics_values: scaling.statistics_len(),
+        gradient_values: features,
+        training_rounds: args.rounds,
+        statistics_seconds,
+        median_round_seconds: m,
+        ratio: statistics_seconds / m,
+        with_statistics_seconds: with.training_seconds,
+        without_statistics_seconds: without.training_seconds,
+        added_rounds: (with.training_seconds - without.training_seconds) / m,
+        max_abs_weight_diff: diff_with.max(diff_without),
+    })
+}
+
 /// Synthetic regression data: `features` uniform features in [-0.5, 0.5)
 /// from NumPy's legacy stream, a fixed true model and small noise.
 fn synthetic(hospitals: usize, rows: usize, features: usize, seed: u32) -> Result<Split> {
@@ -433,7 +560,8 @@ fn scaling_cell(
 ) -> Result<ScalingCell> {
     let split = synthetic(h, args.scaling_rows, f, 7)?;
     // A small step keeps the synthetic model well inside the fixed-point range.
-    let plan = bench_plan(h, args.scaling_rounds, 0.001, bits, "synthetic");
+    let eta = learning::eta_from_summed(0.001, split_rows(&split), h);
+    let plan = bench_plan(h, args.scaling_rounds, eta, bits, "synthetic");
     let (t, diff, _) = run_checked(bins, &plan, &split)
         .with_context(|| format!("scaling run: {bits} bits, {h} hospitals, {f} features"))?;
     Ok(ScalingCell {

@@ -66,7 +66,7 @@ pub fn coordinator_config(
         mode: plan.mode,
         rounds: u32::try_from(plan.rounds)
             .context("--rounds does not fit the coordinator's u32")?,
-        eta: plan.eta,
+        eta: Some(plan.eta),
         masks: plan.masks,
         pack: plan.pack,
         model: plan.model,

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use learning::ndarray::Array1;
-use learning::{least_squares, mse, Mode, PooledDivisor, ReferenceResult, ReferenceRun};
+use learning::{least_squares, mse, Mode, ReferenceResult, ReferenceRun};
 use serde::Serialize;
 
 use crate::nodes::hospital_name;
@@ -92,17 +92,13 @@ pub fn evaluate(
     let pooled_least_squares_mse = least_squares(pooled.pooled.x(), pooled.pooled.y())
         .ok()
         .map(|w| mse(tx, ty, &w));
-    let what = match pooled.divisor {
-        PooledDivisor::Hospitals(n) => format!("/{n} hospitals"),
-        PooledDivisor::Rows(n) => format!("/{n} rows"),
-    };
     Ok(Outcome {
         hospitals,
         test_rows: split.test.n_rows(),
         pooled_rows: pooled.pooled.n_rows(),
         pooled_mse: mse(tx, ty, &pooled.weights),
         pooled_method: format!(
-            "cleartext gradient descent on the pooled rows, {} steps of eta*grad{what}",
+            "cleartext gradient descent on the pooled rows, {} steps of eta on the mean gradient",
             pooled.steps
         ),
         pooled_least_squares_mse,
@@ -126,7 +122,7 @@ pub(crate) mod tests {
         let twin = ReferenceRun {
             mode: Mode::Seed,
             rounds: 50,
-            eta: 0.01,
+            eta: 1.3,
         };
         let r = twin.run(&split.hospitals).unwrap();
         evaluate(&split, &twin, &r, &r.final_weights, None).unwrap()

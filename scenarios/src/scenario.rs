@@ -75,11 +75,12 @@ pub struct DiabetesArgs {
     /// example; 300 when the federation scales the rows]
     #[arg(long, value_name = "N")]
     pub rounds: Option<usize>,
-    /// Learning rate of every gradient step [default: the example's 0.01 in seed mode
-    /// and on pre-scaled rows; on standardized rows in global mode 1 / (d + l2) for
-    /// least squares and 1 / (d / 4 + l2) for logistic regression, d the number of
-    /// features with the intercept: below 2 / (largest curvature) whatever the data, so
-    /// gradient descent converges]
+    /// Learning rate: the step on the mean gradient, in every mode [default: in seed
+    /// mode the example's 0.01 on summed gradients, i.e. 0.01 x rows per hospital (1.3
+    /// for 130 rows); on standardized rows in global mode 1 / (d + l2) for least
+    /// squares and 1 / (d / 4 + l2) for logistic regression, d the number of features
+    /// with the intercept: below 2 / (largest curvature) whatever the data, so gradient
+    /// descent converges; else 0.01]
     #[arg(long, value_name = "RATE")]
     pub eta: Option<f64>,
     /// Paillier key size in bits (below 2048 is refused as insecure; larger is slower)
@@ -144,20 +145,6 @@ pub struct DiabetesArgs {
     /// same privacy, more traffic, slower rounds [default: packing on]
     #[arg(long)]
     pub no_pack: bool,
-}
-
-/// The learning rate that makes full-batch gradient descent converge on
-/// standardized rows whatever they hold: the mean loss's curvature is at
-/// most the trace of the features' second-moment matrix, which is `d` for
-/// `d` standardized features and the intercept (each has mean square 1, a
-/// one-hot column at most 1), a quarter of that for logistic regression,
-/// plus the penalty; the step 1 / bound is below 2 / curvature.
-pub fn converging_eta(model: ModelKind, features: usize, l2: f64) -> f64 {
-    let curvature = match model {
-        ModelKind::Logistic => features as f64 / 4.0,
-        ModelKind::Linear | ModelKind::Ridge => features as f64,
-    };
-    1.0 / (curvature + l2)
 }
 
 impl DiabetesArgs {
@@ -244,15 +231,9 @@ impl DiabetesArgs {
             data,
             hospitals: self.hospitals,
             rounds,
-            // The converging rule needs the data's width: resolved then
-            // (see `resolve_eta`).
-            eta: self
-                .eta
-                .unwrap_or(if mode == Mode::Global && scaling != Scaling::None {
-                    f64::NAN
-                } else {
-                    0.01
-                }),
+            // The default needs the data's width and rows per hospital:
+            // resolved then (see `resolve_eta`).
+            eta: self.eta.unwrap_or(f64::NAN),
             key_bits: self.key_bits,
             seed: self.seed,
             split: self.split.unwrap_or(match kind {
@@ -295,14 +276,18 @@ impl DiabetesArgs {
     }
 }
 
-/// The plan's learning rate: as given, or [`converging_eta`] on
-/// standardized rows in global mode, else the example's 0.01.
-fn resolve_eta(plan: &mut Plan, features: usize) {
+/// The plan's learning rate: as given, or by default [`learning::converging_eta`]
+/// on standardized rows in global mode, python-paillier's 0.01 on summed
+/// gradients ([`learning::eta_from_summed`]) in seed mode, else 0.01.
+fn resolve_eta(plan: &mut Plan, features: usize, split: &Split) {
     if plan.eta.is_nan() {
-        plan.eta = if plan.mode == Mode::Global && plan.scaling != Scaling::None {
-            converging_eta(plan.model, features, plan.l2)
-        } else {
-            0.01
+        let rows = split.hospitals.iter().map(Dataset::n_rows).sum();
+        plan.eta = match plan.mode {
+            Mode::Global if plan.scaling != Scaling::None => {
+                learning::converging_eta(plan.model, features, plan.l2)
+            }
+            Mode::Seed => learning::eta_from_summed(0.01, rows, split.hospitals.len()),
+            Mode::Global => 0.01,
         };
     }
 }
@@ -335,7 +320,7 @@ pub fn prepare(args: &DiabetesArgs, kind: Builtin, plan: &mut Plan) -> Result<Pr
             .context("--model logistic")?;
     }
     let (model, preprocessor) = prep::preprocess(&schema, &raw)?;
-    resolve_eta(plan, schema.feature_names().len());
+    resolve_eta(plan, schema.feature_names().len(), &model);
     Ok(Prepared {
         raw,
         schema,
@@ -511,6 +496,16 @@ fn run_scenario(args: &DiabetesArgs, kind: Builtin) -> Result<()> {
         plan.eta,
         describe_scaling(plan.scaling),
     );
+    if plan.mode == Mode::Seed {
+        let per = split.hospitals.iter().map(Dataset::n_rows).sum::<usize>() as f64
+            / split.hospitals.len() as f64;
+        println!(
+            "eta is the step on the mean gradient: {} here is python-paillier's {:.4} on summed \
+             gradients with {per} rows per hospital",
+            plan.eta,
+            plan.eta / per
+        );
+    }
 
     // The hospitals get their raw exports and the schema; the federation's
     // final weights are held to the cleartext twin on the preprocessed rows.
@@ -650,8 +645,12 @@ mod tests {
 
     #[test]
     fn defaults_are_the_example() {
-        let p = args(&[]).plan(Builtin::Diabetes).unwrap();
-        assert_eq!((p.hospitals, p.rounds, p.eta, p.seed), (3, 50, 0.01, 42));
+        let a = args(&[]);
+        let mut p = a.plan(Builtin::Diabetes).unwrap();
+        assert_eq!((p.hospitals, p.rounds, p.seed), (3, 50, 42));
+        // The example's 0.01 on summed gradients, 130 rows per hospital.
+        prepare(&a, Builtin::Diabetes, &mut p).unwrap();
+        assert_eq!(p.eta, 1.3);
         assert_eq!((p.split, p.mode), (SplitKind::Seed, Mode::Seed));
         assert!(p.masks && p.pack);
     }

@@ -37,8 +37,8 @@ pub fn table(outcome: &Outcome) -> String {
     );
     s += &format!("test set: {} rows\n", outcome.test_rows);
     if diverged {
-        s += "note: a model diverged (local-only training steps with eta times the summed \
-              gradient, as python-paillier's example does; lower --eta)\n";
+        s += "note: a model diverged (eta, the step on the mean gradient, is too large for \
+              these rows; lower --eta or let the federation scale them)\n";
     }
     s
 }
@@ -66,7 +66,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("pooled          390"), "{t}");
-        // Checked with NumPy: 100 steps of eta * grad / 3 on the 390 pooled
+        // Checked with NumPy: 100 steps of 0.01 * grad / 3 on the 390 pooled
         // rows give 3694.66; their least-squares optimum 4181.24.
         assert!(
             t.contains("pooled          390                        3694.66"),
