@@ -215,6 +215,11 @@ pub enum Error {
     /// The coordinator stopped the run.
     #[error("the coordinator stopped the run: {0}")]
     Stopped(String),
+    /// This hospital cannot take part in the run as configured (its values do
+    /// not fit the encoding, say): retrying would fail the same way. The
+    /// coordinator was told the same reason.
+    #[error("this hospital cannot take part: {0}")]
+    CannotContribute(String),
     /// A local cryptographic operation failed.
     #[error("cryptography: {0}")]
     Crypto(#[source] paillier::Error),

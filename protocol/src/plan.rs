@@ -126,9 +126,57 @@ impl Plan {
             trained: 0,
             converged: false,
             evaluated: false,
-            weights: (self.params.mode == Mode::Global && self.params.tolerance.is_some())
-                .then(|| Array1::zeros(self.n_features)),
+            weights: (self.params.mode == Mode::Global).then(|| Array1::zeros(self.n_features)),
+            smallest: None,
+            divergence: None,
         }
+    }
+}
+
+/// How much the mean gradient's norm may grow over the smallest norm of the
+/// run before `global` training is called diverging. On a convex, L-smooth
+/// loss (every model here) gradient descent with `eta <= 2 / L` never lets
+/// the norm grow (co-coercivity: `|g'|^2 <= |g|^2 - (2 / (eta L) - 1)|g - g'|^2`),
+/// so growth means the step is too large; the factor leaves room for the
+/// fixed-point encoding's rounding, which only matters near a norm of zero
+/// (see [`DIVERGENCE_FLOOR`]).
+pub const DIVERGENCE_FACTOR: f64 = 2.0;
+
+/// Norms below this fraction of the first round's are never judged: there
+/// the encoding's rounding, not the step, moves the norm.
+pub const DIVERGENCE_FLOOR: f64 = 1e-6;
+
+/// `global` training whose mean gradient's norm grew by more than
+/// [`DIVERGENCE_FACTOR`]: the step is too large for these rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Divergence {
+    /// 0-based training round of the smallest norm.
+    pub from_round: u32,
+    /// That norm.
+    pub from_norm: f64,
+    /// 0-based training round at which the growth was seen.
+    pub round: u32,
+    /// Its norm.
+    pub norm: f64,
+    /// The run's learning rate.
+    pub eta: f64,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the model is diverging: the mean gradient's norm grew from {:.3e} at round {} to \
+             {:.3e} at round {}, which gradient descent with a step below 2 / (the loss's \
+             largest curvature) never does; eta {} is too large for these rows: lower eta, or \
+             standardize the features (a schema with \"scale\": true) and leave eta unset for \
+             a step that converges",
+            self.from_norm,
+            self.from_round + 1,
+            self.norm,
+            self.round + 1,
+            self.eta
+        )
     }
 }
 
@@ -141,8 +189,14 @@ pub struct Cursor {
     trained: u32,
     converged: bool,
     evaluated: bool,
-    /// The shared `global` model, tracked only to decide the early stop.
+    /// The shared `global` model, tracked to decide the early stop and to
+    /// see divergence.
     weights: Option<Array1<f64>>,
+    /// The smallest mean-gradient norm so far, its 0-based round, and the
+    /// first round's norm (`global` mode).
+    smallest: Option<(f64, u32, f64)>,
+    /// Set once training is seen diverging.
+    divergence: Option<Divergence>,
 }
 
 impl Cursor {
@@ -164,6 +218,12 @@ impl Cursor {
     /// Whether training stopped at the tolerance.
     pub fn converged(&self) -> bool {
         self.converged
+    }
+
+    /// Whether `global` training has been seen diverging (the run should
+    /// stop with this as its reason).
+    pub fn divergence(&self) -> Option<&Divergence> {
+        self.divergence.as_ref()
     }
 
     /// The next step, `None` when the run is complete.
@@ -219,6 +279,7 @@ impl Cursor {
                         self.plan.params.eta,
                     );
                     self.converged = obj.stops(Mode::Global, norm);
+                    self.watch(norm);
                 }
                 self.trained += 1;
             }
@@ -226,6 +287,34 @@ impl Cursor {
         }
         self.steps += 1;
         Ok(kind)
+    }
+}
+
+impl Cursor {
+    /// Tracks the smallest norm of `global` training and sets
+    /// [`Cursor::divergence`] when this round's grew past it.
+    fn watch(&mut self, norm: f64) {
+        let round = self.trained;
+        let eta = self.plan.params.eta;
+        match self.smallest {
+            None => self.smallest = Some((norm, round, norm)),
+            Some((min, min_round, first)) => {
+                if norm < min {
+                    self.smallest = Some((norm, round, first));
+                } else if self.divergence.is_none()
+                    && norm > DIVERGENCE_FACTOR * min
+                    && norm > DIVERGENCE_FLOOR * first
+                {
+                    self.divergence = Some(Divergence {
+                        from_round: min_round,
+                        from_norm: min,
+                        round,
+                        norm,
+                        eta,
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -302,5 +391,51 @@ mod tests {
         assert!(c.converged());
         assert_eq!(c.next(), None);
         assert_eq!(c.trained(), 2);
+    }
+
+    #[test]
+    fn global_training_whose_gradient_grows_is_diverging() {
+        let mut p = params();
+        p.statistics = false;
+        p.evaluate = false;
+        p.rounds = 10;
+        let plan = Plan::new(&p, 2, 0, None);
+        let mut c = plan.cursor();
+        // Norms 1.0, 0.5, 0.9 (below twice the smallest), then 1.2.
+        for (i, g) in [10.0, 5.0, 9.0].into_iter().enumerate() {
+            c.advance(&record(i as u32, vec![g, 0.0])).unwrap();
+            assert_eq!(c.divergence(), None, "round {}", i + 1);
+        }
+        c.advance(&record(3, vec![12.0, 0.0])).unwrap();
+        let d = *c.divergence().expect("diverging");
+        assert_eq!((d.from_round, d.round), (1, 3));
+        assert!((d.from_norm - 0.5).abs() < 1e-12 && (d.norm - 1.2).abs() < 1e-12);
+        let text = d.to_string();
+        assert!(
+            text.contains("round 2") && text.contains("round 4"),
+            "{text}"
+        );
+        assert!(text.contains("lower eta"), "{text}");
+        // Seed mode tracks no shared model and judges nothing.
+        let mut p = p;
+        p.mode = Mode::Seed;
+        let mut c = Plan::new(&p, 2, 0, None).cursor();
+        for (i, g) in [1.0, 100.0, 1e4].into_iter().enumerate() {
+            c.advance(&record(i as u32, vec![g, 0.0])).unwrap();
+        }
+        assert_eq!(c.divergence(), None);
+    }
+
+    #[test]
+    fn growth_near_zero_is_rounding_not_divergence() {
+        let mut p = params();
+        p.statistics = false;
+        p.evaluate = false;
+        p.rounds = 10;
+        let mut c = Plan::new(&p, 2, 0, None).cursor();
+        c.advance(&record(0, vec![10.0, 0.0])).unwrap();
+        c.advance(&record(1, vec![1e-7, 0.0])).unwrap();
+        c.advance(&record(2, vec![5e-7, 0.0])).unwrap();
+        assert_eq!(c.divergence(), None);
     }
 }

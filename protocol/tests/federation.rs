@@ -931,6 +931,99 @@ fn gradients_beyond_the_fixed_point_range_fail_the_run_with_the_reason() {
 }
 
 #[test]
+fn a_hospital_whose_gradient_cannot_be_encoded_is_dropped_when_the_others_suffice() {
+    // hospital-4 exports its target in other units (a million times larger):
+    // its gradient alone leaves the encoding; three others can go on.
+    let mut data = vec![
+        synthetic(40, 4, 1),
+        synthetic(55, 4, 2),
+        synthetic(35, 4, 3),
+    ];
+    let odd = synthetic(30, 4, 4);
+    let y = odd.y() * 1e6;
+    data.push(
+        learning::Dataset::new(
+            odd.feature_names().to_vec(),
+            odd.target_name().to_owned(),
+            odd.x().clone(),
+            y,
+        )
+        .unwrap(),
+    );
+    let mut sim = Sim::new(coordinator_config(4, params(Mode::Seed, 3)), data);
+    sim.run_to_end();
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+    assert_eq!(sim.dropped(), vec!["hospital-4".to_string()]);
+    let reason = sim
+        .coord_events
+        .iter()
+        .find_map(|e| match e {
+            CoordinatorEvent::NodeDropped { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.contains("hospital-4 cannot take part"), "{reason}");
+    assert!(
+        reason.contains("does not fit the fixed-point encoding"),
+        "{reason}"
+    );
+    let results = sim.finished().unwrap();
+    assert!(results.rounds.iter().all(|r| r.participants.len() == 3));
+    // The hospital itself stops with the same reason instead of coming back.
+    let own = sim.hospital_events["hospital-4"]
+        .iter()
+        .find_map(|e| match e {
+            HospitalEvent::Failed(e @ Error::CannotContribute(_)) => Some(e.to_string()),
+            _ => None,
+        })
+        .expect("hospital-4 stops");
+    assert!(
+        own.contains("does not fit the fixed-point encoding"),
+        "{own}"
+    );
+}
+
+#[test]
+fn a_diverging_global_run_stops_at_once_naming_the_cause_and_the_remedy() {
+    // The intercept column alone has curvature 1: eta 4 is twice beyond the
+    // 2 / curvature that gradient descent needs, so the norm triples a round.
+    let mut p = params(Mode::Global, 20);
+    p.eta = 4.0;
+    let mut sim = Sim::new(coordinator_config(3, p), three_sites());
+    sim.run_until(100_000, |s| s.coord.as_ref().unwrap().is_done());
+    match sim.failure() {
+        Some(
+            e @ Error::RoundFailed {
+                round,
+                attempts: 1,
+                reason,
+            },
+        ) => {
+            assert!(reason.contains("the model is diverging"), "{e}");
+            assert!(reason.contains("eta 4 is too large"), "{e}");
+            assert!(reason.contains("lower eta"), "{e}");
+            // Long before the encoding overflows, and the diverged aggregate
+            // is neither committed nor sent.
+            assert!(*round < 5, "{e}");
+            assert_eq!(sim.completed_rounds(), *round as usize, "{e}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_converging_step_is_never_called_diverging() {
+    // The same rows with the converging step run to the end.
+    let data = three_sites();
+    let features = data[0].n_features();
+    let mut p = params(Mode::Global, 40);
+    p.eta = learning::converging_eta(learning::ModelKind::Linear, features, 0.0);
+    let mut sim = Sim::new(coordinator_config(3, p), data);
+    sim.run_to_end();
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}
+
+#[test]
 fn a_stall_is_blamed_on_the_stalled_node_whatever_the_ring_order() {
     // Ring order opposite to name order: seeds flow along the ring, so nodes only
     // wait for earlier ring members and the silent node is the first non-forwarder.

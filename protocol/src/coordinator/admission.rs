@@ -107,6 +107,10 @@ impl CoordinatorMachine {
         node.rows = rows;
         node.connected = true;
         let previous = node.state;
+        if node.excluded {
+            // It reported a failure of its own that retrying cannot heal.
+            return Ok(());
+        }
         self.events.push_back(CoordinatorEvent::HospitalJoined {
             name: from.to_owned(),
             rows,

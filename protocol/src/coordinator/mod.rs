@@ -171,6 +171,9 @@ struct Node {
     rows: u64,
     connected: bool,
     state: NodeState,
+    /// Dropped for a failure it reported as deterministic: it would fail the
+    /// same way again, so it is not set up again in this run.
+    excluded: bool,
 }
 
 #[derive(Debug)]
@@ -283,6 +286,7 @@ impl CoordinatorMachine {
                         rows: 0,
                         connected: false,
                         state: NodeState::Absent,
+                        excluded: false,
                     },
                 )
             })

@@ -424,6 +424,13 @@ impl CoordinatorMachine {
                 return Ok(());
             }
         };
+        if let Some(d) = cursor.divergence() {
+            // Retrying cannot help and further rounds only grow the model:
+            // stop before this aggregate is committed or sent, with the cause.
+            let reason = d.to_string();
+            self.fail_round(round, reason);
+            return Ok(());
+        }
         if step == StepKind::Statistics {
             // Every hospital derives its preprocessing from this very sum; a
             // sum it cannot use (a column without values) stops the run here
@@ -476,8 +483,29 @@ impl CoordinatorMachine {
         // round's attempts).
         self.current_round(from, "abort", round, a.epoch)?;
         if a.deterministic {
-            // Retrying cannot help: stop now, with the cause.
-            self.fail_round(round, format!("{from} reported: {}", a.reason));
+            // Retrying with this hospital cannot help. When the others are
+            // enough, they go on without it (its data alone may be at fault);
+            // else the run stops now, with the cause.
+            let remaining = match &self.phase {
+                Phase::Round(rs) => rs
+                    .ring
+                    .iter()
+                    .filter(|n| n.as_str() != from && self.nodes[*n].state != NodeState::Dropped)
+                    .count(),
+                _ => 0,
+            };
+            if remaining >= self.min_hospitals() {
+                if let Some(n) = self.nodes.get_mut(from) {
+                    n.excluded = true;
+                }
+                self.abort_round(
+                    now,
+                    format!("{from} cannot take part: {}", a.reason),
+                    vec![from.to_owned()],
+                );
+            } else {
+                self.fail_round(round, format!("{from} reported: {}", a.reason));
+            }
             return Ok(());
         }
         if let Some(set) = a.committed {

@@ -1455,32 +1455,38 @@ impl HospitalMachine {
             Err(err) => {
                 // E.g. a gradient value beyond the fixed-point range: the run
                 // cannot go on as configured; the coordinator must hear why.
-                let body = Body::Abort(Abort {
-                    epoch,
-                    // Name the cause and the remedy; never a value of the
-                    // gradient itself (a function of this hospital's data).
-                    reason: match kind {
-                        StepKind::Training { index } => format!(
-                            "its gradient at round {} does not fit the fixed-point encoding \
+                // Name the cause and the remedy; never a value of the
+                // gradient itself (a function of this hospital's data).
+                let reason = match kind {
+                    StepKind::Training { index } => format!(
+                        "its gradient at round {} does not fit the fixed-point encoding \
                              ({}): the model is diverging or the features are not scaled; \
                              standardize the features or lower eta",
-                            index + 1,
-                            encoding_failure(&err)
-                        ),
-                        other => format!(
-                            "its sums for {} do not fit the fixed-point encoding ({}): \
+                        index + 1,
+                        encoding_failure(&err)
+                    ),
+                    other => format!(
+                        "its sums for {} do not fit the fixed-point encoding ({}): \
                              values beyond 2^{} are not supported",
-                            other.describe(),
-                            encoding_failure(&err),
-                            crate::plan::WIDE_FIXED_POINT_BITS.1
-                        ),
-                    },
+                        other.describe(),
+                        encoding_failure(&err),
+                        crate::plan::WIDE_FIXED_POINT_BITS.1
+                    ),
+                };
+                let body = Body::Abort(Abort {
+                    epoch,
+                    reason: reason.clone(),
                     dropped: Vec::new(),
                     committed: None,
                     deterministic: true,
                 });
                 self.send_coordinator(round, body);
-                return Err(err);
+                // It would fail the same way at every retry: this node stops
+                // (the coordinator goes on without it when the others suffice).
+                self.finished = true;
+                self.events
+                    .push_back(HospitalEvent::Failed(Error::CannotContribute(reason)));
+                return Ok(());
             }
         };
         let a = r.attempt.as_mut().expect("present");
