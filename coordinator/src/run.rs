@@ -501,6 +501,12 @@ fn handle_event(
                 json!({"event": "joined", "hospital": name, "rows": rows}),
             ));
         }
+        CoordinatorEvent::HospitalWithdrew { name, reason } => {
+            tracing::warn!(hospital = %name, "cannot take part: {reason}");
+            jobs.push(Job::Line(
+                json!({"event": "withdrew", "hospital": name, "reason": reason}),
+            ));
+        }
         CoordinatorEvent::RoundStarted {
             round, epoch, ring, ..
         } => {

@@ -656,6 +656,56 @@ fn pki_init_writes_private_keys_0600_and_never_overwrites() {
 }
 
 #[test]
+fn a_hospital_whose_data_fails_tells_the_coordinator_which_stops_waiting() {
+    // hospital-2's export has a text cell: it cannot take part and says why;
+    // with three hospitals the run cannot reach its minimum, so the
+    // coordinator stops long before its 60 s join timeout, printing the
+    // hospital's reason (the row and column, never the cell's text).
+    let f = Federation::new(3, 3, Mode::Seed, json!({}));
+    let path = f.path("hospital-2.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let cells: Vec<&str> = lines[3].split(',').collect();
+    lines[3] = std::iter::once("patient-7731")
+        .chain(cells[1..].iter().copied())
+        .collect::<Vec<_>>()
+        .join(",");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let mut procs = Procs::default();
+    let started = std::time::Instant::now();
+    let (c, rx) = f.coordinator(&[], "coordinator.log");
+    procs.0.push(c);
+    for i in 0..3 {
+        procs.0.push(f.hospital(i, &[]));
+    }
+    let st = wait(&mut procs.0[0], Duration::from_secs(50)).expect("the coordinator stops");
+    assert!(!st.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "it waited for the join timeout"
+    );
+    let log = std::fs::read_to_string(f.path("coordinator.log")).unwrap();
+    assert!(log.contains("hospital-2: loading training data"), "{log}");
+    assert!(
+        log.contains("row 3 (line 4)") && log.contains("not a finite number"),
+        "{log}"
+    );
+    assert!(!log.contains("patient-7731"), "{log}");
+    let events: Vec<Value> = rx.try_iter().collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "withdrew" && e["hospital"] == "hospital-2"),
+        "{events:?}"
+    );
+    // The hospital's own error has the whole chain.
+    let st = wait(&mut procs.0[2], Duration::from_secs(20)).expect("hospital-2 exits");
+    assert!(!st.success());
+    let own = std::fs::read_to_string(f.path("hospital-2.log")).unwrap();
+    assert!(own.contains("told the coordinator why"), "{own}");
+}
+
+#[test]
 fn refuses_to_run_with_two_hospitals_saying_why() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.json");

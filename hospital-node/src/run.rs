@@ -104,8 +104,8 @@ fn flood_frame(kind: Kind, max: usize) -> Vec<u8> {
 
 /// Runs the node until the run completes (Ok) or fails (Err).
 pub async fn run(cfg: Config) -> Result<()> {
-    let data = load_data(&cfg)?;
-    let rows = data.rows();
+    // The identity first: with it, a node whose data cannot be used can still
+    // tell the coordinator why instead of leaving it waiting.
     let identity = NodeIdentity::load(&cfg.pki)
         .with_context(|| format!("loading the certificate of {}", cfg.name))?;
     if identity.name() != cfg.name {
@@ -116,6 +116,14 @@ pub async fn run(cfg: Config) -> Result<()> {
             cfg.name
         );
     }
+    let data = match load_data(&cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            withdraw(&cfg, &identity, &e).await;
+            return Err(e);
+        }
+    };
+    let rows = data.rows();
     if cfg.test_fault_flood > 0 {
         tracing::warn!(
             n = cfg.test_fault_flood,
@@ -156,7 +164,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         .advertise
         .clone()
         .or_else(|| (!local.ip().is_unspecified()).then(|| local.to_string()));
-    let mut machine = match data {
+    let machine = match data {
         Data::AsGiven { train, test } => HospitalMachine::new(hcfg, train, test, mask_key, state),
         Data::Schema {
             schema,
@@ -164,7 +172,15 @@ pub async fn run(cfg: Config) -> Result<()> {
             test,
         } => HospitalMachine::with_schema(hcfg, schema, train, test, mask_key, state),
     }
-    .context("invalid hospital setup")?;
+    .context("invalid hospital setup");
+    let mut machine = match machine {
+        Ok(m) => m,
+        Err(e) => {
+            drop(endpoint);
+            withdraw(&cfg, &identity, &e).await;
+            return Err(e);
+        }
+    };
     tracing::info!(name = %cfg.name, %local, rows, "hospital node up");
     progress(&json!({"event": "listening", "name": cfg.name, "addr": local.to_string()}));
     let (mut hub, mut net) = Hub::start(endpoint);
@@ -482,6 +498,84 @@ impl Data {
 
 /// Loads the training and test CSVs, before anything touches the network: a
 /// bad file fails here, naming the file, its row and its column.
+/// What this node tells the coordinator of `err`: its outermost context
+/// (which file, which step) and its root cause, the data's values left out
+/// ([`learning::Error::without_values`]); the middle of the chain, which may
+/// repeat a value in its own words, is not sent.
+fn refusal_reason(err: &anyhow::Error) -> String {
+    let top = err.to_string();
+    let root = match err.chain().find_map(|c| {
+        c.downcast_ref::<learning::Error>()
+            .map(learning::Error::without_values)
+    }) {
+        Some(r) => r,
+        None => match err
+            .chain()
+            .find_map(|c| c.downcast_ref::<protocol::Error>())
+        {
+            Some(protocol::Error::Learning(e)) => e.without_values(),
+            _ => err.root_cause().to_string(),
+        },
+    };
+    if top == root {
+        top
+    } else {
+        format!("{top}: {root}")
+    }
+}
+
+/// Tells the coordinator that this node cannot take part, and why
+/// ([`refusal_reason`]), so that it stops waiting for it; best effort within
+/// a few seconds: when the coordinator cannot be reached, only this node's own
+/// error reports the failure.
+async fn withdraw(cfg: &Config, identity: &NodeIdentity, err: &anyhow::Error) {
+    let reason = refusal_reason(err);
+    let told = async {
+        let options = TransportOptions {
+            max_frame: cfg.max_message_bytes,
+            limits: inbound_limits(cfg, 1),
+            idle_timeout: cfg.idle_timeout,
+            ..TransportOptions::default()
+        };
+        // Any port: this endpoint only dials out.
+        let local = SocketAddr::new(cfg.listen.ip(), 0);
+        let endpoint = Endpoint::bind(local, identity, [cfg.coordinator_name.clone()], options)?;
+        let (mut hub, mut net) = Hub::start(endpoint);
+        let give_up = Instant::now() + cfg.coordinator_retry.min(Duration::from_secs(10));
+        hub.dial(&cfg.coordinator_name, cfg.coordinator_address, give_up);
+        loop {
+            match net.recv().await {
+                Some(node::transport::NetEvent::Up {
+                    peer,
+                    id,
+                    out,
+                    handle,
+                }) if peer == cfg.coordinator_name => {
+                    hub.link_up(&peer, id, out, handle);
+                    break;
+                }
+                Some(node::transport::NetEvent::Down { id: 0, reason, .. }) => bail!("{reason}"),
+                Some(_) => {}
+                None => bail!("the endpoint closed"),
+            }
+        }
+        let env = protocol::hospital::withdrawal(&cfg.name, &reason);
+        let frame = protocol::wire::encode_frame(&env, cfg.max_message_bytes)?;
+        if let Ok(mut audit) = node::audit::AuditLog::open(&cfg.audit_log_path) {
+            audit.record(&cfg.coordinator_name, env.body.kind(), 0, frame.len());
+        }
+        hub.send(&cfg.coordinator_name, frame);
+        hub.shutdown(Duration::from_secs(2)).await;
+        anyhow::Ok(())
+    };
+    match told.await {
+        Ok(()) => tracing::info!("told the coordinator why this node cannot take part: {reason}"),
+        Err(e) => {
+            tracing::warn!("could not tell the coordinator why this node cannot take part: {e:#}")
+        }
+    }
+}
+
 fn load_data(cfg: &Config) -> Result<Data> {
     let train_ctx = || format!("loading training data {}", cfg.train_csv.display());
     let test_ctx = |p: &std::path::Path| format!("loading test data {}", p.display());

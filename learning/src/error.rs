@@ -165,5 +165,69 @@ pub enum Error {
     Singular,
 }
 
+impl Error {
+    /// The message without any value of the data (a cell's text or number),
+    /// for telling another party what went wrong: the row, column and kind
+    /// of error stay.
+    pub fn without_values(&self) -> String {
+        match self {
+            Error::NonNumeric {
+                row, line, column, ..
+            } => format!("row {row} (line {line}), column {column:?}: not a finite number"),
+            Error::NonFinite { row, column, .. } => {
+                format!("row {row}, column {column:?}: a value is not finite")
+            }
+            Error::UnknownCategory {
+                row,
+                line,
+                column,
+                categories,
+                ..
+            } => format!(
+                "row {row} (line {line}), column {column:?}: not one of the declared categories \
+                 {categories:?}"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_for_other_parties_hold_no_value() {
+        let errors = [
+            Error::NonNumeric {
+                row: 5,
+                line: 6,
+                column: "bmi".into(),
+                value: "patient-7731".into(),
+            },
+            Error::NonFinite {
+                row: 2,
+                column: "bp".into(),
+                value: 7731.0,
+            },
+            Error::UnknownCategory {
+                row: 1,
+                line: 2,
+                column: "smoker".into(),
+                value: "patient-7731".into(),
+                categories: vec!["never".into(), "current".into()],
+            },
+        ];
+        for e in &errors {
+            let text = e.without_values();
+            assert!(e.to_string().contains("7731"), "{e}");
+            assert!(!text.contains("7731"), "{text}");
+            assert!(text.contains("row ") && text.contains("column "), "{text}");
+        }
+        assert!(errors[2].without_values().contains("\"never\""));
+        assert_eq!(Error::NoRows.without_values(), Error::NoRows.to_string());
+    }
+}

@@ -156,8 +156,9 @@ pub enum Error {
     /// Too few hospitals to run (or to go on) without leaking gradients.
     #[error(
         "refusing to run with {available} hospital(s), at least {min} are required \
-         (with two, each learns the other's gradient from the aggregate){}",
-        missing_note(missing)
+         (with two, each learns the other's gradient from the aggregate){}{}",
+        missing_note(missing),
+        reasons_note(reasons)
     )]
     TooFewHospitals {
         /// Hospitals that are available.
@@ -166,6 +167,9 @@ pub enum Error {
         min: usize,
         /// Roster hospitals that are missing or were dropped.
         missing: Vec<String>,
+        /// What the missing hospitals said of why they cannot take part
+        /// (`"hospital-2: reading train_csv ...: row 5 ..."`), where they could.
+        reasons: Vec<String>,
     },
     /// A hospital's schema differs from the others'.
     #[error("hospital {hospital} has a different schema than {reference}: {detail}")]
@@ -226,6 +230,14 @@ pub enum Error {
     /// A local learning computation failed.
     #[error("learning: {0}")]
     Learning(#[source] learning::Error),
+}
+
+fn reasons_note(reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", reasons.join("; "))
+    }
 }
 
 fn missing_note(missing: &[String]) -> String {

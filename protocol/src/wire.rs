@@ -182,7 +182,16 @@ impl fmt::Display for Kind {
 #[serde(transparent)]
 pub struct RunId(String);
 
+/// The run id of messages sent before a hospital has been set up for any run
+/// (its first `Hello`, or its withdrawal when it cannot take part).
+pub const NO_RUN: &str = "none";
+
 impl RunId {
+    /// [`NO_RUN`].
+    pub fn none() -> RunId {
+        RunId(NO_RUN.to_owned())
+    }
+
     /// Parses a run id, rejecting empty, overlong or oddly-charactered ones.
     pub fn new(s: impl Into<String>) -> Result<RunId> {
         let s = s.into();

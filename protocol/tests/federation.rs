@@ -215,6 +215,94 @@ fn losing_a_node_below_the_minimum_stops_naming_it() {
 }
 
 #[test]
+fn a_hospital_that_cannot_take_part_is_not_waited_for_and_its_reason_is_printed() {
+    // Roster of four; hospital-4's data did not load and it says so: the
+    // other three start at once instead of at the join deadline.
+    let mut sim = Sim::new(coordinator_config(4, params(Mode::Seed, 3)), three_sites());
+    let start = sim.now;
+    let why = "reading train_csv hospital-4.csv: row 5 (line 6), column \"bmi\": not a number";
+    sim.inject(
+        "hospital-4",
+        COORD,
+        protocol::hospital::withdrawal("hospital-4", why),
+    )
+    .unwrap();
+    sim.run_to_end();
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+    let first_round = sim
+        .coord_events
+        .iter()
+        .position(|e| matches!(e, CoordinatorEvent::RoundStarted { .. }))
+        .unwrap();
+    let withdrew = sim
+        .coord_events
+        .iter()
+        .position(|e| {
+            matches!(e, CoordinatorEvent::HospitalWithdrew { name, reason }
+                if name == "hospital-4" && reason == why)
+        })
+        .expect("the reason is reported");
+    assert!(withdrew < first_round);
+    assert!(
+        sim.now - start < std::time::Duration::from_secs(10),
+        "waited for the deadline"
+    );
+    assert!(sim
+        .finished()
+        .unwrap()
+        .rounds
+        .iter()
+        .all(|r| r.participants.len() == 3));
+    // A hello after withdrawing does not bring it back into this run.
+    assert!(sim.dropped().is_empty());
+
+    // Roster of three: the run cannot reach its minimum and stops at once,
+    // with the hospital's reason in the error.
+    let data = three_sites();
+    let mut sim = Sim::new(
+        coordinator_config(3, params(Mode::Seed, 3)),
+        data[..2].to_vec(),
+    );
+    let start = sim.now;
+    sim.inject(
+        "hospital-3",
+        COORD,
+        protocol::hospital::withdrawal("hospital-3", why),
+    )
+    .unwrap();
+    sim.run_until(10_000, |s| s.coord.as_ref().unwrap().is_done());
+    let err = sim.failure().expect("fails");
+    assert!(
+        matches!(err, Error::TooFewHospitals { available: 2, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&format!("hospital-3: {why}")), "{text}");
+    assert!(
+        sim.now - start < std::time::Duration::from_secs(10),
+        "waited for the deadline"
+    );
+    // A withdrawal from a member of the run is refused: its failures come
+    // in the round, where they are judged as such.
+    let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 6)), three_sites());
+    sim.run_until(100_000, |s| s.completed_rounds() == 1);
+    let err = sim
+        .inject(
+            "hospital-2",
+            COORD,
+            protocol::hospital::withdrawal("hospital-2", why),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("already in the run"), "{err}");
+    // Overlong reasons are cut to the bound.
+    let long = "x".repeat(10_000);
+    match protocol::hospital::withdrawal("hospital-2", &long).body {
+        Body::Abort(a) => assert!(a.reason.len() <= protocol::coordinator::MAX_WITHDRAW_REASON),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn refuses_to_start_with_too_few_hospitals() {
     // Roster of two: refused at construction, saying why.
     let err = CoordinatorMachine::new(

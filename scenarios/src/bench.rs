@@ -126,8 +126,19 @@ struct StatisticsCost {
     with_statistics_seconds: f64,
     /// The same run on rows scaled beforehand: no statistics step.
     without_statistics_seconds: f64,
-    /// `(with - without) / median_round_seconds`: what the step added, in rounds.
-    added_rounds: f64,
+    /// `with - without`: what the step added to the run.
+    added_seconds: f64,
+    /// `added_seconds / median_round_seconds`.
+    added_median_rounds: f64,
+    /// The first round of the run without the step (it sets up what the
+    /// statistics step sets up in the other run: connections, seeds).
+    first_round_without_seconds: f64,
+    /// `statistics_seconds / first_round_without_seconds`: the step against
+    /// the first step of a run without it, which does the same set-up.
+    ratio_to_first_round: f64,
+    /// `added_seconds / first_round_without_seconds`: the step's cost in
+    /// first rounds, at most 1 when it adds at most one round's latency.
+    added_first_rounds: f64,
     max_abs_weight_diff: f64,
 }
 
@@ -296,13 +307,21 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             c.training_rounds
         );
         println!(
-            "statistics step {:.4} s, median training round {:.4} s: ratio {:.2}",
-            c.statistics_seconds, c.median_round_seconds, c.ratio
+            "statistics step {:.4} s; median training round {:.4} s (ratio {:.2}); first round \
+             of the same run without the step {:.4} s (ratio {:.2})",
+            c.statistics_seconds,
+            c.median_round_seconds,
+            c.ratio,
+            c.first_round_without_seconds,
+            c.ratio_to_first_round
         );
         println!(
             "training with the step {:.3} s, on rows scaled beforehand {:.3} s: the step added \
-             {:.2} median rounds",
-            c.with_statistics_seconds, c.without_statistics_seconds, c.added_rounds
+             {:.3} s ({:.2} first rounds)",
+            c.with_statistics_seconds,
+            c.without_statistics_seconds,
+            c.added_seconds,
+            c.added_first_rounds,
         );
         report.insert("statistics".into(), serde_json::to_value(&c)?);
     }
@@ -501,7 +520,13 @@ fn statistics_cost(args: &BenchArgs, bins: &Binaries) -> Result<StatisticsCost> 
         false,
         false,
     )?;
-    let (_, without, diff_without) = run(&plan, &scaled, &given, "on rows scaled beforehand")?;
+    let (fed_without, without, diff_without) =
+        run(&plan, &scaled, &given, "on rows scaled beforehand")?;
+    let first_round_without_seconds = fed_without
+        .report
+        .as_ref()
+        .and_then(|r| r["rounds_detail"][0]["latency_s"].as_f64())
+        .context("the run without the step has no first-round latency")?;
     let report = fed
         .report
         .as_ref()
@@ -524,7 +549,12 @@ fn statistics_cost(args: &BenchArgs, bins: &Binaries) -> Result<StatisticsCost> 
         ratio: statistics_seconds / m,
         with_statistics_seconds: with.training_seconds,
         without_statistics_seconds: without.training_seconds,
-        added_rounds: (with.training_seconds - without.training_seconds) / m,
+        added_seconds: with.training_seconds - without.training_seconds,
+        added_median_rounds: (with.training_seconds - without.training_seconds) / m,
+        first_round_without_seconds,
+        ratio_to_first_round: statistics_seconds / first_round_without_seconds,
+        added_first_rounds: (with.training_seconds - without.training_seconds)
+            / first_round_without_seconds,
         max_abs_weight_diff: diff_with.max(diff_without),
     })
 }

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Longest reason a withdrawing hospital may give, in bytes.
+pub const MAX_WITHDRAW_REASON: usize = 2048;
+
 /// Most training rows one hospital may announce: row sums of a whole roster
 /// stay far from `u64::MAX` (and from what `f64` counts exactly).
 pub(super) const MAX_ROWS: u64 = 1 << 40;
@@ -107,7 +110,7 @@ impl CoordinatorMachine {
         node.rows = rows;
         node.connected = true;
         let previous = node.state;
-        if node.excluded {
+        if node.excluded.is_some() {
             // It reported a failure of its own that retrying cannot heal.
             return Ok(());
         }
@@ -204,6 +207,42 @@ impl CoordinatorMachine {
         }
     }
 
+    /// A roster hospital that cannot take part says why (before it joined;
+    /// in a round the same message is a deterministic abort): the run stops
+    /// waiting for it, and stops at once, with every reason given, when the
+    /// others can no longer reach the minimum.
+    pub(super) fn on_withdraw(&mut self, now: Instant, from: &str, reason: &str) -> Result<()> {
+        if reason.len() > MAX_WITHDRAW_REASON {
+            return Err(Error::InvalidMessage {
+                peer: from.to_owned(),
+                kind: "abort",
+                reason: format!(
+                    "its reason has {} bytes (at most {MAX_WITHDRAW_REASON})",
+                    reason.len()
+                ),
+            });
+        }
+        let node = self.nodes.get_mut(from).expect("checked by the caller");
+        if node.state == NodeState::Active {
+            // A member of the run: its failures arrive in the round.
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "abort",
+                why: "a withdrawal from a hospital already in the run".into(),
+            });
+        }
+        node.excluded = Some(reason.to_owned());
+        node.state = NodeState::Dropped;
+        self.events.push_back(CoordinatorEvent::HospitalWithdrew {
+            name: from.to_owned(),
+            reason: reason.to_owned(),
+        });
+        if let Phase::Joining { .. } = self.phase {
+            self.try_start(now, false);
+        }
+        Ok(())
+    }
+
     pub(super) fn try_start(&mut self, now: Instant, deadline_passed: bool) {
         let joined: Vec<String> = self
             .config
@@ -212,7 +251,35 @@ impl CoordinatorMachine {
             .filter(|m| self.nodes[&m.name].state == NodeState::Waiting)
             .map(|m| m.name.clone())
             .collect();
-        let all = joined.len() == self.config.roster.len();
+        let excluded = self
+            .config
+            .roster
+            .iter()
+            .filter(|m| self.nodes[&m.name].excluded.is_some())
+            .count();
+        // Hospitals that withdrew are not waited for.
+        let all = joined.len() + excluded == self.config.roster.len();
+        let hopeless = self.config.roster.len() - excluded < self.min_hospitals();
+        if hopeless {
+            // Whoever else joins, the run cannot reach its minimum: say so now,
+            // with the reasons of those that cannot take part.
+            let missing: Vec<String> = self
+                .config
+                .roster
+                .iter()
+                .filter(|m| self.nodes[&m.name].excluded.is_some())
+                .map(|m| m.name.clone())
+                .collect();
+            let reasons = self.exclusion_reasons(&missing);
+            let err = Error::TooFewHospitals {
+                available: self.config.roster.len() - excluded,
+                min: self.min_hospitals(),
+                missing,
+                reasons,
+            };
+            self.fail(err);
+            return;
+        }
         if !all && !deadline_passed {
             return;
         }
@@ -224,10 +291,12 @@ impl CoordinatorMachine {
                 .filter(|m| !joined.contains(&m.name))
                 .map(|m| m.name.clone())
                 .collect();
+            let reasons = self.exclusion_reasons(&missing);
             let err = Error::TooFewHospitals {
                 available: joined.len(),
                 min: self.min_hospitals(),
                 missing,
+                reasons,
             };
             self.fail(err);
             return;

@@ -74,6 +74,7 @@ pub(super) fn validate_config(config: &CoordinatorConfig, sk: &PrivateKey) -> Re
             available: config.roster.len(),
             min: config.min_hospitals,
             missing: Vec::new(),
+            reasons: Vec::new(),
         });
     }
     if !(p.eta.is_finite() && p.eta > 0.0) {

@@ -59,7 +59,7 @@ mod config;
 mod report;
 mod round;
 
-pub use admission::schema_diff;
+pub use admission::{schema_diff, MAX_WITHDRAW_REASON};
 pub use checkpoint::Checkpoint;
 use config::validate_config;
 pub use config::CoordinatorConfig;
@@ -111,6 +111,14 @@ pub enum CoordinatorEvent {
         name: String,
         /// Its training rows.
         rows: u64,
+    },
+    /// A roster hospital said it cannot take part, and why (its own words:
+    /// the file, column and kind of error, never a value).
+    HospitalWithdrew {
+        /// Its name.
+        name: String,
+        /// Its reason.
+        reason: String,
     },
     /// An attempt of a round started.
     RoundStarted {
@@ -171,9 +179,10 @@ struct Node {
     rows: u64,
     connected: bool,
     state: NodeState,
-    /// Dropped for a failure it reported as deterministic: it would fail the
-    /// same way again, so it is not set up again in this run.
-    excluded: bool,
+    /// Why it cannot take part, in its own words: it withdrew before the
+    /// run, or was dropped for a failure it reported as deterministic. It
+    /// would fail the same way again, so it is not set up again in this run.
+    excluded: Option<String>,
 }
 
 #[derive(Debug)]
@@ -286,7 +295,7 @@ impl CoordinatorMachine {
                         rows: 0,
                         connected: false,
                         state: NodeState::Absent,
-                        excluded: false,
+                        excluded: None,
                     },
                 )
             })
@@ -529,6 +538,13 @@ impl CoordinatorMachine {
         if let Body::Hello(h) | Body::Rejoin(h) = env.body {
             return self.on_hello(now, from, h);
         }
+        if let Body::Abort(a) = &env.body {
+            // A hospital that failed before it could join (its data did not
+            // load, say) says why under the pre-run id its hello would carry.
+            if a.deterministic && env.run_id.as_str() == crate::wire::NO_RUN {
+                return self.on_withdraw(now, from, &a.reason);
+            }
+        }
         if env.run_id != self.run_id {
             return Err(Error::WrongRun {
                 peer: from.to_owned(),
@@ -614,11 +630,24 @@ impl CoordinatorMachine {
                 missing.push(name.clone());
             }
         }
+        let reasons = self.exclusion_reasons(&missing);
         Error::TooFewHospitals {
             available,
             min: self.min_hospitals(),
             missing,
+            reasons,
         }
+    }
+
+    /// `"name: reason"` for each of `names` that said why it cannot take part.
+    fn exclusion_reasons(&self, names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .filter_map(|n| {
+                let why = self.nodes.get(n)?.excluded.as_ref()?;
+                Some(format!("{n}: {why}"))
+            })
+            .collect()
     }
 
     /// Current round attempt for a message of `kind` from ring member `from`.

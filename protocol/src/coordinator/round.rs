@@ -496,7 +496,7 @@ impl CoordinatorMachine {
             };
             if remaining >= self.min_hospitals() {
                 if let Some(n) = self.nodes.get_mut(from) {
-                    n.excluded = true;
+                    n.excluded = Some(a.reason.clone());
                 }
                 self.abort_round(
                     now,

@@ -72,6 +72,36 @@ const MAX_DEFERRED: usize = 64;
 /// size a ring peer may send (see [`deferred_budget`]).
 const DEFERRED_RING_PASSES: usize = 4;
 
+/// What a hospital that cannot take part (its data did not load, say) sends
+/// the coordinator instead of its hello: a deterministic abort under the
+/// pre-run id, so the coordinator stops waiting for it and can say why. The
+/// reason is the hospital's own error, cut at
+/// [`crate::coordinator::MAX_WITHDRAW_REASON`] bytes; it must name files,
+/// columns and kinds of error, never a value of the data.
+pub fn withdrawal(name: &str, coordinator_bound_reason: &str) -> Envelope {
+    let mut reason = coordinator_bound_reason.to_owned();
+    if reason.len() > crate::coordinator::MAX_WITHDRAW_REASON {
+        let mut end = crate::coordinator::MAX_WITHDRAW_REASON - 3;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    Envelope::new(
+        RunId::none(),
+        0,
+        name.to_owned(),
+        Body::Abort(Abort {
+            epoch: 0,
+            reason,
+            dropped: Vec::new(),
+            committed: None,
+            deterministic: true,
+        }),
+    )
+}
+
 /// What messages of a run look like to a hospital with `features` features
 /// under `policy`: its roster, its bound on rounds, and the largest key the
 /// paillier crate accepts (the key is the coordinator's choice).
@@ -596,7 +626,7 @@ impl HospitalMachine {
         };
         let (run_id, body) = match run_id {
             Some(id) => (id, Body::Rejoin(hello)),
-            None => (RunId::new("none").expect("valid"), Body::Hello(hello)),
+            None => (RunId::none(), Body::Hello(hello)),
         };
         let env = Envelope::new(run_id, completed, self.config.name.clone(), body);
         self.transmits
