@@ -525,6 +525,106 @@ pub fn default_eta(schema: Option<&ConsortiumSchema>, model: ModelKind, l2: f64)
 #[cfg(test)]
 mod tests {
 
+    use learning::Dataset;
+
+    /// Three hospitals' raw rows, standardized as the federation's statistics
+    /// step would (pooled mean and population deviation of the training
+    /// rows): the hospitals' training sets and the test set.
+    fn standardized(csv: &str, target: &str) -> (ConsortiumSchema, Vec<Dataset>, Dataset) {
+        use learning::schema::local_statistics;
+        use learning::{Preprocessor, RawTable};
+        let all = Dataset::from_csv_reader(csv.as_bytes(), target).unwrap();
+        let n = all.n_rows();
+        // Every fifth row is a test row; the others go round-robin to three sites.
+        let test: Vec<usize> = (0..n).filter(|r| r % 5 == 0).collect();
+        let train: Vec<usize> = (0..n).filter(|r| r % 5 != 0).collect();
+        let sites: Vec<Dataset> = (0..3)
+            .map(|h| {
+                let rows: Vec<usize> = train.iter().copied().skip(h).step_by(3).collect();
+                all.select_rows(&rows)
+            })
+            .collect();
+        let schema =
+            ConsortiumSchema::numeric(all.feature_names(), all.target_name(), true, true).unwrap();
+        let tables: Vec<RawTable> = sites.iter().map(RawTable::from_dataset).collect();
+        let mut pooled = vec![0.0; schema.statistics_len()];
+        for t in &tables {
+            for (p, v) in pooled.iter_mut().zip(local_statistics(t)) {
+                *p += v;
+            }
+        }
+        let pre = Preprocessor::from_statistics(&schema, &pooled, train.len() as u64).unwrap();
+        let sites = tables
+            .iter()
+            .map(|t| pre.transform(&schema, t).unwrap())
+            .collect();
+        let test = pre
+            .transform(&schema, &RawTable::from_dataset(&all.select_rows(&test)))
+            .unwrap();
+        (schema, sites, test)
+    }
+
+    /// The defaults of a config that names only the schema (mode global):
+    /// eta and rounds as `Config::load` resolves them.
+    fn default_run(schema: &ConsortiumSchema, model: ModelKind) -> learning::ReferenceRun {
+        learning::ReferenceRun {
+            mode: Mode::Global,
+            rounds: FileConfig::default().rounds as usize,
+            eta: default_eta(Some(schema), model, FileConfig::default().l2),
+        }
+    }
+
+    /// The defaults reach within 5% of the pooled least-squares test loss on
+    /// standardized rows (the cleartext twin, which the encrypted runs are
+    /// held to in the protocol and binary tests).
+    #[test]
+    fn the_default_step_and_rounds_converge_on_standardized_rows() {
+        let (schema, sites, test) =
+            standardized(include_str!("../../scenarios/data/diabetes.csv"), "target");
+        let run = default_run(&schema, ModelKind::Linear);
+        let fed = run.run(&sites).unwrap().final_weights[0].clone();
+        let pooled = Dataset::concat(&sites).unwrap();
+        let ls = learning::least_squares(pooled.x(), pooled.y()).unwrap();
+        let (fed_mse, ls_mse) = (
+            learning::mse(test.x(), test.y(), &fed),
+            learning::mse(test.x(), test.y(), &ls),
+        );
+        assert!(
+            fed_mse <= 1.05 * ls_mse,
+            "{fed_mse} vs least squares {ls_mse}"
+        );
+
+        // Logistic regression against the pooled optimum (gradient descent
+        // run a hundred times longer).
+        let (schema, sites, test) = standardized(
+            include_str!("../../scenarios/data/breast_cancer.csv"),
+            "target",
+        );
+        let obj = learning::Objective {
+            model: ModelKind::Logistic,
+            intercept: schema.intercept_index(),
+            ..learning::Objective::LINEAR
+        };
+        let run = default_run(&schema, ModelKind::Logistic);
+        let fed = run.run_for(&obj, &sites).unwrap().final_weights[0].clone();
+        let long = learning::ReferenceRun {
+            rounds: 100 * run.rounds,
+            ..run
+        };
+        let opt = long.pooled_for(&obj, &sites).unwrap().weights;
+        let loss = |w| match learning::Metrics::exact(ModelKind::Logistic, test.x(), test.y(), w)
+            .unwrap()
+        {
+            learning::Metrics::Classification { log_loss, .. } => log_loss,
+            other => panic!("{other:?}"),
+        };
+        let (fed_loss, opt_loss) = (loss(&fed), loss(&opt));
+        assert!(
+            fed_loss <= 1.05 * opt_loss,
+            "{fed_loss} vs pooled optimum {opt_loss}"
+        );
+    }
+
     /// The documented example in docs/federation.md is a valid config (so the
     /// document cannot drift from the parser).
     #[test]
