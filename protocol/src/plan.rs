@@ -417,7 +417,6 @@ mod tests {
         );
         assert!(text.contains("lower eta"), "{text}");
         // Seed mode tracks no shared model and judges nothing.
-        let mut p = p;
         p.mode = Mode::Seed;
         let mut c = Plan::new(&p, 2, 0, None).cursor();
         for (i, g) in [1.0, 100.0, 1e4].into_iter().enumerate() {

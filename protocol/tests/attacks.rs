@@ -414,6 +414,77 @@ fn b_a_new_run_from_the_same_start_cannot_unmask_another_set() {
     assert!(err.to_string().contains("hospital-4"), "{err}");
 }
 
+/// The seeds hospitals revealed in round 1 of a logged run.
+fn revealed_seeds(log: &Log) -> Vec<Vec<u8>> {
+    log.borrow()
+        .iter()
+        .filter(|(_, to, e)| to == COORD && e.round == 0)
+        .filter_map(|(_, _, e)| match &e.body {
+            Body::Reveal(r) => Some(
+                std::iter::once(r.self_seed.0.clone())
+                    .chain(r.pair_seeds.iter().map(|p| p.seed.0.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn b_a_second_run_with_another_model_at_the_same_weights_reveals_nothing_of_the_first() {
+    // Run A trains linear regression from zeros; run B, started by the same
+    // coordinator on the same hospitals, trains logistic regression from the
+    // same zeros with hospital-4 left out. B's contributions are another
+    // function of the data, so their commitment does not block B; but no seed
+    // revealed in B may be one of A's, or the coordinator could strip masks
+    // from A's contributions with them.
+    let binary: Vec<Dataset> = sites(4)
+        .into_iter()
+        .map(|d| {
+            let y = d.y().mapv(|v| f64::from(u8::from(v > 150.0)));
+            Dataset::new(
+                d.feature_names().to_vec(),
+                d.target_name().to_owned(),
+                d.x().clone(),
+                y,
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut first = Sim::new(
+        coordinator_config(4, params(Mode::Global, 1)),
+        binary.clone(),
+    );
+    let first_log = observe(&mut first, &[COORD]);
+    first.run_to_end();
+    assert!(first.failure().is_none(), "{:?}", first.failure());
+    let mut p = params(Mode::Global, 1);
+    p.model = learning::ModelKind::Logistic;
+    let mut config = coordinator_config(4, p);
+    config.run_id = protocol::RunId::new("second-run").unwrap();
+    config.join_timeout = std::time::Duration::from_secs(1);
+    let mut second = Sim::new(config, binary[..3].to_vec());
+    let second_log = observe(&mut second, &[COORD]);
+    for name in ["hospital-1", "hospital-2", "hospital-3"] {
+        second
+            .persisted
+            .insert(name.to_owned(), first.persisted[name].clone());
+        second.restart_hospital(name);
+    }
+    second.run_to_end();
+    assert!(second.failure().is_none(), "{:?}", second.failure());
+    let (a, b) = (revealed_seeds(&first_log), revealed_seeds(&second_log));
+    // Every member revealed its self seed in each run (B unmasked its round).
+    assert!(a.len() >= 4 && b.len() >= 3, "{} {}", a.len(), b.len());
+    for seed in &b {
+        assert!(
+            !a.contains(seed),
+            "a seed of the first run was revealed again"
+        );
+    }
+}
+
 #[test]
 fn a_members_given_different_rings_contribute_nothing() {
     // The coordinator tells hospital-1 the ring is 1-2-3 and hospital-2 that
