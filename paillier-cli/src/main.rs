@@ -220,35 +220,27 @@ fn run(cli: Cli) -> Result<()> {
             encrypted,
             plaintext,
             output,
-        } => {
-            let x = parse_plaintext(&plaintext)?;
-            io.log("Loading public key");
-            let pk = io.public_key(&public)?;
-            io.log("Loading encrypted number");
-            let c = io.ciphertext(&pk, &encrypted)?;
-            io.log("Adding");
-            let sum = c
-                .add_f64(x)
-                .with_context(|| format!("adding {plaintext}"))?;
-            io.write_ciphertext(output.as_deref(), &sum)
-        }
+        } => with_plaintext(
+            &mut io,
+            [&public, &encrypted],
+            &plaintext,
+            output.as_deref(),
+            ("Adding", "adding"),
+            EncryptedNumber::add_f64,
+        ),
         Command::Multiply {
             public,
             encrypted,
             plaintext,
             output,
-        } => {
-            let x = parse_plaintext(&plaintext)?;
-            io.log("Loading public key");
-            let pk = io.public_key(&public)?;
-            io.log("Loading encrypted number");
-            let c = io.ciphertext(&pk, &encrypted)?;
-            io.log("Multiplying");
-            let product = c
-                .mul_f64(x)
-                .with_context(|| format!("multiplying by {plaintext}"))?;
-            io.write_ciphertext(output.as_deref(), &product)
-        }
+        } => with_plaintext(
+            &mut io,
+            [&public, &encrypted],
+            &plaintext,
+            output.as_deref(),
+            ("Multiplying", "multiplying by"),
+            EncryptedNumber::mul_f64,
+        ),
         Command::Bench {
             bits,
             vs_phe,
@@ -287,6 +279,27 @@ fn genpkey(io: &mut Io, keysize: usize, id: Option<String>, output: &Path) -> Re
 
 /// Python's `float(text)` for the numbers a script passes: surrounding spaces
 /// allowed, and finite (phe cannot encode infinities or NaN either).
+/// `add` and `multiply`, in pheutil's steps: the public key and the
+/// encrypted number at `[public, encrypted]`, then `op` with the plaintext
+/// (`verb`: what the log says, what an error says), written to `output`.
+fn with_plaintext(
+    io: &mut Io,
+    [public, encrypted]: [&Path; 2],
+    plaintext: &str,
+    output: Option<&Path>,
+    (log, verb): (&str, &str),
+    op: fn(&EncryptedNumber, f64) -> paillier::Result<EncryptedNumber>,
+) -> Result<()> {
+    let x = parse_plaintext(plaintext)?;
+    io.log("Loading public key");
+    let pk = io.public_key(public)?;
+    io.log("Loading encrypted number");
+    let c = io.ciphertext(&pk, encrypted)?;
+    io.log(log);
+    let r = op(&c, x).with_context(|| format!("{verb} {plaintext}"))?;
+    io.write_ciphertext(output, &r)
+}
+
 fn parse_plaintext(text: &str) -> Result<f64> {
     let x: f64 = text
         .trim()

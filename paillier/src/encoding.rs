@@ -277,21 +277,27 @@ impl EncodedNumber {
 
     /// phe `decrease_exponent_to`: same value with a smaller exponent.
     pub fn decrease_exponent_to(&self, new_exp: i32) -> Result<EncodedNumber> {
-        if new_exp > self.exponent {
-            return Err(Error::ExponentOutOfRange {
-                exponent: new_exp as i64,
-                min: MIN_EXPONENT,
-                max: self.exponent,
-            });
-        }
-        check_exponent(new_exp as i64)?;
-        let factor = BigUint::from(BASE).pow((self.exponent - new_exp) as u32);
+        let factor = exponent_factor(self.exponent, new_exp)?;
         Ok(EncodedNumber {
             pk: self.pk.clone(),
             encoding: (&self.encoding * factor) % self.pk.n(),
             exponent: new_exp,
         })
     }
+}
+
+/// `BASE^(exponent - new_exp)`, the factor that lowers an exponent to
+/// `new_exp`, which must not exceed `exponent` and must be in range.
+fn exponent_factor(exponent: i32, new_exp: i32) -> Result<BigUint> {
+    if new_exp > exponent {
+        return Err(Error::ExponentOutOfRange {
+            exponent: new_exp as i64,
+            min: MIN_EXPONENT,
+            max: exponent,
+        });
+    }
+    check_exponent(new_exp as i64)?;
+    Ok(BigUint::from(BASE).pow((exponent - new_exp) as u32))
 }
 
 /// An encrypted python-paillier number: a ciphertext of an encoding plus its
@@ -337,15 +343,7 @@ impl EncryptedNumber {
     /// `16^(exponent - new_exp)`, which must fit as an encoding (phe raises
     /// otherwise too).
     pub fn decrease_exponent_to(&self, new_exp: i32) -> Result<EncryptedNumber> {
-        if new_exp > self.exponent {
-            return Err(Error::ExponentOutOfRange {
-                exponent: new_exp as i64,
-                min: MIN_EXPONENT,
-                max: self.exponent,
-            });
-        }
-        check_exponent(new_exp as i64)?;
-        let factor = BigUint::from(BASE).pow((self.exponent - new_exp) as u32);
+        let factor = exponent_factor(self.exponent, new_exp)?;
         let enc = EncodedNumber::encode_bigint(self.public_key(), &BigInt::from(factor), None)?;
         let ct = self.raw_mul(enc.encoding());
         Ok(EncryptedNumber {

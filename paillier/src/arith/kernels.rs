@@ -77,6 +77,34 @@ pub(super) fn redc_wide(t: &mut [u64], m: &[u64], minv: u64, out: &mut [u64]) {
     final_sub(&t[k..2 * k], extra, m, out);
 }
 
+/// The rest of rows `i` and `i + 1` of a two-row product step: from column
+/// `from` on, adds `x0 y_j` (carry chain `c0`, entering as `carry`) and
+/// `x1 y_(j-1)` (chain `c1`) at `t[i + j]`, then the pair's top two limbs at
+/// `t[i + N]` and `t[i + N + 1]` (still zero before). The two chains are
+/// independent, which is what makes two rows at a time pay.
+#[inline(always)]
+fn rows_from<const N: usize>(
+    t: &mut [u64],
+    i: usize,
+    (x0, x1): (u128, u128),
+    y: &[u64; N],
+    from: usize,
+    carry: u64,
+) {
+    let mut c0 = carry;
+    let mut c1: u64 = 0;
+    for j in from..N {
+        let s = t[i + j] as u128 + x0 * y[j] as u128 + c0 as u128;
+        c0 = (s >> 64) as u64;
+        let r = (s as u64) as u128 + x1 * y[j - 1] as u128 + c1 as u128;
+        c1 = (r >> 64) as u64;
+        t[i + j] = r as u64;
+    }
+    let r = c0 as u128 + x1 * y[N - 1] as u128 + c1 as u128;
+    t[i + N] = r as u64;
+    t[i + N + 1] = (r >> 64) as u64;
+}
+
 /// Full square of `a` into `t` (`2N` limbs, zeroed), for even `N`: the
 /// off-diagonal rows two at a time with two independent carry chains (as in
 /// [`redc_rows`]), then the doubling and the diagonal squares.
@@ -93,18 +121,7 @@ pub(super) fn sqr_wide_pairs<const N: usize>(a: &[u64; N], t: &mut [u64]) {
         t[2 * i + 1] = s as u64;
         let s = t[2 * i + 2] as u128 + x0 * a[i + 2] as u128 + (s >> 64);
         t[2 * i + 2] = s as u64;
-        let mut c0 = (s >> 64) as u64;
-        let mut c1: u64 = 0;
-        for j in i + 3..N {
-            let s = t[i + j] as u128 + x0 * a[j] as u128 + c0 as u128;
-            c0 = (s >> 64) as u64;
-            let r = (s as u64) as u128 + x1 * a[j - 1] as u128 + c1 as u128;
-            c1 = (r >> 64) as u64;
-            t[i + j] = r as u64;
-        }
-        let r = c0 as u128 + x1 * a[N - 1] as u128 + c1 as u128;
-        t[i + N] = r as u64;
-        t[i + N + 1] = (r >> 64) as u64;
+        rows_from(t, i, (x0, x1), a, i + 3, (s >> 64) as u64);
     }
     // The last row pair has the single product a_(N-2) a_(N-1).
     let s = t[2 * N - 3] as u128 + a[N - 2] as u128 * a[N - 1] as u128;
@@ -184,18 +201,7 @@ pub(super) fn mul_wide_pairs<const N: usize>(a: &[u64; N], b: &[u64; N], t: &mut
         let (x0, x1) = (a[i] as u128, a[i + 1] as u128);
         let s = t[i] as u128 + x0 * b[0] as u128;
         t[i] = s as u64;
-        let mut c0 = (s >> 64) as u64;
-        let mut c1: u64 = 0;
-        for j in 1..N {
-            let s = t[i + j] as u128 + x0 * b[j] as u128 + c0 as u128;
-            c0 = (s >> 64) as u64;
-            let r = (s as u64) as u128 + x1 * b[j - 1] as u128 + c1 as u128;
-            c1 = (r >> 64) as u64;
-            t[i + j] = r as u64;
-        }
-        let r = c0 as u128 + x1 * b[N - 1] as u128 + c1 as u128;
-        t[i + N] = r as u64;
-        t[i + N + 1] = (r >> 64) as u64;
+        rows_from(t, i, (x0, x1), b, 1, (s >> 64) as u64);
     }
 }
 

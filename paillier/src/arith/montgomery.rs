@@ -118,19 +118,37 @@ impl Monty {
     /// 5-8% faster than the interleaved CIOS loop that other sizes use, and
     /// faster than four or sixteen rows (`examples/modpow_cmp.rs`).
     pub fn mul_into(&self, a: &[u64], b: &[u64], out: &mut [u64]) {
+        if !self.fixed(a, Some(b), out) {
+            self.mul_generic(a, b, out)
+        }
+    }
+
+    /// `out = a b R^{-1}` (or `a^2 R^{-1}` when `b` is `None`) with the kernel
+    /// specialized on the limb count, for the sizes that have one; `false`
+    /// (nothing written) for the others. Inlined into its two callers, where
+    /// `b` is a constant `Some` or `None`.
+    #[inline(always)]
+    fn fixed(&self, a: &[u64], b: Option<&[u64]>, out: &mut [u64]) -> bool {
         macro_rules! fixed {
             ($(($n:literal, $n2:literal, $b:literal)),*) => {
                 match self.limbs() {
                     $($n => {
-                        return mul_separate::<$n, $n2, $b>(
-                            a[..$n].try_into().expect("limbs"),
-                            b[..$n].try_into().expect("limbs"),
-                            self.m[..].try_into().expect("limbs"),
-                            self.minv,
-                            (&mut out[..$n]).try_into().expect("limbs"),
-                        );
+                        let a = a[..$n].try_into().expect("limbs");
+                        let m = self.m[..].try_into().expect("limbs");
+                        let out = (&mut out[..$n]).try_into().expect("limbs");
+                        match b {
+                            Some(b) => mul_separate::<$n, $n2, $b>(
+                                a,
+                                b[..$n].try_into().expect("limbs"),
+                                m,
+                                self.minv,
+                                out,
+                            ),
+                            None => sqr_fixed::<$n, $n2, $b>(a, m, self.minv, out),
+                        }
+                        true
                     })*
-                    _ => {}
+                    _ => false,
                 }
             };
         }
@@ -145,8 +163,7 @@ impl Monty {
             (64, 128, 8),
             (96, 192, 8),
             (128, 256, 8)
-        );
-        self.mul_generic(a, b, out)
+        )
     }
 
     fn mul_generic(&self, a: &[u64], b: &[u64], out: &mut [u64]) {
@@ -189,34 +206,9 @@ impl Monty {
     /// 1.5 k^2 limb products against the 2 k^2 of [`mul_into`](Self::mul_into).
     /// Common sizes dispatch to versions specialized on the limb count.
     pub fn sqr_into(&self, a: &[u64], out: &mut [u64]) {
-        macro_rules! fixed {
-            ($(($n:literal, $n2:literal, $b:literal)),*) => {
-                match self.limbs() {
-                    $($n => {
-                        return sqr_fixed::<$n, $n2, $b>(
-                            a[..$n].try_into().expect("limbs"),
-                            self.m[..].try_into().expect("limbs"),
-                            self.minv,
-                            (&mut out[..$n]).try_into().expect("limbs"),
-                        );
-                    })*
-                    _ => {}
-                }
-            };
+        if !self.fixed(a, None, out) {
+            self.sqr_generic(a, out)
         }
-        fixed!(
-            (4, 8, 4),
-            (8, 16, 8),
-            (12, 24, 4),
-            (16, 32, 8),
-            (24, 48, 8),
-            (32, 64, 8),
-            (48, 96, 8),
-            (64, 128, 8),
-            (96, 192, 8),
-            (128, 256, 8)
-        );
-        self.sqr_generic(a, out)
     }
 
     /// [`sqr_into`](Self::sqr_into) for limb counts without a specialized
