@@ -17,9 +17,9 @@
 //! held in wiped buffers; its inner document is borrowed from the file text,
 //! never copied into an unwiped value.
 
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use paillier::threshold::{self, KeyShare, ThresholdKey};
@@ -285,22 +285,15 @@ pub fn check_free(dir: &Path, plan: &Plan) -> Result<()> {
 }
 
 fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Exists {
-                    path: path.to_owned(),
-                }
-            } else {
-                io(path)(e)
+    node::files::create_new_synced(path, bytes, mode).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Exists {
+                path: path.to_owned(),
             }
-        })?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+        } else {
+            io(path)(e)
+        }
+    })
 }
 
 /// Writes a dealt ceremony into `dir` (created 0700 if missing): the share

@@ -49,23 +49,13 @@ pub fn default_threshold(hospitals: usize) -> u32 {
 /// (1 to 63 characters of `a-z`, `0-9` and `-`, no `-` at either end), so
 /// that it is also a safe file name.
 pub fn validate_hospital_name(name: &str) -> Result<()> {
-    let bad = |reason| Error::InvalidName {
-        name: name.to_owned(),
-        reason,
-    };
-    if name.is_empty() || name.len() > 63 {
-        return Err(bad("must be 1 to 63 characters"));
+    match node::pki::node_name_problem(name) {
+        Some(reason) => Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(bad("only a-z, 0-9 and '-' are allowed"));
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return Err(bad("must not start or end with '-'"));
-    }
-    Ok(())
 }
 
 impl Plan {

@@ -87,14 +87,21 @@ pub fn create_secret(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(d).map_err(io(d))?;
     }
+    create_new_synced(path, bytes, 0o600).map_err(io(path))
+}
+
+/// Creates `path` (never replacing anything: an existing file or link is
+/// `ErrorKind::AlreadyExists`) with `mode` applied at creation, so a secret
+/// is never readable by others, not even briefly; writes `bytes` and syncs
+/// them to disk. The raw I/O error, for callers with their own error types.
+pub fn create_new_synced(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+        .mode(mode)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Reads secret file `path`, refusing it when group or others may access it.

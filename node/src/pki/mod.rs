@@ -23,9 +23,7 @@
 //! `<name>.key`, `<name>.csr`, the CA directory) and their checks; it does no
 //! network I/O.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
@@ -213,23 +211,32 @@ type Result<T> = std::result::Result<T, PkiError>;
 /// Checks that `name` is a single lower-case DNS label (what the roster and
 /// certificates use as node identity).
 pub fn validate_node_name(name: &str) -> Result<()> {
-    let bad = |reason| PkiError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    };
+    match node_name_problem(name) {
+        Some(reason) => Err(PkiError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with `name` as a node name (1 to 63 characters of `a-z`,
+/// `0-9` and `-`, no `-` at either end, so also a safe file name), if
+/// anything: the one rule for every tool that names nodes.
+pub fn node_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() || name.len() > 63 {
-        return Err(bad("must be 1 to 63 characters"));
+        return Some("must be 1 to 63 characters");
     }
     if !name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
-        return Err(bad("only a-z, 0-9 and '-' are allowed"));
+        return Some("only a-z, 0-9 and '-' are allowed");
     }
     if name.starts_with('-') || name.ends_with('-') {
-        return Err(bad("must not start or end with '-'"));
+        return Some("must not start or end with '-'");
     }
-    Ok(())
+    None
 }
 
 /// Paths of a node's PKI files.
@@ -375,24 +382,16 @@ fn create_secret(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Creates `path` with `mode` (the mode is applied at creation, so a key is never
 /// readable by others, not even briefly) and writes `bytes`, synced to disk.
 pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let io = |source| PkiError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                PkiError::AlreadyExists(path.to_owned())
-            } else {
-                io(e)
+    crate::files::create_new_synced(path, bytes, mode).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            PkiError::AlreadyExists(path.to_owned())
+        } else {
+            PkiError::Io {
+                path: path.to_owned(),
+                source: e,
             }
-        })?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+        }
+    })
 }
 
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
