@@ -54,15 +54,7 @@ enum Cmd {
 enum PkiCmd {
     /// Generate this node's private key (0600) and a certificate signing request for the
     /// consortium CA (`consortium-ca sign`); the key never leaves DIR.
-    Request {
-        /// The node's name (its certificate's DNS name) [required]
-        #[arg(long, value_name = "NAME")]
-        name: String,
-        /// Directory for <name>.key and <name>.csr; existing files are never overwritten
-        /// (a renewal is a new request into a new directory) [required]
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
+    Request(node::pki::RequestArgs),
     /// LOCAL TRIALS ONLY: a whole consortium on this machine. Runs the distributed steps
     /// for every node (its own key and request, signed by a new CA in DIR/consortium-ca)
     /// and so leaves the CA key and every node's key in one place. For a real
@@ -101,8 +93,8 @@ fn real_main(cli: Cli) -> Result<()> {
             rt.block_on(run::run(cfg, resume, &overrides))
         }
         Cmd::Pki {
-            cmd: PkiCmd::Request { name, out },
-        } => pki_request(&name, &out),
+            cmd: PkiCmd::Request(req),
+        } => pki_request(&req),
         Cmd::Pki {
             cmd:
                 PkiCmd::Init {
@@ -135,9 +127,7 @@ fn real_main(cli: Cli) -> Result<()> {
     }
 }
 
-fn pki_request(name: &str, out: &std::path::Path) -> Result<()> {
-    let req = node::pki::request(out, name)
-        .with_context(|| format!("requesting a certificate for {name} in {}", out.display()))?;
-    println!("{}", req.next_steps(name));
+fn pki_request(req: &node::pki::RequestArgs) -> Result<()> {
+    println!("{}", req.run().with_context(|| req.describe())?);
     Ok(())
 }

@@ -62,17 +62,9 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum PkiCmd {
-    /// Generate this hospital's private key (0600) and a certificate signing request for
-    /// the consortium CA (`consortium-ca sign`); the key never leaves DIR.
-    Request {
-        /// The hospital's name (its certificate's DNS name, the roster's name) [required]
-        #[arg(long, value_name = "NAME")]
-        name: String,
-        /// Directory for <name>.key and <name>.csr; existing files are never overwritten
-        /// (a renewal is a new request into a new directory) [required]
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
+    /// Generate this node's private key (0600) and a certificate signing request for the
+    /// consortium CA (`consortium-ca sign`); the key never leaves DIR.
+    Request(node::pki::RequestArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,12 +100,9 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Pki {
-            cmd: PkiCmd::Request { name, out },
+            cmd: PkiCmd::Request(req),
         } => {
-            let req = node::pki::request(&out, &name).with_context(|| {
-                format!("requesting a certificate for {name} in {}", out.display())
-            })?;
-            println!("{}", req.next_steps(&name));
+            println!("{}", req.run().with_context(|| req.describe())?);
             Ok(())
         }
     }

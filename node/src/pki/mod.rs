@@ -239,6 +239,37 @@ pub fn node_name_problem(name: &str) -> Option<&'static str> {
     None
 }
 
+/// `pki request`, the same in both binaries: this node's private key (0600)
+/// and a certificate signing request for the consortium CA (`consortium-ca
+/// sign`); the key never leaves `out`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RequestArgs {
+    /// The node's name (its certificate's DNS name, the roster's name) [required]
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Directory for <name>.key and <name>.csr; existing files are never overwritten
+    /// (a renewal is a new request into a new directory) [required]
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl RequestArgs {
+    /// Writes the key and the request; returns what to do next, for the
+    /// operator.
+    pub fn run(&self) -> Result<String> {
+        Ok(request(&self.out, &self.name)?.next_steps(&self.name))
+    }
+
+    /// What it does, for an error's context.
+    pub fn describe(&self) -> String {
+        format!(
+            "requesting a certificate for {} in {}",
+            self.name,
+            self.out.display()
+        )
+    }
+}
+
 /// Paths of a node's PKI files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PkiPaths {

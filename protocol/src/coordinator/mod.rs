@@ -650,13 +650,34 @@ impl CoordinatorMachine {
             .collect()
     }
 
-    /// Current round attempt for a message of `kind` from ring member `from`.
+    /// Current round attempt for a message of `kind` from ring member `from`:
+    /// the round under way, of this `epoch`.
     fn current_round(
         &mut self,
         from: &str,
         kind: &'static str,
         round: u32,
         epoch: u64,
+    ) -> Result<&mut RoundState> {
+        let rs = self.running_round(from, kind, round)?;
+        if epoch != rs.epoch {
+            return Err(Error::WrongEpoch {
+                peer: from.to_owned(),
+                got: epoch,
+                current: rs.epoch,
+            });
+        }
+        Ok(rs)
+    }
+
+    /// The one freshness check: the round under way, if `round` is it and
+    /// `from` is in its ring; else why not (stale, future, none running, not
+    /// a member), naming `from`.
+    fn running_round(
+        &mut self,
+        from: &str,
+        kind: &'static str,
+        round: u32,
     ) -> Result<&mut RoundState> {
         let next_round = self.next_round;
         let rs = match &mut self.phase {
@@ -688,13 +709,6 @@ impl CoordinatorMachine {
                 peer: from.to_owned(),
                 got: round,
                 current: rs.round,
-            });
-        }
-        if epoch != rs.epoch {
-            return Err(Error::WrongEpoch {
-                peer: from.to_owned(),
-                got: epoch,
-                current: rs.epoch,
             });
         }
         if !rs.ring.iter().any(|n| n == from) {

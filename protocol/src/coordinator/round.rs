@@ -559,37 +559,7 @@ impl CoordinatorMachine {
         round: u32,
         a: RoundAck,
     ) -> Result<()> {
-        let next_round = self.next_round;
-        let rs = match &mut self.phase {
-            Phase::Round(rs) if rs.round == round => rs,
-            _ if round < next_round => {
-                return Err(Error::StaleRound {
-                    peer: from.to_owned(),
-                    got: round,
-                    current: next_round,
-                })
-            }
-            _ if round > next_round => {
-                return Err(Error::FutureRound {
-                    peer: from.to_owned(),
-                    got: round,
-                    current: next_round,
-                })
-            }
-            _ => {
-                return Err(Error::Unexpected {
-                    peer: from.to_owned(),
-                    kind: "round_ack",
-                    why: format!("round {} is not running", round + 1),
-                })
-            }
-        };
-        if !rs.ring.iter().any(|n| n == from) {
-            return Err(Error::UnknownPeer {
-                peer: from.to_owned(),
-                role: "in this round's ring",
-            });
-        }
+        let rs = self.running_round(from, "round_ack", round)?;
         let Step::Acking { acked } = &mut rs.step else {
             return Err(Error::Unexpected {
                 peer: from.to_owned(),
