@@ -154,7 +154,15 @@ struct ScalingCell {
     peak_rss_bytes: Vec<(String, Option<u64>)>,
 }
 
-fn bench_plan(hospitals: usize, rounds: usize, eta: f64, key_bits: usize, data: &str) -> Plan {
+/// The benchmarks' plan: the seed split and mode, masks and packing on, no
+/// statistics or evaluation step.
+pub(crate) fn bench_plan(
+    hospitals: usize,
+    rounds: usize,
+    eta: f64,
+    key_bits: usize,
+    data: &str,
+) -> Plan {
     Plan {
         data: data.to_owned(),
         hospitals,

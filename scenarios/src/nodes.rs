@@ -383,7 +383,6 @@ pub fn timings(fed: &FederationOutcome) -> Result<Timings> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prep::SplitKind;
 
     #[test]
     fn progress_lines() {
@@ -403,24 +402,11 @@ mod tests {
 
     fn plan() -> Plan {
         Plan {
-            data: "test".into(),
-            hospitals: 3,
-            rounds: 7,
-            eta: 0.5,
-            key_bits: 2048,
             seed: 1,
-            split: SplitKind::Seed,
             mode: learning::Mode::Global,
-            test_size: None,
-            scaled: true,
-            scaling: crate::plan::Scaling::None,
-            model: learning::ModelKind::Linear,
-            l2: 0.0,
-            tolerance: None,
             evaluate: true,
             masks: false,
-            pack: true,
-            flood: 0,
+            ..crate::bench::bench_plan(3, 7, 0.5, 2048, "test")
         }
     }
 
