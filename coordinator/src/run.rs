@@ -330,18 +330,10 @@ pub async fn run(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
     };
 
     let limits = cfg.inbound_limits();
-    let options = TransportOptions {
-        max_frame: cfg.max_message_bytes,
-        limits: limits.clone(),
-        idle_timeout: cfg.idle_timeout,
-        ..TransportOptions::default()
-    };
-    let endpoint = Endpoint::bind(
-        cfg.listen,
-        &identity,
-        cfg.roster.iter().map(|m| m.name.clone()),
-        options,
-    )?;
+    let options =
+        TransportOptions::for_node(cfg.max_message_bytes, limits.clone(), cfg.idle_timeout);
+    let peers = cfg.roster.iter().map(|m| m.name.clone());
+    let endpoint = Endpoint::bind(cfg.listen, &identity, peers, options)?;
     let local = endpoint.local_addr()?;
     tracing::info!(%local, run_id = %machine.run_id(), "coordinator listening");
     progress(&json!({

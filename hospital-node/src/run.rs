@@ -142,12 +142,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let audit = node::audit::AuditLog::open(&cfg.audit_log_path)?;
 
     let limits = inbound_limits(&cfg, data.max_values());
-    let options = TransportOptions {
-        max_frame: cfg.max_message_bytes,
-        limits: limits.clone(),
-        idle_timeout: cfg.idle_timeout,
-        ..TransportOptions::default()
-    };
+    let options =
+        TransportOptions::for_node(cfg.max_message_bytes, limits.clone(), cfg.idle_timeout);
     let endpoint = Endpoint::bind(
         cfg.listen,
         &identity,
@@ -531,12 +527,11 @@ fn refusal_reason(err: &anyhow::Error) -> String {
 async fn withdraw(cfg: &Config, identity: &NodeIdentity, err: &anyhow::Error) {
     let reason = refusal_reason(err);
     let told = async {
-        let options = TransportOptions {
-            max_frame: cfg.max_message_bytes,
-            limits: inbound_limits(cfg, 1),
-            idle_timeout: cfg.idle_timeout,
-            ..TransportOptions::default()
-        };
+        let options = TransportOptions::for_node(
+            cfg.max_message_bytes,
+            inbound_limits(cfg, 1),
+            cfg.idle_timeout,
+        );
         // Any port: this endpoint only dials out.
         let local = SocketAddr::new(cfg.listen.ip(), 0);
         let endpoint = Endpoint::bind(local, identity, [cfg.coordinator_name.clone()], options)?;

@@ -47,6 +47,19 @@ impl Default for TransportOptions {
     }
 }
 
+impl TransportOptions {
+    /// A node's options from its config: the largest frame it sends, the
+    /// limits of what it accepts, the idle timeout; the default keep-alive.
+    pub fn for_node(max_frame: usize, limits: PeerLimits, idle_timeout: Duration) -> Self {
+        TransportOptions {
+            max_frame,
+            limits,
+            idle_timeout,
+            ..TransportOptions::default()
+        }
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
