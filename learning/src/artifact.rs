@@ -82,17 +82,11 @@ impl Model {
     /// A model from its parts (checked as a read file would be).
     pub fn new(file: ModelFile) -> Result<Model> {
         let bad = |reason: String| Err(Error::Schema(format!("model file: {reason}")));
-        if file.format != MODEL_FORMAT {
-            return bad(format!(
-                "format is {:?}, expected {MODEL_FORMAT:?}",
-                file.format
-            ));
-        }
-        if file.version != MODEL_VERSION {
-            return bad(format!(
-                "version {} (this build reads version {MODEL_VERSION})",
-                file.version
-            ));
+        if let Some(reason) = crate::schema::header_problem(
+            (&file.format, file.version),
+            (MODEL_FORMAT, MODEL_VERSION),
+        ) {
+            return bad(reason);
         }
         let schema = ConsortiumSchema::new(file.schema.clone())?;
         if file.features != schema.feature_names() {

@@ -36,6 +36,25 @@ pub const MAX_CATEGORIES: usize = 1024;
 /// Cell texts read as a missing value (besides the empty cell).
 pub const MISSING_MARKERS: [&str; 3] = ["NA", "NaN", "nan"];
 
+/// What is wrong with a versioned file's `(format, version)` against the
+/// `(format, version)` this build reads, if anything.
+pub(crate) fn header_problem(
+    (format, version): (&str, u32),
+    (expected_format, expected_version): (&str, u32),
+) -> Option<String> {
+    if format != expected_format {
+        return Some(format!(
+            "format is {format:?}, expected {expected_format:?}"
+        ));
+    }
+    if version != expected_version {
+        return Some(format!(
+            "version {version} (this build reads version {expected_version})"
+        ));
+    }
+    None
+}
+
 /// A column's type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -123,17 +142,11 @@ impl ConsortiumSchema {
     /// intercept name free when the intercept is on.
     pub fn new(file: SchemaFile) -> Result<ConsortiumSchema> {
         let bad = |reason: String| Err(Error::Schema(reason));
-        if file.format != SCHEMA_FORMAT {
-            return bad(format!(
-                "format is {:?}, expected {SCHEMA_FORMAT:?}",
-                file.format
-            ));
-        }
-        if file.version != SCHEMA_VERSION {
-            return bad(format!(
-                "version {} (this build reads version {SCHEMA_VERSION})",
-                file.version
-            ));
+        if let Some(reason) = header_problem(
+            (&file.format, file.version),
+            (SCHEMA_FORMAT, SCHEMA_VERSION),
+        ) {
+            return bad(reason);
         }
         if file.columns.is_empty() {
             return bad("no feature columns".into());
