@@ -7,7 +7,10 @@
 //! queueing it on the peer's link), then stop if the role or the machine says
 //! so, else wait for the next network event or the machine's `next_deadline`,
 //! whichever comes first, and call `handle_message` / `peer_connected` /
-//! `peer_lost` / `handle_timeout` accordingly.
+//! `peer_lost` / `handle_timeout` accordingly. Before waiting, deferred
+//! computation the machine reports (`has_pending_work`) is done with
+//! `handle_pending_work`, so that it overlaps with the peers' work on what was
+//! just sent.
 //!
 //! Events are drained before transmits so that a hospital learns its ring's
 //! addresses (an event) before it sends to a ring peer (a transmit).
@@ -47,6 +50,10 @@ pub trait Machine {
     fn next_deadline(&self) -> Option<Instant>;
     /// Whether the machine has nothing more to do.
     fn is_done(&self) -> bool;
+    /// Whether the machine holds deferred computation to do now.
+    fn has_pending_work(&self) -> bool;
+    /// Does the deferred computation (after the transmits were sent).
+    fn handle_pending_work(&mut self, now: Instant);
 }
 
 macro_rules! impl_machine {
@@ -81,6 +88,12 @@ macro_rules! impl_machine {
             }
             fn is_done(&self) -> bool {
                 <$machine>::is_done(self)
+            }
+            fn has_pending_work(&self) -> bool {
+                <$machine>::has_pending_work(self)
+            }
+            fn handle_pending_work(&mut self, now: Instant) {
+                <$machine>::handle_pending_work(self, now)
             }
         }
     };
@@ -205,6 +218,13 @@ pub async fn run<M: Machine, R: Role<M>>(
         }
         if flow == Flow::Stop || machine.is_done() {
             return Ok(());
+        }
+        if machine.has_pending_work() {
+            // Crypto the machine deferred until its transmits were out (the
+            // coordinator's decryption while the members commit, a member's
+            // encryption while it waits for its predecessor); then a new turn.
+            tokio::task::block_in_place(|| machine.handle_pending_work(Instant::now()));
+            continue;
         }
         let deadline = machine.next_deadline();
         let sleep = async {

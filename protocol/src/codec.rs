@@ -93,6 +93,9 @@ impl GradientCodec {
         if let Some(m) = masks {
             m.apply(&mut plaintexts, self.pk.n());
         }
+        // The key's table on this thread first (or waiting here for the
+        // thread building it), never inside a rayon worker of the loop below.
+        self.pk.precompute();
         plaintexts
             .par_iter()
             .map(|m| self.pk.encrypt_raw(m).map_err(Error::Crypto))

@@ -194,8 +194,10 @@ enum Step {
         received: BTreeSet<String>,
     },
     Unmasking {
-        /// The decrypted, still masked sum.
-        plaintexts: Vec<BigUint>,
+        /// The still masked sum: its ciphertexts until
+        /// [`CoordinatorMachine::handle_pending_work`] (or the last reveal)
+        /// decrypts them.
+        sum: MaskedSum,
         /// Reveals received, by member.
         reveals: BTreeMap<String, Reveal>,
         /// How many times `Unmask` went out to this set. A repeat is safe:
@@ -207,6 +209,15 @@ enum Step {
     Acking {
         acked: BTreeMap<String, Option<f64>>,
     },
+}
+
+/// The sum of an attempt between its arrival and its unmasking.
+#[derive(Debug)]
+enum MaskedSum {
+    /// Validated ciphertexts (parsed against the run's key), not decrypted yet.
+    Encrypted(Vec<paillier::Ciphertext>),
+    /// Decrypted plaintexts, still masked.
+    Decrypted(Vec<BigUint>),
 }
 
 #[derive(Debug)]
@@ -351,6 +362,38 @@ impl CoordinatorMachine {
     /// The next event for the driver.
     pub fn poll_event(&mut self) -> Option<CoordinatorEvent> {
         self.events.pop_front()
+    }
+
+    /// Whether the machine holds deferred computation that
+    /// [`handle_pending_work`](Self::handle_pending_work) would do now: the
+    /// decryption of a sum whose `Unmask` requests already went out, so that
+    /// it overlaps with the members' commitments instead of delaying them.
+    /// Calling it is optional: the machine does the work itself when it
+    /// needs the result.
+    pub fn has_pending_work(&self) -> bool {
+        matches!(
+            &self.phase,
+            Phase::Round(RoundState {
+                step: Step::Unmasking {
+                    sum: MaskedSum::Encrypted(_),
+                    ..
+                },
+                ..
+            })
+        )
+    }
+
+    /// Does the deferred computation (see
+    /// [`has_pending_work`](Self::has_pending_work)); call it after the
+    /// transmits polled so far were sent. Sends and emits nothing.
+    pub fn handle_pending_work(&mut self, _now: Instant) {
+        let codec = self.codec.as_ref();
+        if let (Phase::Round(rs), Some(codec)) = (&mut self.phase, codec) {
+            if let Step::Unmasking { sum, .. } = &mut rs.step {
+                // An error leaves it encrypted; the last reveal reports it.
+                let _ = sum.decrypt(codec, &self.sk);
+            }
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.

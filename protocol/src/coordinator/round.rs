@@ -220,26 +220,34 @@ impl CoordinatorMachine {
             });
         }
         let codec = self.codec.as_ref().expect("a running round has a codec");
-        let decrypted = codec
-            .parse(from, &p)
-            .and_then(|cts| codec.decrypt_raw(&self.sk, &cts));
-        let plaintexts = match decrypted {
-            Ok(pt) => pt,
+        let cts = match codec.parse(from, &p) {
+            Ok(cts) => cts,
             Err(err) => {
                 self.abort_round(now, format!("rejected the sum: {err}"), vec![]);
                 return Err(err);
             }
         };
         if !self.config.params.masks {
+            let plaintexts = match codec.decrypt_raw(&self.sk, &cts) {
+                Ok(pt) => pt,
+                Err(err) => {
+                    self.abort_round(now, format!("rejected the sum: {err}"), vec![]);
+                    return Err(err);
+                }
+            };
             return self.finalize_aggregate(now, from, plaintexts);
         }
         // Ask exactly this attempt's members to unmask; from now on the round
-        // completes with this set or not at all.
+        // completes with this set or not at all. The parsed ciphertexts are
+        // under the run's key, so decrypting them cannot fail: it is left for
+        // `handle_pending_work` (after the requests went out) or the last
+        // reveal, whichever comes first. What is sent, and when it is allowed
+        // to be sent, is unchanged.
         let Phase::Round(rs) = &mut self.phase else {
             unreachable!("checked above")
         };
         rs.step = Step::Unmasking {
-            plaintexts,
+            sum: MaskedSum::Encrypted(cts),
             reveals: BTreeMap::new(),
             requests: 0,
         };
@@ -339,18 +347,13 @@ impl CoordinatorMachine {
             return Ok(());
         }
         // Every member revealed: remove the masks.
-        let Step::Unmasking {
-            mut plaintexts,
-            reveals,
-            ..
-        } = std::mem::replace(
+        let Step::Unmasking { sum, reveals, .. } = std::mem::replace(
             &mut rs.step,
             Step::Collecting {
                 started: BTreeSet::new(),
                 received: BTreeSet::new(),
             },
-        )
-        else {
+        ) else {
             unreachable!("matched above")
         };
         let seed = |b: &Bytes| {
@@ -370,6 +373,15 @@ impl CoordinatorMachine {
             })
             .collect();
         let codec = self.codec.as_ref().expect("a running round has a codec");
+        let mut plaintexts = match sum.into_plaintexts(codec, &self.sk) {
+            Ok(pt) => pt,
+            Err(err) => {
+                // Not for ciphertexts parsed under the run's key; the set is
+                // fixed, so no retry with other members.
+                self.fail_round(round, format!("the sum does not decrypt: {err}"));
+                return Ok(());
+            }
+        };
         codec.unmask(&mut plaintexts, &masks);
         self.finalize_aggregate(now, from, plaintexts)
     }
@@ -613,5 +625,28 @@ impl CoordinatorMachine {
         self.events
             .push_back(CoordinatorEvent::RoundCompleted(summary));
         self.begin_round(now);
+    }
+}
+
+impl MaskedSum {
+    /// Decrypts the sum if it is not decrypted yet. On an error it stays
+    /// encrypted (and [`into_plaintexts`](Self::into_plaintexts) reports it).
+    pub(super) fn decrypt(&mut self, codec: &GradientCodec, sk: &PrivateKey) -> Result<()> {
+        if let MaskedSum::Encrypted(cts) = self {
+            *self = MaskedSum::Decrypted(codec.decrypt_raw(sk, cts)?);
+        }
+        Ok(())
+    }
+
+    /// The still masked plaintexts, decrypted now if they were not.
+    pub(super) fn into_plaintexts(
+        self,
+        codec: &GradientCodec,
+        sk: &PrivateKey,
+    ) -> Result<Vec<BigUint>> {
+        match self {
+            MaskedSum::Encrypted(cts) => codec.decrypt_raw(sk, &cts),
+            MaskedSum::Decrypted(pt) => Ok(pt),
+        }
     }
 }

@@ -322,6 +322,9 @@ struct Attempt {
     ring_hash: Vec<u8>,
     confirmed: BTreeSet<String>,
     incoming: Option<Vec<Ciphertext>>,
+    /// This node's contribution, encrypted ahead, with the masking set it
+    /// was masked for.
+    own: Option<(Vec<String>, Vec<Ciphertext>)>,
     sent: bool,
 }
 
@@ -1054,6 +1057,15 @@ impl HospitalMachine {
         }
         let next = cursor.next().unwrap_or(StepKind::Evaluation);
         let codec = codec_for(&pk, &plan, next).map_err(|e| invalid(e.to_string()))?;
+        // The key's fixed-base table (tens of milliseconds, built once per key
+        // and shared by its clones) is built now on another thread, while the
+        // ring confirms, not by the first encryption on the ring's critical
+        // path. It holds only public values (powers of the key's public
+        // `h^n`); an encryption that comes first waits for it.
+        // A plain thread, not a rayon worker: a worker blocked on the table
+        // could be handed the table's own parallel work.
+        let table_key = pk.clone();
+        std::thread::spawn(move || table_key.precompute());
         if self.run.as_ref().is_some_and(|r| r.run_id != run_id) {
             // Another run: nothing of the old one may leak into it.
             self.deferred.retain(|(_, e)| e.run_id == run_id);
@@ -1261,6 +1273,7 @@ impl HospitalMachine {
             ring_hash: ring_hash.clone(),
             confirmed: BTreeSet::new(),
             incoming: None,
+            own: None,
             sent: false,
         });
         for (peer, seed) in out {
@@ -1405,13 +1418,63 @@ impl HospitalMachine {
         }
     }
 
+    /// Whether this node's own masked contribution to the current attempt
+    /// can be encrypted ahead (every other member confirmed the ring) while
+    /// it waits for its predecessor's running sum.
+    pub fn has_pending_work(&self) -> bool {
+        let (Some(_), Some(r)) = (&self.run, &self.round) else {
+            return false;
+        };
+        let Some(a) = &r.attempt else {
+            return false;
+        };
+        !self.finished
+            && !a.sent
+            && a.own.is_none()
+            && a.incoming.is_none()
+            && a.confirmed.len() + 1 == a.names.len()
+    }
+
+    /// Encrypts this node's masked contribution ahead (see
+    /// [`has_pending_work`](Self::has_pending_work)); call it after the
+    /// transmits polled so far were sent. The ciphertexts are kept with the
+    /// attempt and added to the running sum when it arrives (an aborted
+    /// attempt drops them); the masked plaintext is the same function of the
+    /// model state, the seeds and the masking set as when it is computed on
+    /// arrival, so no byte sent changes, and nothing leaves here except a
+    /// deterministic abort when the values cannot be encoded (which the
+    /// sum's arrival would send too).
+    pub fn handle_pending_work(&mut self, _now: Instant) {
+        if !self.has_pending_work() {
+            return;
+        }
+        let me = self.config.name.clone();
+        let r = self.round.as_ref().expect("checked");
+        let a = r.attempt.as_ref().expect("checked");
+        // The set the contribution is masked for, as `progress` fixes it.
+        let masked_for = r.masked_for.clone().unwrap_or_else(|| a.names.clone());
+        match self.contribution(&me, &masked_for) {
+            Ok(Some(own)) => {
+                let r = self.round.as_mut().expect("checked");
+                r.attempt.as_mut().expect("checked").own = Some((masked_for, own));
+            }
+            // Failed: the node stopped and told the coordinator.
+            Ok(None) => {}
+            // Left for `progress`, which reports it when the sum arrives.
+            Err(_) => {}
+        }
+    }
+
     /// Sends this node's contribution once everything it needs is there.
     fn progress(&mut self) -> Result<()> {
         let me = self.config.name.clone();
-        let (Some(run), Some(r)) = (&self.run, &mut self.round) else {
+        let Some(r) = &mut self.round else {
             return Ok(());
         };
-        let Some(a) = &r.attempt else {
+        if self.run.is_none() {
+            return Ok(());
+        }
+        let Some(a) = &mut r.attempt else {
             return Ok(());
         };
         let pos = a.names.iter().position(|n| *n == me).expect("validated");
@@ -1424,6 +1487,42 @@ impl HospitalMachine {
             return Ok(());
         }
         let masked_for = r.masked_for.get_or_insert_with(|| a.names.clone()).clone();
+        let (round, epoch) = (r.round, a.epoch);
+        let mine = match a.own.take() {
+            Some((set, own)) if set == masked_for => own,
+            _ => match self.contribution(&me, &masked_for)? {
+                Some(own) => own,
+                None => return Ok(()),
+            },
+        };
+        let run = self.run.as_ref().expect("checked");
+        let r = self.round.as_mut().expect("present");
+        let a = r.attempt.as_mut().expect("present");
+        let total = match a.incoming.take() {
+            Some(inc) => run.codec.add(&inc, &mine)?,
+            None => mine,
+        };
+        let pass = run.codec.to_wire(epoch, &total);
+        a.sent = true;
+        let next = a.names.get(pos + 1).cloned();
+        match next {
+            Some(succ) => self.send(&succ, round, Body::RingPass(pass)),
+            None => self.send_coordinator(round, Body::RingPass(pass)),
+        }
+        Ok(())
+    }
+
+    /// This node's masked, encrypted contribution to the current round for
+    /// masking set `masked_for`; `None` when its values cannot be encoded
+    /// (then it told the coordinator and stopped).
+    fn contribution(&mut self, me: &str, masked_for: &[String]) -> Result<Option<Vec<Ciphertext>>> {
+        let me = me.to_owned();
+        let (Some(run), Some(r)) = (&self.run, &self.round) else {
+            return Err(Error::Config("no round is running".into()));
+        };
+        let Some(a) = &r.attempt else {
+            return Err(Error::Config("no attempt is running".into()));
+        };
         let masks = if run.params.masks {
             let mut seeds = Vec::with_capacity(masked_for.len());
             for peer in masked_for.iter().filter(|n| **n != me) {
@@ -1516,22 +1615,10 @@ impl HospitalMachine {
                 self.finished = true;
                 self.events
                     .push_back(HospitalEvent::Failed(Error::CannotContribute(reason)));
-                return Ok(());
+                return Ok(None);
             }
         };
-        let a = r.attempt.as_mut().expect("present");
-        let total = match a.incoming.take() {
-            Some(inc) => run.codec.add(&inc, &mine)?,
-            None => mine,
-        };
-        let pass = run.codec.to_wire(epoch, &total);
-        a.sent = true;
-        let next = a.names.get(pos + 1).cloned();
-        match next {
-            Some(succ) => self.send(&succ, round, Body::RingPass(pass)),
-            None => self.send_coordinator(round, Body::RingPass(pass)),
-        }
-        Ok(())
+        Ok(Some(mine))
     }
 
     fn on_unmask(&mut self, from: &str, round: u32, u: Unmask) -> Result<()> {

@@ -366,6 +366,22 @@ impl Sim {
                 }
             }
             if out.is_empty() {
+                // Deferred work, as the driver does it once the transmits are out.
+                let now = self.now;
+                let mut worked = false;
+                if let Some(c) = self.coord.as_mut().filter(|c| c.has_pending_work()) {
+                    c.handle_pending_work(now);
+                    worked = true;
+                }
+                for h in self.hospitals.values_mut() {
+                    if h.has_pending_work() {
+                        h.handle_pending_work(now);
+                        worked = true;
+                    }
+                }
+                if worked {
+                    continue;
+                }
                 break;
             }
             for (from, to, env) in out {
