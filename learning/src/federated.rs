@@ -177,14 +177,9 @@ impl Objective {
                 }
             }
         }
-        let step = if per == 1.0 { eta } else { eta / per };
-        w.scaled_add(-step, &d);
-        let norm = d.dot(&d).sqrt();
-        if per == 1.0 {
-            norm
-        } else {
-            norm / per
-        }
+        // Dividing by `per == 1` is exact: global mode's arithmetic is unchanged.
+        w.scaled_add(-(eta / per), &d);
+        d.dot(&d).sqrt() / per
     }
 
     /// Local-only training from zeros: `iterations` steps of `eta` on the
@@ -202,15 +197,11 @@ impl Objective {
         iterations: usize,
         eta: f64,
     ) -> Array1<f64> {
-        let rows = x.nrows().max(1) as f64;
-        let divisor = match mode {
-            Mode::Seed => 1.0,
-            Mode::Global => rows,
-        };
         let mut w = Array1::zeros(x.ncols());
         for _ in 0..iterations {
             let g = self.model.gradient(x, y, &w);
-            let norm = self.step(&mut w, &g, divisor, rows, eta);
+            // One hospital's own federation: the aggregate is its gradient.
+            let norm = self.apply(mode, &mut w, &g, 1, x.nrows().max(1), eta);
             if self.stops(mode, norm) {
                 break;
             }
