@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::config::{Config, Overrides};
 use crate::files::load_or_generate_key;
-use node::files::write_atomic;
+use node::files::{write_atomic, Journal};
 
 /// Per-hospital entry of the results file.
 #[derive(Serialize)]
@@ -182,16 +182,16 @@ fn build_results<'a>(
     }
 }
 
-/// The checkpoint at `path`, if there is one.
-fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading checkpoint {}", path.display())),
+/// The checkpoint journal at `path` and its newest checkpoint, if there is one.
+fn read_checkpoint(path: &Path) -> Result<(Journal, Option<Checkpoint>)> {
+    let (journal, newest) = Journal::open(path, 0o600)
+        .with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let Some(newest) = newest else {
+        return Ok((journal, None));
     };
-    let cp = serde_json::from_str(&text)
+    let cp = serde_json::from_slice(&newest)
         .with_context(|| format!("parsing checkpoint {}", path.display()))?;
-    Ok(Some(cp))
+    Ok((journal, Some(cp)))
 }
 
 /// A resumed run keeps the parameters it started with: they come from the
@@ -257,7 +257,7 @@ pub async fn run(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
             cfg.name
         );
     }
-    let existing = read_checkpoint(&cfg.checkpoint_path)?;
+    let (checkpoints, existing) = read_checkpoint(&cfg.checkpoint_path)?;
     let checkpoint = match (resume, existing) {
         (true, None) => bail!(
             "--resume: there is no checkpoint at {} to continue",
@@ -363,6 +363,7 @@ pub async fn run(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
         output,
         output_thread: &output_thread,
         last_checkpoint,
+        checkpoints,
     };
     // A signal stops the loop between two calls into the machine: every
     // completed round's checkpoint is already durable (written before its
@@ -418,21 +419,15 @@ struct CoordinatorRole<'a> {
     output_thread: &'a std::thread::JoinHandle<Result<()>>,
     /// The latest checkpoint written (or resumed from), marked finished at the end.
     last_checkpoint: Option<Checkpoint>,
+    /// The checkpoint file, appended to after every round.
+    checkpoints: Journal,
 }
 
 impl Role<CoordinatorMachine> for CoordinatorRole<'_> {
     type Error = anyhow::Error;
 
     fn on_event(&mut self, ev: CoordinatorEvent, _hub: &mut Hub) -> Result<Flow> {
-        handle_event(
-            self.cfg,
-            ev,
-            &mut self.timer,
-            self.resumed,
-            &mut self.failure,
-            &mut self.jobs,
-            &mut self.last_checkpoint,
-        )?;
+        handle_event(self, ev)?;
         Ok(Flow::Continue)
     }
 
@@ -477,15 +472,18 @@ fn write_outputs(batches: std::sync::mpsc::Receiver<Vec<Job>>) -> Result<()> {
     Ok(())
 }
 
-fn handle_event(
-    cfg: &Config,
-    ev: CoordinatorEvent,
-    t: &mut Timer,
-    resumed: bool,
-    failure: &mut Option<anyhow::Error>,
-    jobs: &mut Vec<Job>,
-    last_checkpoint: &mut Option<Checkpoint>,
-) -> Result<()> {
+fn handle_event(role: &mut CoordinatorRole<'_>, ev: CoordinatorEvent) -> Result<()> {
+    let CoordinatorRole {
+        cfg,
+        timer: t,
+        resumed,
+        failure,
+        jobs,
+        last_checkpoint,
+        checkpoints,
+        ..
+    } = role;
+    let (cfg, resumed) = (*cfg, *resumed);
     match ev {
         CoordinatorEvent::HospitalJoined { name, rows } => {
             tracing::info!(hospital = %name, rows, "hospital joined");
@@ -549,8 +547,10 @@ fn handle_event(
         CoordinatorEvent::Checkpoint(cp) => {
             // Durable before the loop sends the aggregate it holds: written
             // here, synchronously, not on the output thread.
-            let json = serde_json::to_vec_pretty(&*cp).context("serializing the checkpoint")?;
-            write_atomic(&cfg.checkpoint_path, &json, 0o600, true)?;
+            let json = serde_json::to_vec(&*cp).context("serializing the checkpoint")?;
+            checkpoints
+                .append(&json, true)
+                .context("writing the checkpoint")?;
             *last_checkpoint = Some(*cp);
         }
         CoordinatorEvent::Finished(res) => {
@@ -559,10 +559,12 @@ fn handle_event(
             jobs.push(Job::File(cfg.results_path.clone(), json));
             // After the results (same batch, written in order): the
             // checkpoint says the run is over, so neither a restart nor a
-            // --resume runs it again.
+            // --resume runs it again. It replaces the journal by this one
+            // record (nothing is appended after it).
             if let Some(mut cp) = last_checkpoint.take() {
                 cp.finished = true;
-                let json = serde_json::to_vec_pretty(&cp).context("serializing the checkpoint")?;
+                let mut json = serde_json::to_vec(&cp).context("serializing the checkpoint")?;
+                json.push(b'\n');
                 jobs.push(Job::File(cfg.checkpoint_path.clone(), json));
             }
             jobs.push(Job::Line(json!({

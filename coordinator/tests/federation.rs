@@ -392,8 +392,7 @@ fn seed_mode_three_hospitals_match_cleartext_reference() {
         );
     }
     // The checkpoint of the last round is on disk.
-    let cp: Value =
-        serde_json::from_str(&std::fs::read_to_string(f.path("checkpoint.json")).unwrap()).unwrap();
+    let cp: Value = checkpoint(&f);
     // Twenty rounds and the evaluation step.
     assert_eq!(cp["next_round"], 21);
     // Each hospital wrote its own report with its peak RSS.
@@ -558,8 +557,7 @@ fn coordinator_killed_and_resumed_ends_with_the_same_model() {
     procs.0[0].kill().unwrap();
     procs.0[0].wait().unwrap();
     assert!(!f.path("results.json").exists());
-    let cp: Value =
-        serde_json::from_str(&std::fs::read_to_string(f.path("checkpoint.json")).unwrap()).unwrap();
+    let cp: Value = checkpoint(&f);
     assert!(cp["next_round"].as_u64().unwrap() >= 5);
     // A fresh start over an existing checkpoint is refused.
     let out = Command::new(COORD)
@@ -728,8 +726,7 @@ fn refuses_to_run_with_two_hospitals_saying_why() {
 fn a_finished_run_is_marked_and_neither_rerun_nor_resumed() {
     let f = Federation::new(3, 3, Mode::Global, json!({}));
     run_all(&f, &[vec![], vec![], vec![]]);
-    let cp: Value =
-        serde_json::from_str(&std::fs::read_to_string(f.path("checkpoint.json")).unwrap()).unwrap();
+    let cp: Value = checkpoint(&f);
     assert_eq!(cp["finished"], true, "{cp}");
     let run_id = cp["run_id"].as_str().unwrap().to_owned();
     let results_before = std::fs::read(f.path("results.json")).unwrap();
@@ -835,4 +832,12 @@ fn sigint_stops_the_coordinator_cleanly_and_resume_finishes() {
         assert!(st.is_some_and(|s| s.success()), "{}", f.logs());
     }
     check_against_reference(&f, &f.results());
+}
+
+/// The newest checkpoint in the fixture's checkpoint journal.
+fn checkpoint(f: &Federation) -> serde_json::Value {
+    let newest = node::files::Journal::read_newest(&f.path("checkpoint.json"))
+        .unwrap()
+        .expect("a checkpoint");
+    serde_json::from_slice(&newest).unwrap()
 }

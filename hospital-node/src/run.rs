@@ -138,7 +138,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
 
     let mask_key = load_or_create_mask_key(&cfg.mask_key_path)?;
-    let state = load_state(&cfg.state_path)?;
+    let (state_journal, state) = load_state(&cfg.state_path)?;
     let audit = node::audit::AuditLog::open(&cfg.audit_log_path)?;
 
     let limits = inbound_limits(&cfg, data.max_values());
@@ -194,6 +194,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         faults_left: cfg.test_fault_corrupt_ring_passes,
         outcome: None,
         audit,
+        state_journal,
         flood: (cfg.test_fault_flood > 0).then(|| {
             // Ring peers run this node's configuration: their limits are ours.
             let peers = limits.get("").clone();
@@ -286,6 +287,8 @@ struct HospitalRole<'a> {
     faults_left: u32,
     outcome: Option<Result<LocalReport>>,
     audit: node::audit::AuditLog,
+    /// The protocol state file, appended to on every `Persist`.
+    state_journal: node::files::Journal,
     /// TEST FAULT INJECTION: limits of the coordinator and of ring peers, to flood at.
     flood: Option<(protocol::Limits, protocol::Limits)>,
 }
@@ -348,8 +351,9 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             HospitalEvent::Persist { state, sync } => {
                 // Before any later transmit: the driver loop sends them after
                 // this returns.
-                let json = serde_json::to_vec_pretty(&*state).context("serializing the state")?;
-                node::files::write_atomic(&self.cfg.state_path, &json, 0o600, sync)
+                let json = serde_json::to_vec(&*state).context("serializing the state")?;
+                self.state_journal
+                    .append(&json, sync)
                     .context("persisting the hospital's protocol state")?;
             }
             HospitalEvent::Finished(report) => self.outcome = Some(Ok(report)),
@@ -626,12 +630,14 @@ fn load_or_create_mask_key(path: &std::path::Path) -> Result<[u8; 32]> {
 }
 
 /// The state this node persisted last, if any.
-fn load_state(path: &std::path::Path) -> Result<Option<HospitalState>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read(path).with_context(|| format!("reading state {}", path.display()))?;
-    let state = serde_json::from_slice(&text)
+/// The state journal at `path` and its newest state, if there is one.
+fn load_state(path: &std::path::Path) -> Result<(node::files::Journal, Option<HospitalState>)> {
+    let (journal, newest) = node::files::Journal::open(path, 0o600)
+        .with_context(|| format!("reading state {}", path.display()))?;
+    let Some(newest) = newest else {
+        return Ok((journal, None));
+    };
+    let state = serde_json::from_slice(&newest)
         .with_context(|| format!("parsing state {}", path.display()))?;
-    Ok(Some(state))
+    Ok((journal, Some(state)))
 }
