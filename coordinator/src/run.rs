@@ -21,6 +21,8 @@ use serde_json::json;
 use crate::config::{Config, Overrides};
 use crate::files::load_or_generate_key;
 use node::files::{write_atomic, Journal};
+use node::relay::RelayForwarder;
+use protocol::encode_relay_frame;
 
 /// Per-hospital entry of the results file.
 #[derive(Serialize)]
@@ -364,6 +366,7 @@ pub async fn run(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
         output_thread: &output_thread,
         last_checkpoint,
         checkpoints,
+        relay: RelayForwarder::new(cfg.roster.iter().map(|m| m.name.clone())),
     };
     // A signal stops the loop between two calls into the machine: every
     // completed round's checkpoint is already durable (written before its
@@ -421,14 +424,43 @@ struct CoordinatorRole<'a> {
     last_checkpoint: Option<Checkpoint>,
     /// The checkpoint file, appended to after every round.
     checkpoints: Journal,
+    /// Routes the sealed hospital-to-hospital traffic of relay-mode hospitals.
+    relay: RelayForwarder,
 }
 
 impl Role<CoordinatorMachine> for CoordinatorRole<'_> {
     type Error = anyhow::Error;
 
     fn on_event(&mut self, ev: CoordinatorEvent, _hub: &mut Hub) -> Result<Flow> {
+        if let CoordinatorEvent::RoundStarted { ring, .. } = &ev {
+            self.relay.set_ring(ring.clone());
+        }
         handle_event(self, ev)?;
         Ok(Flow::Continue)
+    }
+
+    fn on_relay(
+        &mut self,
+        peer: &str,
+        payload: &[u8],
+        _limits: &protocol::PeerLimits,
+        hub: &mut Hub,
+    ) -> Vec<node::relay::Delivery> {
+        // Forwarded as it came: only the cleartext routing header is read.
+        match self.relay.route(peer, payload) {
+            Ok(to) => match encode_relay_frame(payload, self.cfg.max_message_bytes) {
+                Ok(frame) => {
+                    for name in to {
+                        if !hub.send(&name, frame.clone()) {
+                            tracing::debug!(%peer, to = %name, "relay recipient not connected; dropped");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%peer, "relay frame not forwarded: {e}"),
+            },
+            Err(e) => tracing::warn!("relay frame refused: {e}"),
+        }
+        Vec::new()
     }
 
     fn after_events(&mut self) -> Result<Flow> {

@@ -106,10 +106,10 @@ impl Federation {
             c.extend(e);
         }
         std::fs::write(d.join("coordinator.json"), cfg.to_string()).unwrap();
-        for (i, n) in names.iter().enumerate() {
+        for n in &names {
             let h = json!({
                 "name": n,
-                "listen": roster[i]["address"],
+                // Relay mode (the default): the hospital listens on nothing.
                 "coordinator_address": format!("127.0.0.1:{coord_port}"),
                 "train_csv": format!("{n}.csv"),
                 "test_csv": "test.csv",
@@ -840,4 +840,133 @@ fn checkpoint(f: &Federation) -> serde_json::Value {
         .unwrap()
         .expect("a checkpoint");
     serde_json::from_slice(&newest).unwrap()
+}
+
+/// The sockets of process `pid`, by table of `/proc/net` (`tcp`, `tcp6`,
+/// `udp`, `udp6`): each entry's local port.
+fn sockets_of(pid: u32) -> std::collections::BTreeMap<&'static str, Vec<u16>> {
+    let inodes: std::collections::BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for table in ["tcp", "tcp6", "udp", "udp6"] {
+        // A kernel without IPv6 has no tcp6/udp6 table.
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        let ports = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let port = f.get(1)?.rsplit(':').next()?;
+                inodes
+                    .contains(*f.get(9)?)
+                    .then(|| u16::from_str_radix(port, 16).ok())?
+            })
+            .collect();
+        out.insert(table, ports);
+    }
+    out
+}
+
+/// Relay mode (the default) as a firewall sees it: each hospital holds one
+/// UDP socket, for its one outbound connection, and no TCP socket at all; a
+/// QUIC handshake to that socket, even with a valid consortium certificate,
+/// gets no answer; and the relayed run still equals its cleartext twin.
+#[test]
+fn relay_mode_hospitals_listen_on_nothing_and_answer_no_handshake() {
+    let f = Federation::new(3, 20, Mode::Seed, json!({}));
+    // The hospitals first: they keep dialing the coordinator, which is not
+    // up yet, so they sit with the endpoint they have.
+    let mut procs = Procs::default();
+    for i in 0..3 {
+        procs.0.push(f.hospital(i, &[]));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let identity =
+        node::pki::NodeIdentity::load(&node::pki::PkiPaths::in_dir(&f.path("pki"), "coordinator"))
+            .unwrap();
+    for (i, n) in f.names.iter().enumerate() {
+        let out = f.path(&format!("{n}.out"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let dialing = loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if let Some(l) = text.lines().find(|l| l.contains("\"dialing\"")) {
+                break serde_json::from_str::<Value>(l).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} printed no dialing line\n{}",
+                f.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(dialing["transport"], "relay");
+        let port: u16 = dialing["addr"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sockets = sockets_of(procs.0[i].id());
+        assert!(
+            sockets["tcp"].is_empty() && sockets["tcp6"].is_empty(),
+            "{n}: {sockets:?}"
+        );
+        let udp: Vec<u16> = sockets["udp"]
+            .iter()
+            .chain(&sockets["udp6"])
+            .copied()
+            .collect();
+        assert_eq!(udp, vec![port], "{n}: {sockets:?}");
+        // A consortium member dials it: no answer within two seconds.
+        let options = node::transport::TransportOptions::for_node(
+            1 << 20,
+            protocol::PeerLimits::new(protocol::Limits::uniform(1 << 20)),
+            Duration::from_secs(2),
+        );
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let tried = rt.block_on(async {
+            let ep = node::transport::Endpoint::client(
+                "127.0.0.1:0".parse().unwrap(),
+                &identity,
+                [n.clone()],
+                options,
+            )
+            .unwrap();
+            tokio::time::timeout(Duration::from_secs(2), ep.connect(addr, n)).await
+        });
+        assert!(
+            !matches!(tried, Ok(Ok(_))),
+            "{n} accepted an inbound QUIC handshake"
+        );
+    }
+    let (c, _rx) = f.coordinator(&[], "coordinator.log");
+    procs.0.push(c);
+    for (i, p) in procs.0.iter_mut().enumerate() {
+        let st = wait(p, Duration::from_secs(240));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "process {i} ended with {st:?}\n{}",
+            f.logs()
+        );
+    }
+    let res = f.results();
+    check_against_reference(&f, &res);
+    // No hospital ever connected to another: each log names only the coordinator.
+    for n in &f.names {
+        let log = std::fs::read_to_string(f.path(&format!("{n}.log"))).unwrap();
+        for other in f.names.iter().filter(|o| *o != n) {
+            assert!(
+                !log.contains(&format!("connected peer={other}")),
+                "{n} connected to {other}"
+            );
+        }
+    }
 }

@@ -20,11 +20,17 @@ pub struct FileConfig {
     /// Node name; must be the name in this node's certificate and in the coordinator's
     /// roster. Required.
     pub name: Option<String>,
-    /// UDP address to listen on for ring peers. Default "0.0.0.0:7001".
-    pub listen: String,
-    /// Address ring peers should use to reach this node, announced to the coordinator.
-    /// Default: none, and then the address the node bound when `listen` names an IP (so
-    /// port 0 works), or the coordinator's roster address when it listens on 0.0.0.0/[::].
+    /// How ring messages travel. Default "relay": through the coordinator, sealed end
+    /// to end; the node opens one outbound connection and listens on nothing. "direct":
+    /// ring peers connect to this node's `listen` address.
+    pub transport: Transport,
+    /// Direct mode: UDP address to listen on for ring peers. Default "0.0.0.0:7001".
+    /// Refused in relay mode, which listens on nothing.
+    pub listen: Option<String>,
+    /// Direct mode: the address ring peers should use to reach this node, announced to
+    /// the coordinator. Default: none, and then the address the node bound when
+    /// `listen` names an IP (so port 0 works), or the coordinator's roster address when
+    /// it listens on 0.0.0.0/[::]. Refused in relay mode.
     pub advertise: Option<String>,
     /// The coordinator's address. Default "127.0.0.1:7000".
     pub coordinator_address: String,
@@ -106,6 +112,20 @@ pub struct FileConfig {
     pub test_fault_flood_coordinator: Option<(usize, usize)>,
 }
 
+/// How ring messages travel between hospitals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Through the coordinator, sealed end to end; the node only dials out.
+    #[default]
+    Relay,
+    /// Ring peers connect to this node's `listen` address.
+    Direct,
+}
+
+/// Direct mode's listen address when the config names none.
+const DEFAULT_LISTEN: &str = "0.0.0.0:7001";
+
 fn is_zero(v: &u32) -> bool {
     *v == 0
 }
@@ -114,7 +134,8 @@ impl Default for FileConfig {
     fn default() -> Self {
         FileConfig {
             name: None,
-            listen: "0.0.0.0:7001".to_owned(),
+            transport: Transport::Relay,
+            listen: None,
             advertise: None,
             coordinator_address: "127.0.0.1:7000".to_owned(),
             coordinator_name: protocol::coordinator::DEFAULT_COORDINATOR_NAME.to_owned(),
@@ -153,12 +174,18 @@ pub struct Overrides {
     /// [config `name`, required]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// UDP address (IP:port) to listen on for ring peers; port 0 picks a free port,
-    /// announced in the `listening` line on stdout [config `listen`, default 0.0.0.0:7001]
+    /// How ring messages travel: relay (through the coordinator, sealed end to end; no
+    /// listening socket) or direct [config `transport`, default relay]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub transport: Option<Transport>,
+    /// Direct mode: UDP address (IP:port) to listen on for ring peers; port 0 picks a
+    /// free port, announced in the `listening` line on stdout [config `listen`, default
+    /// 0.0.0.0:7001]
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<String>,
-    /// Address ring peers should dial, announced to the coordinator [config `advertise`,
-    /// default: the bound address when --listen names an IP, else the roster's address]
+    /// Direct mode: the address ring peers should dial, announced to the coordinator
+    /// [config `advertise`, default: the bound address when --listen names an IP, else
+    /// the roster's address]
     #[arg(long, value_name = "IP:PORT")]
     pub advertise: Option<String>,
     /// The coordinator's address [config `coordinator_address`, default 127.0.0.1:7000]
@@ -204,7 +231,9 @@ pub struct Overrides {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub name: String,
-    pub listen: SocketAddr,
+    pub transport: Transport,
+    /// Direct mode's listen address (None in relay mode).
+    pub listen: Option<SocketAddr>,
     pub advertise: Option<String>,
     pub coordinator_address: SocketAddr,
     pub coordinator_name: String,
@@ -245,6 +274,9 @@ impl Config {
         macro_rules! set {
             ($($f:ident <- $o:ident),*) => { $(if let Some(v) = &ov.$o { fc.$f = v.clone().into(); })* };
         }
+        if let Some(t) = ov.transport {
+            fc.transport = t;
+        }
         set!(name <- name, listen <- listen, advertise <- advertise,
              coordinator_address <- coordinator, coordinator_name <- coordinator_name,
              train_csv <- train, target <- target, test_csv <- test, report_path <- report,
@@ -265,10 +297,30 @@ impl Config {
             let d = resolve(&base, Path::new("pki"));
             node::pki::PkiPaths::in_dir(&d, &name)
         });
-        let listen = fc
-            .listen
-            .parse()
-            .with_context(|| format!("config field `listen`: {:?} is not an IP:port", fc.listen))?;
+        let listen =
+            match fc.transport {
+                Transport::Relay => {
+                    for (field, set) in [
+                        ("listen", fc.listen.is_some()),
+                        ("advertise", fc.advertise.is_some()),
+                    ] {
+                        if set {
+                            bail!(
+                            "config field `{field}` is for direct mode, but `transport` is relay \
+                             (this node listens on nothing): remove it, or set \
+                             `\"transport\": \"direct\"`"
+                        );
+                        }
+                    }
+                    None
+                }
+                Transport::Direct => {
+                    let l = fc.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+                    Some(l.parse().with_context(|| {
+                        format!("config field `listen`: {l:?} is not an IP:port")
+                    })?)
+                }
+            };
         let coordinator_address = fc.coordinator_address.parse().with_context(|| {
             format!(
                 "config field `coordinator_address`: {:?} is not an IP:port",
@@ -324,6 +376,7 @@ impl Config {
         }
         Ok(Config {
             name,
+            transport: fc.transport,
             listen,
             advertise: fc.advertise,
             coordinator_address,

@@ -13,14 +13,15 @@ use node::logging::progress;
 use node::pki::NodeIdentity;
 use node::process::peak_rss_bytes;
 use node::transport::{Endpoint, Hub, TransportOptions};
-use protocol::wire::{Body, Kind};
+use protocol::encode_relay_frame;
+use protocol::wire::{Body, Kind, LENGTH_PREFIX_BYTES};
 use protocol::{
     Envelope, HospitalConfig, HospitalEvent, HospitalMachine, HospitalState, LocalReport,
 };
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, Transport};
 
 /// This node's own report file.
 #[derive(Serialize)]
@@ -144,22 +145,28 @@ pub async fn run(cfg: Config) -> Result<()> {
     let limits = inbound_limits(&cfg, data.max_values());
     let options =
         TransportOptions::for_node(cfg.max_message_bytes, limits.clone(), cfg.idle_timeout);
-    let endpoint = Endpoint::bind(
-        cfg.listen,
-        &identity,
-        [cfg.coordinator_name.clone()],
-        options,
-    )?;
+    let endpoint = make_endpoint(&cfg, &identity, options)?;
     let local = endpoint.local_addr()?;
+    let relay = match cfg.transport {
+        Transport::Relay => Some(
+            node::relay::RelayClient::new(&identity, cfg.policy.roster.clone())
+                .context("setting up relay mode")?,
+        ),
+        Transport::Direct => None,
+    };
     let mut hcfg = HospitalConfig::new(cfg.name.clone(), cfg.policy.roster.clone());
     hcfg.coordinator = cfg.coordinator_name.clone();
     hcfg.policy = cfg.policy.clone();
     // Peers dial what the hello announces: the bound address (port 0 resolved)
     // unless that is 0.0.0.0/[::], which no peer can dial; then the roster's.
-    hcfg.address = cfg
-        .advertise
-        .clone()
-        .or_else(|| (!local.ip().is_unspecified()).then(|| local.to_string()));
+    // Relay mode announces no address: nobody dials this node.
+    hcfg.address = match cfg.transport {
+        Transport::Relay => None,
+        Transport::Direct => cfg
+            .advertise
+            .clone()
+            .or_else(|| (!local.ip().is_unspecified()).then(|| local.to_string())),
+    };
     let machine = match data {
         Data::AsGiven { train, test } => HospitalMachine::new(hcfg, train, test, mask_key, state),
         Data::Schema {
@@ -178,7 +185,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     };
     tracing::info!(name = %cfg.name, %local, rows, "hospital node up");
-    progress(&json!({"event": "listening", "name": cfg.name, "addr": local.to_string()}));
+    match cfg.transport {
+        Transport::Direct => {
+            progress(&json!({"event": "listening", "name": cfg.name, "addr": local.to_string()}))
+        }
+        // The UDP port of the one outbound connection; it answers no handshake.
+        Transport::Relay => progress(
+            &json!({"event": "dialing", "name": cfg.name, "transport": "relay", "addr": local.to_string()}),
+        ),
+    }
     let (mut hub, mut net) = Hub::start(endpoint);
     hub.dial(
         &cfg.coordinator_name,
@@ -195,6 +210,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         outcome: None,
         audit,
         state_journal,
+        relay,
+        peer_limits: limits.clone(),
+        deliveries: Vec::new(),
         flood: (cfg.test_fault_flood > 0).then(|| {
             // Ring peers run this node's configuration: their limits are ours.
             let peers = limits.get("").clone();
@@ -289,8 +307,47 @@ struct HospitalRole<'a> {
     audit: node::audit::AuditLog,
     /// The protocol state file, appended to on every `Persist`.
     state_journal: node::files::Journal,
+    /// Relay mode's sealing client (None in direct mode).
+    relay: Option<node::relay::RelayClient>,
+    /// What this node accepts from each sender (relayed messages are opened
+    /// under their sender's).
+    peer_limits: protocol::PeerLimits,
+    /// Relayed messages opened outside a delivery (held for a round this node
+    /// had not reached), for the driver to hand to the machine.
+    deliveries: Vec<node::relay::Delivery>,
     /// TEST FAULT INJECTION: limits of the coordinator and of ring peers, to flood at.
     flood: Option<(protocol::Limits, protocol::Limits)>,
+}
+
+impl HospitalRole<'_> {
+    /// Sends what the relay client produced to the coordinator, logs what it
+    /// refused (naming the hospital each refused message claimed to come
+    /// from), and returns the opened messages.
+    fn relayed(
+        &mut self,
+        incoming: node::relay::Incoming,
+        hub: &mut Hub,
+    ) -> Vec<node::relay::Delivery> {
+        for e in &incoming.refused {
+            match e.claimed_sender() {
+                Some(claimed) => {
+                    tracing::warn!(%claimed, "refused a relayed message claiming to come from {claimed}: {e}")
+                }
+                None => tracing::warn!("refused a relayed message: {e}"),
+            }
+        }
+        for payload in incoming.send {
+            match encode_relay_frame(&payload, self.cfg.max_message_bytes) {
+                Ok(f) => {
+                    if !hub.send(&self.cfg.coordinator_name, f) {
+                        tracing::debug!("coordinator not connected; relayed message dropped");
+                    }
+                }
+                Err(e) => tracing::error!("cannot relay message: {e}"),
+            }
+        }
+        incoming.deliver
+    }
 }
 
 impl Role<HospitalMachine> for HospitalRole<'_> {
@@ -303,8 +360,23 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
                 completed_rounds,
             } => {
                 tracing::info!(%run_id, completed_rounds, "set up by the coordinator");
+                if let Some(relay) = &mut self.relay {
+                    relay.reset();
+                }
             }
-            HospitalEvent::RingChanged { epoch, ring } => {
+            HospitalEvent::RingChanged {
+                run_id,
+                round,
+                epoch,
+                ring,
+            } if self.relay.is_some() => {
+                let relay = self.relay.as_mut().expect("checked");
+                let incoming = relay.on_ring(&run_id, round, epoch, &self.peer_limits);
+                let opened = self.relayed(incoming, hub);
+                self.deliveries.extend(opened);
+                tracing::debug!(epoch, ring = ?ring.iter().map(|m| &m.name).collect::<Vec<_>>(), "ring changed (relayed)");
+            }
+            HospitalEvent::RingChanged { epoch, ring, .. } => {
                 self.ring_addr.clear();
                 for m in &ring {
                     if m.name == self.cfg.name {
@@ -414,6 +486,51 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
         } else {
             tracing::warn!(peer = %to, "no address for ring peer; message dropped");
         }
+    }
+
+    fn route(&mut self, to: &str, frame: Vec<u8>) -> Option<(String, Vec<u8>)> {
+        let coordinator = &self.cfg.coordinator_name;
+        let Some(relay) = self.relay.as_mut().filter(|_| to != coordinator) else {
+            return Some((to.to_owned(), frame));
+        };
+        match relay.outgoing(to, &frame[LENGTH_PREFIX_BYTES..]) {
+            Ok(Some(sealed)) => match encode_relay_frame(&sealed, self.cfg.max_message_bytes) {
+                Ok(f) => Some((coordinator.clone(), f)),
+                Err(e) => {
+                    tracing::error!(peer = %to, "cannot relay message: {e}");
+                    None
+                }
+            },
+            // Sent once `to`'s key offer arrives.
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(peer = %to, "cannot seal message: {e}");
+                None
+            }
+        }
+    }
+
+    fn on_relay(
+        &mut self,
+        peer: &str,
+        payload: &[u8],
+        limits: &protocol::PeerLimits,
+        hub: &mut Hub,
+    ) -> Vec<node::relay::Delivery> {
+        let Some(relay) = self
+            .relay
+            .as_mut()
+            .filter(|_| peer == self.cfg.coordinator_name)
+        else {
+            tracing::warn!(%peer, "relay frame refused: not in relay mode, or not from the coordinator");
+            return Vec::new();
+        };
+        let incoming = relay.incoming(payload, limits);
+        self.relayed(incoming, hub)
+    }
+
+    fn take_deliveries(&mut self) -> Vec<node::relay::Delivery> {
+        std::mem::take(&mut self.deliveries)
     }
 
     fn on_link_up(&mut self, peer: &str, hub: &mut Hub) {
@@ -537,8 +654,8 @@ async fn withdraw(cfg: &Config, identity: &NodeIdentity, err: &anyhow::Error) {
             cfg.idle_timeout,
         );
         // Any port: this endpoint only dials out.
-        let local = SocketAddr::new(cfg.listen.ip(), 0);
-        let endpoint = Endpoint::bind(local, identity, [cfg.coordinator_name.clone()], options)?;
+        let local = SocketAddr::new(unspecified_like(cfg.coordinator_address), 0);
+        let endpoint = Endpoint::client(local, identity, [cfg.coordinator_name.clone()], options)?;
         let (mut hub, mut net) = Hub::start(endpoint);
         let give_up = Instant::now() + cfg.coordinator_retry.min(Duration::from_secs(10));
         hub.dial(&cfg.coordinator_name, cfg.coordinator_address, give_up);
@@ -640,4 +757,30 @@ fn load_state(path: &std::path::Path) -> Result<(node::files::Journal, Option<Ho
     let state = serde_json::from_slice(&newest)
         .with_context(|| format!("parsing state {}", path.display()))?;
     Ok((journal, Some(state)))
+}
+
+/// The unspecified address of `addr`'s family (an ephemeral client port).
+fn unspecified_like(addr: SocketAddr) -> std::net::IpAddr {
+    match addr {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+/// Direct mode: a QUIC server and client on `listen`. Relay mode: a
+/// client-only endpoint on an ephemeral port, which answers no inbound
+/// handshake (it has no server configuration).
+fn make_endpoint(
+    cfg: &Config,
+    identity: &NodeIdentity,
+    options: TransportOptions,
+) -> Result<Endpoint> {
+    let coordinator = [cfg.coordinator_name.clone()];
+    Ok(match cfg.listen {
+        Some(listen) => Endpoint::bind(listen, identity, coordinator, options)?,
+        None => {
+            let local = SocketAddr::new(unspecified_like(cfg.coordinator_address), 0);
+            Endpoint::client(local, identity, coordinator, options)?
+        }
+    })
 }

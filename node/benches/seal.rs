@@ -54,6 +54,7 @@ fn new_seal(f: &Fixture, i: usize) -> RoundSeal {
         f.trusts[i].clone(),
         run(),
         3,
+        30,
         &mut rand::thread_rng(),
     )
     .unwrap()

@@ -134,6 +134,33 @@ pub trait Role<M: Machine> {
     /// hospital's audit log).
     fn on_encoded(&mut self, _to: &str, _env: &Envelope, _bytes: usize) {}
 
+    /// Where an encoded frame for `to` goes: by default to `to` itself; a
+    /// relay-mode hospital seals a ring peer's frame and sends it to its
+    /// coordinator instead, or holds it (`None`) until it can.
+    fn route(&mut self, to: &str, frame: Vec<u8>) -> Option<(String, Vec<u8>)> {
+        Some((to.to_owned(), frame))
+    }
+
+    /// A relay frame's payload from `peer`: what the coordinator forwards, or
+    /// what a hospital opens. Returns the opened messages for the machine
+    /// (sender, frame payload). By default relay frames are refused.
+    fn on_relay(
+        &mut self,
+        peer: &str,
+        _payload: &[u8],
+        _limits: &PeerLimits,
+        _hub: &mut Hub,
+    ) -> Vec<crate::relay::Delivery> {
+        tracing::warn!(%peer, "relay frame refused: this node does not relay");
+        Vec::new()
+    }
+
+    /// Relayed messages the role opened outside [`on_relay`](Self::on_relay)
+    /// (while handling an event), for the loop to hand to the machine.
+    fn take_deliveries(&mut self) -> Vec<crate::relay::Delivery> {
+        Vec::new()
+    }
+
     /// A frame for `to` was queued on its link (the hospital's test flood).
     fn after_sent(&mut self, _to: &str, _hub: &mut Hub) {}
 
@@ -201,12 +228,20 @@ pub async fn run<M: Machine, R: Role<M>>(
         if role.after_events()? == Flow::Stop {
             flow = Flow::Stop;
         }
+        let deliveries = role.take_deliveries();
+        let delivered = !deliveries.is_empty();
+        for (from, payload) in deliveries {
+            deliver(machine, role, Instant::now(), &from, &payload, limits);
+        }
         while let Some((to, mut env)) = machine.poll_transmit() {
             role.on_transmit(&to, &mut env);
             tracing::trace!(peer = %to, kind = env.body.kind(), round = env.round, "sending");
             match encode_frame(&env, max_message_bytes) {
                 Ok(frame) => {
                     role.on_encoded(&to, &env, frame.len());
+                    let Some((to, frame)) = role.route(&to, frame) else {
+                        continue;
+                    };
                     if hub.send(&to, frame.clone()) {
                         role.after_sent(&to, hub);
                     } else {
@@ -218,6 +253,10 @@ pub async fn run<M: Machine, R: Role<M>>(
         }
         if flow == Flow::Stop || machine.is_done() {
             return Ok(());
+        }
+        if delivered {
+            // What the deliveries produced is drained at the top.
+            continue;
         }
         if machine.has_pending_work() {
             // Crypto the machine deferred until its transmits were out (the
@@ -270,20 +309,15 @@ fn handle_net<M: Machine, R: Role<M>>(
                 machine.peer_connected(now, &peer);
             }
         }
-        NetEvent::Frame { peer, payload, .. } => {
-            match decode_payload(&payload, limits.get(&peer)) {
-                Ok(env) => {
-                    tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
-                    role.before_message(&env, machine);
-                    // The machines do their crypto inside this call: let the
-                    // runtime move the link tasks to other workers meanwhile.
-                    let r = tokio::task::block_in_place(|| machine.handle_message(now, &peer, env));
-                    if let Err(e) = r {
-                        tracing::warn!(%peer, "rejected message: {e:#}");
-                    }
-                }
-                Err(e) => tracing::warn!(%peer, "rejected message: {e:#}"),
+        NetEvent::Frame { peer, payload, .. }
+            if payload.first() == Some(&protocol::Kind::Relay.byte()) =>
+        {
+            for (from, inner) in role.on_relay(&peer, &payload[1..], limits, hub) {
+                deliver(machine, role, now, &from, &inner, limits);
             }
+        }
+        NetEvent::Frame { peer, payload, .. } => {
+            deliver(machine, role, now, &peer, &payload, limits)
         }
         NetEvent::Down {
             peer,
@@ -301,4 +335,29 @@ fn handle_net<M: Machine, R: Role<M>>(
         }
     }
     Ok(())
+}
+
+/// Decodes one frame payload from `peer` under its limits and hands it to the
+/// machine.
+fn deliver<M: Machine, R: Role<M>>(
+    machine: &mut M,
+    role: &mut R,
+    now: Instant,
+    peer: &str,
+    payload: &[u8],
+    limits: &PeerLimits,
+) {
+    match decode_payload(payload, limits.get(peer)) {
+        Ok(env) => {
+            tracing::trace!(%peer, kind = env.body.kind(), round = env.round, "received");
+            role.before_message(&env, machine);
+            // The machines do their crypto inside this call: let the
+            // runtime move the link tasks to other workers meanwhile.
+            let r = tokio::task::block_in_place(|| machine.handle_message(now, peer, env));
+            if let Err(e) = r {
+                tracing::warn!(%peer, "rejected message: {e:#}");
+            }
+        }
+        Err(e) => tracing::warn!(%peer, "rejected message: {e:#}"),
+    }
 }

@@ -11,6 +11,8 @@
 //!   [`driver::Role`] for what differs (what to do with events, where to send
 //!   a message that has no link yet).
 //! - [`audit`]: a hospital's append-only log of what left it.
+//! - [`relay`]: relay mode, the hospital's sealing client and the
+//!   coordinator's forwarder around [`seal`].
 //! - [`seal`]: end-to-end sealing of the hospital-to-hospital messages the
 //!   coordinator relays (signed X25519 key offers, per-direction AEAD).
 //! - [`config`], [`logging`], [`files`], [`process`]: the binaries' shared
@@ -29,6 +31,7 @@ pub mod files;
 pub mod logging;
 pub mod pki;
 pub mod process;
+pub mod relay;
 pub mod seal;
 pub mod transport;
 

@@ -76,6 +76,8 @@ fn seal_for(id: &NodeIdentity, trust: Arc<Trust>, run: &str, round: u32) -> Roun
         trust,
         RunId::new(run).unwrap(),
         round,
+        // One attempt per round here: the epoch follows the round.
+        u64::from(round),
         &mut rand::thread_rng(),
     )
     .unwrap()
@@ -102,12 +104,12 @@ fn shared() -> &'static Consortium {
 
 /// Offset of the DH public key inside an offer of `run` from `from`.
 fn dh_offset(run: &str, from: &str) -> usize {
-    1 + 1 + run.len() + 4 + 1 + from.len()
+    1 + 1 + run.len() + 4 + 8 + 1 + from.len()
 }
 
 /// Offset of the recipient name inside a sealed message.
 fn to_offset(run: &str, from: &str) -> usize {
-    1 + 1 + 1 + run.len() + 4 + 1 + from.len() + 1
+    1 + 1 + 1 + run.len() + 4 + 8 + 1 + from.len() + 1
 }
 
 fn claimed(e: &SealError) -> &str {
@@ -171,7 +173,7 @@ fn a_substituted_dh_key_fails_the_signature_naming_the_claimed_sender() {
     assert!(e.to_string().contains(A), "{e}");
     // Or presents hospital-3's whole signed offer as hospital-1's.
     let mut relabelled = mallory.offer().to_vec();
-    let name_at = 1 + 1 + 5 + 4 + 1;
+    let name_at = 1 + 1 + 5 + 4 + 8 + 1;
     relabelled[name_at..name_at + A.len()].copy_from_slice(A.as_bytes());
     let e = b.accept_offer(&relabelled, now()).unwrap_err();
     assert!(
@@ -315,10 +317,12 @@ fn a_message_or_offer_of_another_round_or_run_is_refused() {
             if claimed == A),
         "{e}"
     );
-    // The round field rewritten to 1: wrong key and header, not authentic.
+    // The round and epoch fields rewritten to round 1's: wrong key and
+    // header, not authentic.
     let mut moved = old.clone();
     let at = 1 + 1 + 1 + 5;
     moved[at..at + 4].copy_from_slice(&1u32.to_be_bytes());
+    moved[at + 4..at + 12].copy_from_slice(&1u64.to_be_bytes());
     let e = b1.open(&moved, NO_LIMIT).unwrap_err();
     assert!(
         matches!(&e, SealError::Tampered { claimed, .. } if claimed == A),

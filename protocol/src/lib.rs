@@ -60,7 +60,7 @@ pub use hospital::{
     LocalReport,
 };
 pub use wire::{
-    decode_payload, encode_frame, Envelope, FixedPoint, FrameDecoder, Kind, Limits, Member,
-    PeerLimits, RunId, RunParams, RunShape, DEFAULT_MAX_MESSAGE_BYTES, FRAME_HEADER_BYTES,
-    PROTOCOL_VERSION,
+    decode_payload, encode_frame, encode_relay_frame, Envelope, FixedPoint, FrameDecoder, Kind,
+    Limits, Member, PeerLimits, RunId, RunParams, RunShape, DEFAULT_MAX_MESSAGE_BYTES,
+    FRAME_HEADER_BYTES, PROTOCOL_VERSION,
 };

@@ -86,6 +86,9 @@ pub struct Limits {
 /// Fixed limit of the small kinds (and the fixed part of every big one):
 /// envelope header, epochs, hashes, seeds, one reason text.
 pub const SMALL_MESSAGE_BYTES: usize = 4096;
+/// Room in a relay frame for a key offer's certificate and signature, or a
+/// sealed message's routing header and tag (both far smaller).
+pub const RELAY_OFFER_BYTES: usize = 20 << 10;
 /// Room for one node name or address in JSON (quotes, escapes, comma).
 const NAME_JSON: usize = 256;
 /// Room for one `f64` in JSON (`-1.2345678901234567e-308,`).
@@ -131,6 +134,12 @@ impl Limits {
                 Kind::Aggregate | Kind::Report => small.saturating_add(record),
                 Kind::Abort => small.saturating_add(names.saturating_mul(2)),
                 Kind::Stop => small.saturating_add(names),
+                // The largest hospital-to-hospital message sealed (its
+                // header and tag within the fixed part), or a key offer
+                // with its certificate.
+                Kind::Relay => small
+                    .saturating_add(RELAY_OFFER_BYTES)
+                    .saturating_add(f.saturating_mul(ct_json)),
                 Kind::PeerRound
                 | Kind::Receipt
                 | Kind::PeerCommit

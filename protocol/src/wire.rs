@@ -83,11 +83,15 @@ pub enum Kind {
     Done,
     /// [`Body::Stop`].
     Stop,
+    /// Relay mode: a hospital-to-hospital message sealed end to end, or a
+    /// hospital's signed key offer, carried between a hospital and its
+    /// coordinator as opaque bytes (no envelope; see [`encode_relay_frame`]).
+    Relay,
 }
 
 impl Kind {
     /// Number of kinds.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
     /// Every kind, in byte order.
     pub const ALL: [Kind; Kind::COUNT] = [
         Kind::Hello,
@@ -107,9 +111,10 @@ impl Kind {
         Kind::Report,
         Kind::Done,
         Kind::Stop,
+        Kind::Relay,
     ];
     /// What a hospital sends its coordinator.
-    pub const HOSPITAL_TO_COORDINATOR: [Kind; 8] = [
+    pub const HOSPITAL_TO_COORDINATOR: [Kind; 9] = [
         Kind::Hello,
         Kind::Rejoin,
         Kind::RingPass,
@@ -118,9 +123,10 @@ impl Kind {
         Kind::RoundAck,
         Kind::Abort,
         Kind::Report,
+        Kind::Relay,
     ];
     /// What a coordinator sends a hospital.
-    pub const COORDINATOR_TO_HOSPITAL: [Kind; 8] = [
+    pub const COORDINATOR_TO_HOSPITAL: [Kind; 9] = [
         Kind::Setup,
         Kind::RoundStart,
         Kind::Unmask,
@@ -129,6 +135,7 @@ impl Kind {
         Kind::Finish,
         Kind::Done,
         Kind::Stop,
+        Kind::Relay,
     ];
     /// What a hospital sends another hospital.
     pub const HOSPITAL_TO_HOSPITAL: [Kind; 3] = [Kind::PeerRound, Kind::RingPass, Kind::PeerCommit];
@@ -167,6 +174,7 @@ impl Kind {
             Kind::Report => "report",
             Kind::Done => "done",
             Kind::Stop => "stop",
+            Kind::Relay => "relay",
         }
     }
 }
@@ -819,7 +827,28 @@ fn parse_kind(kind: Kind, json: &[u8]) -> Result<Envelope> {
         Kind::Report => parse(json, Body::Report),
         Kind::Done => parse(json, |Empty {}| Body::Done),
         Kind::Stop => parse(json, |s: StopBody| Body::Stop { reason: s.reason }),
+        Kind::Relay => Err(Error::Unparsable(
+            "a relay frame carries sealed bytes, not an envelope".into(),
+        )),
     }
+}
+
+/// One relay frame around `payload` (a sealed message or a key offer): the
+/// length prefix, [`Kind::Relay`]'s byte, the bytes as they are. Fails with
+/// [`Error::Oversized`] above `max_bytes`.
+pub fn encode_relay_frame(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>> {
+    let len = payload.len();
+    if len > max_bytes || len >= u32::MAX as usize {
+        return Err(Error::Oversized {
+            len: len as u64,
+            max: max_bytes,
+        });
+    }
+    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + len);
+    out.extend_from_slice(&((len + 1) as u32).to_be_bytes());
+    out.push(Kind::Relay.byte());
+    out.extend_from_slice(payload);
+    Ok(out)
 }
 
 /// Serializes `env` into one frame: 4-byte big-endian length, the kind byte,

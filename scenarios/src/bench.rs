@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// kind's size limit after each of its messages
     #[arg(long, value_name = "N")]
     pub flood: Option<u32>,
+    /// How the hospitals' ring messages travel in every run of the benchmark: relay
+    /// (through the coordinator, sealed end to end) or direct
+    #[arg(long, value_enum, default_value = "relay", value_name = "MODE")]
+    pub transport: hospital_node::config::Transport,
     /// Output directory for bench.json
     #[arg(long, value_name = "DIR", default_value = "out/bench")]
     pub out: PathBuf,
@@ -181,6 +185,7 @@ pub(crate) fn bench_plan(
         evaluate: false,
         masks: true,
         pack: true,
+        transport: hospital_node::config::Transport::Relay,
         flood: 0,
     }
 }
@@ -213,6 +218,7 @@ fn run_flood(args: &BenchArgs, frames: u32) -> Result<()> {
     for flood in [0, frames] {
         let eta = learning::eta_from_summed(0.01, split_rows(&split), 3);
         let mut plan = bench_plan(3, args.rounds, eta, args.key_bits, "built-in diabetes");
+        plan.transport = args.transport;
         plan.flood = flood;
         println!(
             "running diabetes, 3 hospitals, {} rounds, {} bits, flood {flood} ...",
@@ -408,7 +414,8 @@ fn side_by_side(args: &BenchArgs, bins: &Binaries) -> Result<SideBySide> {
     let split = prep::split(&data, SplitKind::Seed, 3, 50, 42)?;
     // python-paillier's 0.01 on summed gradients, as the one meaning of eta.
     let eta = learning::eta_from_summed(0.01, split_rows(&split), 3);
-    let plan = bench_plan(3, args.rounds, eta, args.key_bits, "built-in diabetes");
+    let mut plan = bench_plan(3, args.rounds, eta, args.key_bits, "built-in diabetes");
+    plan.transport = args.transport;
 
     let python = ensure_python(args)?;
     let dir = tempfile::Builder::new().prefix("bench-python-").tempdir()?;
@@ -501,6 +508,7 @@ fn statistics_cost(args: &BenchArgs, bins: &Binaries) -> Result<StatisticsCost> 
     let features = scaling.feature_names().len();
     let model = learning::ModelKind::Logistic;
     let mut plan = bench_plan(hospitals, args.rounds, 0.0, args.key_bits, "breast cancer");
+    plan.transport = args.transport;
     plan.mode = Mode::Global;
     plan.model = model;
     plan.eta = learning::converging_eta(model, features, 0.0);
@@ -599,7 +607,8 @@ fn scaling_cell(
     let split = synthetic(h, args.scaling_rows, f, 7)?;
     // A small step keeps the synthetic model well inside the fixed-point range.
     let eta = learning::eta_from_summed(0.001, split_rows(&split), h);
-    let plan = bench_plan(h, args.scaling_rounds, eta, bits, "synthetic");
+    let mut plan = bench_plan(h, args.scaling_rounds, eta, bits, "synthetic");
+    plan.transport = args.transport;
     let (t, diff, _) = run_checked(bins, &plan, &split)
         .with_context(|| format!("scaling run: {bits} bits, {h} hospitals, {f} features"))?;
     Ok(ScalingCell {

@@ -381,6 +381,7 @@ fn run_in(
             &names,
             plan.masks,
             schema.is_some(),
+            plan.transport,
         );
         if plan.flood > 0 && names.last() == Some(name) {
             cfg.test_fault_flood = plan.flood;

@@ -93,10 +93,14 @@ pub fn hospital_config(
     roster: &[String],
     masks: bool,
     schema: bool,
+    transport: hospital_node::config::Transport,
 ) -> hospital_node::config::FileConfig {
+    let direct = transport == hospital_node::config::Transport::Direct;
     hospital_node::config::FileConfig {
         name: Some(name.to_owned()),
-        listen: LISTEN.to_owned(),
+        transport,
+        // Relay mode listens on nothing.
+        listen: direct.then(|| LISTEN.to_owned()),
         // Unset: the hospital announces the address it bound.
         advertise: None,
         coordinator_address: coordinator.to_string(),
@@ -435,7 +439,15 @@ mod tests {
         let roster: Vec<String> = (1..=3).map(|i| format!("hospital-{i}")).collect();
         write_hospital_config(
             dir.path(),
-            &hospital_config("hospital-2", "y", addr, &roster, true, false),
+            &hospital_config(
+                "hospital-2",
+                "y",
+                addr,
+                &roster,
+                true,
+                false,
+                hospital_node::config::Transport::Direct,
+            ),
         )
         .unwrap();
         let h = hospital_node::config::Config::load(
@@ -447,7 +459,7 @@ mod tests {
             (h.name.as_str(), h.coordinator_address),
             ("hospital-2", addr)
         );
-        assert_eq!(h.listen.port(), 0);
+        assert_eq!(h.listen.map(|l| l.port()), Some(0));
         assert!(h.advertise.is_none());
         assert_eq!(h.train_csv, dir.path().join("hospital-2.csv"));
         assert_eq!(h.test_csv, Some(dir.path().join(TEST_CSV)));

@@ -3,6 +3,7 @@
 //! the cleartext twin, `results.json`) reads. It depends on nothing else of
 //! the crate but the split kinds.
 
+use hospital_node::config::Transport;
 use learning::{Mode, ModelKind, Objective};
 use serde::Serialize;
 
@@ -45,6 +46,8 @@ pub struct Plan {
     pub masks: bool,
     /// Gradient packing on.
     pub pack: bool,
+    /// How the hospitals' ring messages travel.
+    pub transport: Transport,
     /// TEST FAULT INJECTION: the last hospital floods every recipient with
     /// this many junk frames per kind, at each kind's limit, after each of its
     /// messages (0: off).

@@ -145,6 +145,11 @@ pub struct DiabetesArgs {
     /// same privacy, more traffic, slower rounds [default: packing on]
     #[arg(long)]
     pub no_pack: bool,
+    /// How the hospitals' ring messages travel: relay (through the coordinator, sealed
+    /// end to end; no hospital listens) or direct (each hospital listens for its ring
+    /// predecessor) [default: relay]
+    #[arg(long, value_enum, default_value = "relay", value_name = "MODE")]
+    pub transport: hospital_node::config::Transport,
 }
 
 impl DiabetesArgs {
@@ -250,6 +255,7 @@ impl DiabetesArgs {
             evaluate: true,
             masks: !self.no_masks,
             pack: !self.no_pack,
+            transport: self.transport,
             flood: 0,
         })
     }

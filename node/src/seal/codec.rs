@@ -11,6 +11,7 @@
 //! u8  format = 0x4f ('O')
 //! u8  len | run id          (1..=64 bytes, RunId rules)
 //! u32 round                 (big-endian)
+//! u64 epoch                 (the round attempt's mask epoch, big-endian)
 //! u8  len | sender name     (1..=63 bytes, node-name rules)
 //! [32] X25519 public key
 //! u16 len | certificate DER (1..=MAX_CERT_BYTES)
@@ -28,9 +29,10 @@
 //! u8  message kind          (protocol::wire::Kind byte)
 //! u8  len | run id
 //! u32 round
+//! u64 epoch
 //! u8  len | sender name
 //! u8  len | recipient name
-//! u64 sequence number       (per direction, per round, from 0)
+//! u64 sequence number       (per direction, per attempt, from 0)
 //! ... ciphertext, then the 16-byte Poly1305 tag
 //! ```
 //!
@@ -181,6 +183,7 @@ fn put_long(out: &mut Vec<u8>, field: &[u8]) {
 pub struct KeyOffer {
     pub(crate) run: RunId,
     pub(crate) round: u32,
+    pub(crate) epoch: u64,
     pub(crate) from: String,
     pub(crate) dh_public: [u8; DH_PUBLIC_BYTES],
     pub(crate) cert: Vec<u8>,
@@ -193,6 +196,7 @@ impl std::fmt::Debug for KeyOffer {
         f.debug_struct("KeyOffer")
             .field("run", &self.run)
             .field("round", &self.round)
+            .field("epoch", &self.epoch)
             .field("from", &self.from)
             .field("cert_bytes", &self.cert.len())
             .field("scheme", &format_args!("{:#06x}", self.scheme))
@@ -211,19 +215,31 @@ impl KeyOffer {
         self.round
     }
 
+    /// The round attempt (mask epoch) the offer claims to be for.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// The hospital the offer claims to come from.
     pub fn from(&self) -> &str {
         &self.from
     }
 
     /// The bytes the sender's signature covers.
-    pub(crate) fn signed_bytes(run: &RunId, round: u32, from: &str, dh: &[u8; 32]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(OFFER_PURPOSE.len() + 1 + 1 + 65 + 4 + 64 + 32);
+    pub(crate) fn signed_bytes(
+        run: &RunId,
+        round: u32,
+        epoch: u64,
+        from: &str,
+        dh: &[u8; 32],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(OFFER_PURPOSE.len() + 1 + 1 + 65 + 12 + 64 + 32);
         out.extend_from_slice(OFFER_PURPOSE);
         out.push(0);
         out.push(OFFER_FORMAT);
         put_short(&mut out, run.as_str().as_bytes());
         out.extend_from_slice(&round.to_be_bytes());
+        out.extend_from_slice(&epoch.to_be_bytes());
         put_short(&mut out, from.as_bytes());
         out.extend_from_slice(dh);
         out
@@ -232,11 +248,12 @@ impl KeyOffer {
     /// Encodes the offer.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            1 + 65 + 4 + 64 + 32 + 2 + self.cert.len() + 2 + 2 + self.signature.len(),
+            1 + 65 + 12 + 64 + 32 + 2 + self.cert.len() + 2 + 2 + self.signature.len(),
         );
         out.push(OFFER_FORMAT);
         put_short(&mut out, self.run.as_str().as_bytes());
         out.extend_from_slice(&self.round.to_be_bytes());
+        out.extend_from_slice(&self.epoch.to_be_bytes());
         put_short(&mut out, self.from.as_bytes());
         out.extend_from_slice(&self.dh_public);
         put_long(&mut out, &self.cert);
@@ -256,6 +273,7 @@ impl KeyOffer {
         }
         let run = r.run_id()?;
         let round = r.u32("round")?;
+        let epoch = r.u64("epoch")?;
         let from = r.name("sender")?;
         let mut dh_public = [0u8; DH_PUBLIC_BYTES];
         dh_public.copy_from_slice(r.take(DH_PUBLIC_BYTES, "DH public key")?);
@@ -266,12 +284,74 @@ impl KeyOffer {
         Ok(KeyOffer {
             run,
             round,
+            epoch,
             from,
             dh_public,
             cert,
             scheme,
             signature,
         })
+    }
+}
+
+/// What a relay frame's payload is, parsed for routing (nothing verified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Relayed {
+    /// A hospital's key offer.
+    Offer(KeyOffer),
+    /// A sealed hospital-to-hospital message's header.
+    Sealed(SealedHeader),
+}
+
+impl Relayed {
+    /// Parses a relay payload by its format byte.
+    pub fn parse(bytes: &[u8]) -> Result<Relayed, SealError> {
+        match bytes.first() {
+            Some(&OFFER_FORMAT) => KeyOffer::parse(bytes).map(Relayed::Offer),
+            Some(&SEALED_FORMAT) => SealedHeader::parse(bytes).map(|(h, _)| Relayed::Sealed(h)),
+            Some(&b) => Err(SealError::Malformed {
+                what: "relay payload",
+                reason: format!(
+                    "format byte {b:#04x}, expected {OFFER_FORMAT:#04x} or {SEALED_FORMAT:#04x}"
+                ),
+            }),
+            None => Err(SealError::Malformed {
+                what: "relay payload",
+                reason: "empty".into(),
+            }),
+        }
+    }
+
+    /// The run it names.
+    pub fn run(&self) -> &RunId {
+        match self {
+            Relayed::Offer(o) => &o.run,
+            Relayed::Sealed(h) => &h.run,
+        }
+    }
+
+    /// The round it names.
+    pub fn round(&self) -> u32 {
+        match self {
+            Relayed::Offer(o) => o.round,
+            Relayed::Sealed(h) => h.round,
+        }
+    }
+
+    /// The round attempt (mask epoch) it names.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Relayed::Offer(o) => o.epoch,
+            Relayed::Sealed(h) => h.epoch,
+        }
+    }
+
+    /// The hospital it claims to come from.
+    pub fn from(&self) -> &str {
+        match self {
+            Relayed::Offer(o) => &o.from,
+            Relayed::Sealed(h) => &h.from,
+        }
     }
 }
 
@@ -286,6 +366,8 @@ pub struct SealedHeader {
     pub run: RunId,
     /// The round.
     pub round: u32,
+    /// The round attempt (mask epoch).
+    pub epoch: u64,
     /// The hospital it claims to come from.
     pub from: String,
     /// The hospital it is for.
@@ -297,7 +379,7 @@ pub struct SealedHeader {
 impl SealedHeader {
     /// Bytes of the encoded header.
     pub fn encoded_len(&self) -> usize {
-        1 + 1 + 1 + self.run.as_str().len() + 4 + 1 + self.from.len() + 1 + self.to.len() + 8
+        1 + 1 + 1 + self.run.as_str().len() + 4 + 8 + 1 + self.from.len() + 1 + self.to.len() + 8
     }
 
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
@@ -305,6 +387,7 @@ impl SealedHeader {
         out.push(self.kind.byte());
         put_short(out, self.run.as_str().as_bytes());
         out.extend_from_slice(&self.round.to_be_bytes());
+        out.extend_from_slice(&self.epoch.to_be_bytes());
         put_short(out, self.from.as_bytes());
         put_short(out, self.to.as_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
@@ -326,6 +409,7 @@ impl SealedHeader {
         let kind = Kind::from_byte(k).ok_or_else(|| r.bad(format!("unknown kind byte {k}")))?;
         let run = r.run_id()?;
         let round = r.u32("round")?;
+        let epoch = r.u64("epoch")?;
         let from = r.name("sender")?;
         let to = r.name("recipient")?;
         let seq = r.u64("sequence number")?;
@@ -340,6 +424,7 @@ impl SealedHeader {
                 kind,
                 run,
                 round,
+                epoch,
                 from,
                 to,
                 seq,
@@ -357,6 +442,7 @@ mod tests {
         KeyOffer {
             run: RunId::new("run-1").unwrap(),
             round: 7,
+            epoch: 9,
             from: "hospital-1".into(),
             dh_public: [9; 32],
             cert: vec![1; 300],
@@ -390,7 +476,7 @@ mod tests {
         // A certificate length of 65535 with 3 bytes behind it: refused by its
         // bound, before any copy.
         let mut bytes = offer().encode();
-        let cert_len_at = 1 + 1 + 5 + 4 + 1 + 10 + 32;
+        let cert_len_at = 1 + 1 + 5 + 4 + 8 + 1 + 10 + 32;
         assert_eq!(&bytes[cert_len_at..cert_len_at + 2], &300u16.to_be_bytes());
         bytes[cert_len_at..cert_len_at + 2].copy_from_slice(&u16::MAX.to_be_bytes());
         bytes.truncate(cert_len_at + 5);
@@ -412,6 +498,7 @@ mod tests {
             kind: Kind::RingPass,
             run: RunId::new("r").unwrap(),
             round: 3,
+            epoch: 4,
             from: "a".into(),
             to: "b".into(),
             seq: 42,

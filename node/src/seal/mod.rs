@@ -5,8 +5,9 @@
 //! Sans-IO like the protocol core: it takes bytes, the time and a random
 //! source, and returns bytes; it never touches a socket or a file.
 //!
-//! Per round, each hospital makes a fresh X25519 key pair ([`RoundSeal::new`])
-//! and signs its public key, bound to the run, the round, its name and
+//! Per round attempt (a round and its mask epoch), each hospital makes a
+//! fresh X25519 key pair ([`RoundSeal::new`]) and signs its public key, bound
+//! to the run, the round, the epoch, its name and
 //! [`OFFER_PURPOSE`], with its consortium certificate's key: the [`KeyOffer`],
 //! which travels with the certificate. A peer accepts an offer
 //! ([`RoundSeal::accept_offer`]) only when the certificate chains to the
@@ -14,8 +15,8 @@
 //! from, that hospital is in the peer's own roster, and the signature
 //! verifies ([`Trust`]). Both then derive, by HKDF-SHA256 from the X25519
 //! secret, one ChaCha20-Poly1305 key per direction, bound to the run, round,
-//! both names and both public keys. Every message ([`RoundSeal::seal`],
-//! [`RoundSeal::open`]) binds its header (kind, run, round, sender,
+//! epoch, both names and both public keys. Every message ([`RoundSeal::seal`],
+//! [`RoundSeal::open`]) binds its header (kind, run, round, epoch, sender,
 //! recipient, sequence number) as associated data, and its sequence number as
 //! the nonce; a receiver accepts sequence numbers in order only.
 //!
@@ -52,8 +53,8 @@ use x25519_dalek::{PublicKey, ReusableSecret};
 use zeroize::Zeroizing;
 
 pub use codec::{
-    KeyOffer, SealedHeader, DH_PUBLIC_BYTES, MAX_CERT_BYTES, MAX_SIGNATURE_BYTES, OFFER_PURPOSE,
-    SEAL_TAG_BYTES,
+    KeyOffer, Relayed, SealedHeader, DH_PUBLIC_BYTES, MAX_CERT_BYTES, MAX_SIGNATURE_BYTES,
+    OFFER_PURPOSE, SEAL_TAG_BYTES,
 };
 pub use trust::{CertRefusal, Trust};
 
@@ -104,11 +105,11 @@ pub enum SealError {
         /// The name claimed.
         claimed: String,
     },
-    /// An offer or message of another run or round (an authentic old offer
-    /// replayed, or a header naming another session).
+    /// An offer or message of another run, round or attempt (an authentic
+    /// old offer replayed, or a header naming another session).
     #[error(
-        "{what} claiming to come from {claimed:?} is for run {got_run} round {got_round}, \
-         not this run {run} round {round}"
+        "{what} claiming to come from {claimed:?} is for run {got_run} round {got_round} \
+         epoch {got_epoch}, not this run {run} round {round} epoch {epoch}"
     )]
     WrongSession {
         /// "key offer" or "sealed message".
@@ -119,10 +120,14 @@ pub enum SealError {
         got_run: String,
         /// The round it names.
         got_round: u32,
+        /// The attempt it names.
+        got_epoch: u64,
         /// This session's run.
         run: String,
         /// This session's round.
         round: u32,
+        /// This session's attempt.
+        epoch: u64,
     },
     /// A second, different, validly signed key for the same round: the
     /// sender restarted mid-round (it resumes at the next round) or
@@ -337,14 +342,15 @@ struct Channel {
 /// A hospital's seal for one round of one run: its X25519 key pair, its
 /// signed offer, and a channel per peer whose offer it accepted.
 ///
-/// Keys are per round, not per run: a round's keys are dropped (wiped) when
-/// the round ends, so a later compromise of the process exposes no earlier
+/// Keys are per round attempt (a round and its mask epoch), not per run: an
+/// attempt's keys are dropped (wiped) when the attempt ends, so a later compromise of the process exposes no earlier
 /// round, and a hospital that restarted and resumes at the next round
 /// boundary needs no key state on disk.
 pub struct RoundSeal {
     trust: Arc<Trust>,
     run: RunId,
     round: u32,
+    epoch: u64,
     secret: ReusableSecret,
     public: [u8; DH_PUBLIC_BYTES],
     offer: Vec<u8>,
@@ -358,6 +364,7 @@ impl fmt::Debug for RoundSeal {
             .field("me", &self.trust.me())
             .field("run", &self.run)
             .field("round", &self.round)
+            .field("epoch", &self.epoch)
             .field("peers", &self.channels.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -371,6 +378,7 @@ impl RoundSeal {
         trust: Arc<Trust>,
         run: RunId,
         round: u32,
+        epoch: u64,
         rng: &mut R,
     ) -> Result<RoundSeal, SealError> {
         if trust.me() != identity.name() {
@@ -390,13 +398,14 @@ impl RoundSeal {
                 key.algorithm()
             ))
         })?;
-        let signed = KeyOffer::signed_bytes(&run, round, identity.name(), &public);
+        let signed = KeyOffer::signed_bytes(&run, round, epoch, identity.name(), &public);
         let signature = signer
             .sign(&signed)
             .map_err(|e| SealError::LocalSetup(format!("signing the key offer: {e}")))?;
         let offer = KeyOffer {
             run: run.clone(),
             round,
+            epoch,
             from: identity.name().to_owned(),
             dh_public: public,
             cert: identity.cert().to_vec(),
@@ -408,6 +417,7 @@ impl RoundSeal {
             trust,
             run,
             round,
+            epoch,
             secret,
             public,
             offer,
@@ -431,6 +441,11 @@ impl RoundSeal {
         self.round
     }
 
+    /// The round attempt (mask epoch).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Whether a channel with `peer` is established.
     pub fn has_peer(&self, peer: &str) -> bool {
         self.channels.contains_key(peer)
@@ -450,19 +465,27 @@ impl RoundSeal {
         }
         let cert = CertificateDer::from(offer.cert.as_slice());
         self.trust.check_certificate(&claimed, &cert, now)?;
-        let signed = KeyOffer::signed_bytes(&offer.run, offer.round, &claimed, &offer.dh_public);
+        let signed = KeyOffer::signed_bytes(
+            &offer.run,
+            offer.round,
+            offer.epoch,
+            &claimed,
+            &offer.dh_public,
+        );
         self.trust
             .verify_signature(&claimed, &cert, offer.scheme, &signed, &offer.signature)?;
         // Only now is the offer known to be the claimed sender's: an
         // authentic offer of another session is a replay of an old one.
-        if offer.run != self.run || offer.round != self.round {
+        if offer.run != self.run || offer.round != self.round || offer.epoch != self.epoch {
             return Err(SealError::WrongSession {
                 what: "key offer",
                 claimed,
                 got_run: offer.run.to_string(),
                 got_round: offer.round,
+                got_epoch: offer.epoch,
                 run: self.run.to_string(),
                 round: self.round,
+                epoch: self.epoch,
             });
         }
         if let Some(c) = self.channels.get(&claimed) {
@@ -488,6 +511,7 @@ impl RoundSeal {
                     &[run.len() as u8],
                     run,
                     &self.round.to_be_bytes(),
+                    &self.epoch.to_be_bytes(),
                     &[from.len() as u8],
                     from.as_bytes(),
                     &[to.len() as u8],
@@ -538,6 +562,7 @@ impl RoundSeal {
             kind,
             run: self.run.clone(),
             round: self.round,
+            epoch: self.epoch,
             from: me,
             to: to.to_owned(),
             seq,
@@ -588,14 +613,16 @@ impl RoundSeal {
                 me: me.to_owned(),
             });
         }
-        if h.run != self.run || h.round != self.round {
+        if h.run != self.run || h.round != self.round || h.epoch != self.epoch {
             return Err(SealError::WrongSession {
                 what: "sealed message",
                 claimed,
                 got_run: h.run.to_string(),
                 got_round: h.round,
+                got_epoch: h.epoch,
                 run: self.run.to_string(),
                 round: self.round,
+                epoch: self.epoch,
             });
         }
         let len = sealed.len() - header_len - SEAL_TAG_BYTES;

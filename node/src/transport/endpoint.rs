@@ -30,10 +30,36 @@ impl Endpoint {
         allowed: impl IntoIterator<Item = String>,
         options: TransportOptions,
     ) -> Result<Endpoint> {
+        Self::open(addr, identity, allowed, options, true)
+    }
+
+    /// A client-only endpoint on an ephemeral UDP port of `addr`'s family
+    /// (relay mode): it dials, and never answers an inbound handshake, since
+    /// it has no server configuration (quinn drops such packets unanswered).
+    pub fn client(
+        addr: SocketAddr,
+        identity: &NodeIdentity,
+        allowed: impl IntoIterator<Item = String>,
+        options: TransportOptions,
+    ) -> Result<Endpoint> {
+        Self::open(addr, identity, allowed, options, false)
+    }
+
+    fn open(
+        addr: SocketAddr,
+        identity: &NodeIdentity,
+        allowed: impl IntoIterator<Item = String>,
+        options: TransportOptions,
+        serve: bool,
+    ) -> Result<Endpoint> {
         let allowed: Allowed = Arc::new(RwLock::new(allowed.into_iter().collect()));
         let (server_config, client_config) = quinn_configs(identity, &allowed, &options)?;
-        let mut inner = quinn::Endpoint::server(server_config, addr)
-            .map_err(|source| TransportError::Bind { addr, source })?;
+        let bound = if serve {
+            quinn::Endpoint::server(server_config, addr)
+        } else {
+            quinn::Endpoint::client(addr)
+        };
+        let mut inner = bound.map_err(|source| TransportError::Bind { addr, source })?;
         inner.set_default_client_config(client_config);
         Ok(Endpoint {
             inner,

@@ -198,8 +198,13 @@ pub enum HospitalEvent {
         /// Rounds already completed (replayed from the history).
         completed_rounds: u32,
     },
-    /// A round attempt uses this ring; make sure connections to these peers exist.
+    /// A round attempt uses this ring; make sure connections to these peers
+    /// exist (direct mode) or that the round's relay seal does (relay mode).
     RingChanged {
+        /// The run.
+        run_id: RunId,
+        /// The round.
+        round: u32,
         /// Mask epoch.
         epoch: u64,
         /// The ring, head first (includes this node), with addresses.
@@ -1284,7 +1289,10 @@ impl HospitalMachine {
             });
             self.send(&peer, round, body);
         }
+        let run_id = self.run.as_ref().expect("in a run").run_id.clone();
         self.events.push_back(HospitalEvent::RingChanged {
+            run_id,
+            round,
             epoch: rs.epoch,
             ring: rs.ring,
         });
