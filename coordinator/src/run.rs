@@ -22,7 +22,7 @@ use crate::config::{Config, Overrides};
 use crate::files::load_or_generate_key;
 use node::files::{write_atomic, Journal};
 use node::relay::RelayForwarder;
-use protocol::encode_relay_frame;
+use protocol::{encode_relay_frame, limits::relay_frame_max};
 
 /// Per-hospital entry of the results file.
 #[derive(Serialize)]
@@ -367,6 +367,7 @@ pub async fn run(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
         last_checkpoint,
         checkpoints,
         relay: RelayForwarder::new(cfg.roster.iter().map(|m| m.name.clone())),
+        run_id: machine.run_id().clone(),
     };
     // A signal stops the loop between two calls into the machine: every
     // completed round's checkpoint is already durable (written before its
@@ -426,14 +427,20 @@ struct CoordinatorRole<'a> {
     checkpoints: Journal,
     /// Routes the sealed hospital-to-hospital traffic of relay-mode hospitals.
     relay: RelayForwarder,
+    /// The run (relayed frames of any other are refused).
+    run_id: protocol::RunId,
 }
 
 impl Role<CoordinatorMachine> for CoordinatorRole<'_> {
     type Error = anyhow::Error;
 
     fn on_event(&mut self, ev: CoordinatorEvent, _hub: &mut Hub) -> Result<Flow> {
-        if let CoordinatorEvent::RoundStarted { ring, .. } = &ev {
-            self.relay.set_ring(ring.clone());
+        if let CoordinatorEvent::RoundStarted {
+            round, epoch, ring, ..
+        } = &ev
+        {
+            self.relay
+                .set_attempt(self.run_id.clone(), *round, *epoch, ring.clone());
         }
         handle_event(self, ev)?;
         Ok(Flow::Continue)
@@ -448,16 +455,20 @@ impl Role<CoordinatorMachine> for CoordinatorRole<'_> {
     ) -> Vec<node::relay::Delivery> {
         // Forwarded as it came: only the cleartext routing header is read.
         match self.relay.route(peer, payload) {
-            Ok(to) => match encode_relay_frame(payload, self.cfg.max_message_bytes) {
-                Ok(frame) => {
-                    for name in to {
-                        if !hub.send(&name, frame.clone()) {
-                            tracing::debug!(%peer, to = %name, "relay recipient not connected; dropped");
+            Ok(to) => {
+                match encode_relay_frame(payload, relay_frame_max(self.cfg.max_message_bytes)) {
+                    Ok(frame) => {
+                        for name in to {
+                            // A full queue drops this frame, never the recipient's
+                            // link: a hospital must not get another disconnected.
+                            if !hub.send_or_drop(&name, frame.clone()) {
+                                tracing::debug!(%peer, to = %name, "relay recipient not connected or not reading; dropped");
+                            }
                         }
                     }
+                    Err(e) => tracing::warn!(%peer, "relay frame not forwarded: {e}"),
                 }
-                Err(e) => tracing::warn!(%peer, "relay frame not forwarded: {e}"),
-            },
+            }
             Err(e) => tracing::warn!("relay frame refused: {e}"),
         }
         Vec::new()

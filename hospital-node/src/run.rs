@@ -13,8 +13,8 @@ use node::logging::progress;
 use node::pki::NodeIdentity;
 use node::process::peak_rss_bytes;
 use node::transport::{Endpoint, Hub, TransportOptions};
-use protocol::encode_relay_frame;
 use protocol::wire::{Body, Kind, LENGTH_PREFIX_BYTES};
+use protocol::{encode_relay_frame, limits::relay_frame_max};
 use protocol::{
     Envelope, HospitalConfig, HospitalEvent, HospitalMachine, HospitalState, LocalReport,
 };
@@ -337,7 +337,7 @@ impl HospitalRole<'_> {
             }
         }
         for payload in incoming.send {
-            match encode_relay_frame(&payload, self.cfg.max_message_bytes) {
+            match encode_relay_frame(&payload, relay_frame_max(self.cfg.max_message_bytes)) {
                 Ok(f) => {
                     if !hub.send(&self.cfg.coordinator_name, f) {
                         tracing::debug!("coordinator not connected; relayed message dropped");
@@ -371,7 +371,8 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
                 ring,
             } if self.relay.is_some() => {
                 let relay = self.relay.as_mut().expect("checked");
-                let incoming = relay.on_ring(&run_id, round, epoch, &self.peer_limits);
+                let names = ring.iter().map(|m| m.name.clone());
+                let incoming = relay.on_ring(&run_id, round, epoch, names, &self.peer_limits);
                 let opened = self.relayed(incoming, hub);
                 self.deliveries.extend(opened);
                 tracing::debug!(epoch, ring = ?ring.iter().map(|m| &m.name).collect::<Vec<_>>(), "ring changed (relayed)");
@@ -494,13 +495,15 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             return Some((to.to_owned(), frame));
         };
         match relay.outgoing(to, &frame[LENGTH_PREFIX_BYTES..]) {
-            Ok(Some(sealed)) => match encode_relay_frame(&sealed, self.cfg.max_message_bytes) {
-                Ok(f) => Some((coordinator.clone(), f)),
-                Err(e) => {
-                    tracing::error!(peer = %to, "cannot relay message: {e}");
-                    None
+            Ok(Some(sealed)) => {
+                match encode_relay_frame(&sealed, relay_frame_max(self.cfg.max_message_bytes)) {
+                    Ok(f) => Some((coordinator.clone(), f)),
+                    Err(e) => {
+                        tracing::error!(peer = %to, "cannot relay message: {e}");
+                        None
+                    }
                 }
-            },
+            }
             // Sent once `to`'s key offer arrives.
             Ok(None) => None,
             Err(e) => {

@@ -229,9 +229,12 @@ pub async fn run<M: Machine, R: Role<M>>(
             flow = Flow::Stop;
         }
         let deliveries = role.take_deliveries();
-        let delivered = !deliveries.is_empty();
-        for (from, payload) in deliveries {
-            deliver(machine, role, Instant::now(), &from, &payload, limits);
+        if !deliveries.is_empty() && flow == Flow::Continue {
+            for (from, payload) in deliveries {
+                deliver(machine, role, Instant::now(), &from, &payload, limits);
+            }
+            // Their events (a `Persist` first) before any transmit they made.
+            continue;
         }
         while let Some((to, mut env)) = machine.poll_transmit() {
             role.on_transmit(&to, &mut env);
@@ -253,10 +256,6 @@ pub async fn run<M: Machine, R: Role<M>>(
         }
         if flow == Flow::Stop || machine.is_done() {
             return Ok(());
-        }
-        if delivered {
-            // What the deliveries produced is drained at the top.
-            continue;
         }
         if machine.has_pending_work() {
             // Crypto the machine deferred until its transmits were out (the

@@ -60,21 +60,65 @@ pub enum RelayRefusal {
         /// The sender it names.
         claimed: String,
     },
-    /// A sealed message for a node that is not another hospital of the roster.
-    #[error("relay frame from {peer:?} is for {to:?}, not another hospital of the roster")]
+    /// A sealed message for a node that is not another member of the ring
+    /// under way.
+    #[error("relay frame from {peer:?} is for {to:?}, not another member of the ring under way")]
     UnknownRecipient {
         /// The authenticated sender.
         peer: String,
         /// The recipient it names.
         to: String,
     },
+    /// The sender is not a member of the ring under way, or the frame names
+    /// another run, round or attempt.
+    #[error(
+        "relay frame from {peer:?} is for run {run} round {round} epoch {epoch}, not the \
+         attempt under way with {peer:?} in its ring"
+    )]
+    NotThisAttempt {
+        /// The authenticated sender.
+        peer: String,
+        /// The run it names.
+        run: String,
+        /// The round it names.
+        round: u32,
+        /// The attempt it names.
+        epoch: u64,
+    },
+    /// More frames from one sender in one attempt than the protocol sends.
+    #[error("relay frame from {peer:?}: {what} beyond what one attempt needs; dropped")]
+    TooMany {
+        /// The authenticated sender.
+        peer: String,
+        /// "a second key offer" or "more sealed messages to <peer>".
+        what: String,
+    },
 }
 
-/// The coordinator's side: where a relay frame goes.
+/// Sealed messages one hospital sends one peer in one attempt: a ring
+/// confirmation, a running sum, a commit hash, each possibly re-sent when the
+/// coordinator asks again; anything beyond this is not forwarded.
+const MAX_SEALED_PER_PAIR: u32 = 16;
+
+/// The attempt the coordinator relays for.
+#[derive(Debug)]
+struct Attempt {
+    run: RunId,
+    round: u32,
+    epoch: u64,
+    ring: BTreeSet<String>,
+    offered: BTreeSet<String>,
+    sealed: BTreeMap<(String, String), u32>,
+}
+
+/// The coordinator's side: where a relay frame goes. It forwards only
+/// within the attempt under way, between members of its ring, one key offer
+/// per member and at most [`MAX_SEALED_PER_PAIR`] sealed messages per pair, so
+/// a hospital cannot use it to flood the others.
 #[derive(Debug)]
 pub struct RelayForwarder {
     roster: BTreeSet<String>,
-    ring: Vec<String>,
+    attempt: Option<Attempt>,
 }
 
 impl RelayForwarder {
@@ -82,19 +126,31 @@ impl RelayForwarder {
     pub fn new(roster: impl IntoIterator<Item = String>) -> RelayForwarder {
         RelayForwarder {
             roster: roster.into_iter().collect(),
-            ring: Vec::new(),
+            attempt: None,
         }
     }
 
-    /// The ring of the round attempt under way (key offers fan out to it).
-    pub fn set_ring(&mut self, ring: Vec<String>) {
-        self.ring = ring;
+    /// The attempt under way: `epoch` of `round` of `run`, with `ring` (key
+    /// offers fan out to it; frames of any other attempt are refused).
+    pub fn set_attempt(&mut self, run: RunId, round: u32, epoch: u64, ring: Vec<String>) {
+        let ring = ring
+            .into_iter()
+            .filter(|n| self.roster.contains(n))
+            .collect();
+        self.attempt = Some(Attempt {
+            run,
+            round,
+            epoch,
+            ring,
+            offered: BTreeSet::new(),
+            sealed: BTreeMap::new(),
+        });
     }
 
     /// The recipients of `payload`, a relay frame's payload from the
     /// authenticated `peer`: a sealed message's named recipient, or a key
     /// offer's ring peers. Only the cleartext header is read.
-    pub fn route(&self, peer: &str, payload: &[u8]) -> Result<Vec<String>, RelayRefusal> {
+    pub fn route(&mut self, peer: &str, payload: &[u8]) -> Result<Vec<String>, RelayRefusal> {
         let parsed = Relayed::parse(payload).map_err(|source| RelayRefusal::Malformed {
             peer: peer.to_owned(),
             source: Box::new(source),
@@ -105,20 +161,51 @@ impl RelayForwarder {
                 claimed: parsed.from().to_owned(),
             });
         }
+        let not_this = || RelayRefusal::NotThisAttempt {
+            peer: peer.to_owned(),
+            run: parsed.run().to_string(),
+            round: parsed.round(),
+            epoch: parsed.epoch(),
+        };
+        let Some(a) = self.attempt.as_mut() else {
+            return Err(not_this());
+        };
+        if *parsed.run() != a.run
+            || parsed.round() != a.round
+            || parsed.epoch() != a.epoch
+            || !a.ring.contains(peer)
+        {
+            return Err(not_this());
+        }
         match parsed {
-            Relayed::Offer(_) => Ok(self
-                .ring
-                .iter()
-                .filter(|n| n.as_str() != peer)
-                .cloned()
-                .collect()),
+            Relayed::Offer(_) => {
+                if !a.offered.insert(peer.to_owned()) {
+                    return Err(RelayRefusal::TooMany {
+                        peer: peer.to_owned(),
+                        what: "a second key offer".into(),
+                    });
+                }
+                Ok(a.ring
+                    .iter()
+                    .filter(|n| n.as_str() != peer)
+                    .cloned()
+                    .collect())
+            }
             Relayed::Sealed(h) => {
-                if h.to == peer || !self.roster.contains(&h.to) {
+                if h.to == peer || !a.ring.contains(&h.to) {
                     return Err(RelayRefusal::UnknownRecipient {
                         peer: peer.to_owned(),
                         to: h.to,
                     });
                 }
+                let n = a.sealed.entry((peer.to_owned(), h.to.clone())).or_insert(0);
+                if *n >= MAX_SEALED_PER_PAIR {
+                    return Err(RelayRefusal::TooMany {
+                        peer: peer.to_owned(),
+                        what: format!("more sealed messages to {:?}", h.to),
+                    });
+                }
+                *n += 1;
                 Ok(vec![h.to])
             }
         }
@@ -167,6 +254,8 @@ pub struct RelayClient {
     identity: NodeIdentity,
     trust: Arc<Trust>,
     seal: Option<RoundSeal>,
+    /// The other members of the attempt's ring: the only senders accepted.
+    ring: BTreeSet<String>,
     /// Messages for peers whose offer has not arrived yet: kind and JSON.
     held: BTreeMap<String, Vec<Held>>,
     /// Relay payloads of a round this hospital has not reached yet.
@@ -195,6 +284,7 @@ impl RelayClient {
             identity: identity.clone(),
             trust,
             seal: None,
+            ring: BTreeSet::new(),
             held: BTreeMap::new(),
             early: VecDeque::new(),
         })
@@ -220,6 +310,7 @@ impl RelayClient {
         run: &RunId,
         round: u32,
         epoch: u64,
+        ring: impl IntoIterator<Item = String>,
         limits: &PeerLimits,
     ) -> Incoming {
         let mut out = Incoming::default();
@@ -244,6 +335,8 @@ impl RelayClient {
                 }
             }
             self.held.clear();
+            let me = self.trust.me().to_owned();
+            self.ring = ring.into_iter().filter(|n| *n != me).collect();
         }
         let offer = self.seal.as_ref().expect("made above").offer().to_vec();
         out.send.push(offer);
@@ -305,6 +398,12 @@ impl RelayClient {
             );
             return out;
         }
+        if !self.ring.contains(parsed.from()) {
+            out.refused.push(SealError::NotInRing {
+                claimed: parsed.from().to_owned(),
+            });
+            return out;
+        }
         match parsed {
             Relayed::Offer(_) => match seal.accept_offer(payload, UnixTime::now()) {
                 Ok(peer) => {
@@ -333,7 +432,17 @@ impl RelayClient {
         out
     }
 
+    /// Holds a key offer of an attempt this hospital has not reached; a
+    /// sealed message of such an attempt cannot be for this hospital's keys
+    /// (they do not exist yet), so it is dropped. One offer per claimed
+    /// sender (the latest).
     fn hold_early(&mut self, payload: &[u8]) {
+        let Ok(Relayed::Offer(o)) = Relayed::parse(payload) else {
+            return;
+        };
+        self.early.retain(
+            |p| !matches!(Relayed::parse(p), Ok(Relayed::Offer(q)) if q.from() == o.from()),
+        );
         self.early.push_back(payload.to_vec());
         let mut bytes: usize = self.early.iter().map(Vec::len).sum();
         while self.early.len() > MAX_EARLY || bytes > MAX_EARLY_BYTES {

@@ -66,8 +66,7 @@ impl Net {
                 (n.to_string(), c)
             })
             .collect();
-        let mut forwarder = RelayForwarder::new(roster());
-        forwarder.set_ring(roster());
+        let forwarder = RelayForwarder::new(roster());
         Net {
             _dir: dir,
             clients,
@@ -113,13 +112,23 @@ impl Net {
 
     /// Every hospital learns the ring of attempt `epoch` of round `round`.
     fn attempt(&mut self, round: u32, epoch: u64) {
+        self.attempt_with(round, epoch, &ROSTER);
+    }
+
+    /// The members of `ring` learn it as attempt `epoch` of round `round`.
+    fn attempt_with(&mut self, round: u32, epoch: u64, ring: &[&str]) {
         let run = RunId::new("run-1").unwrap();
-        for n in ROSTER {
-            let inc = self
-                .clients
-                .get_mut(n)
-                .unwrap()
-                .on_ring(&run, round, epoch, &limits());
+        let names: Vec<String> = ring.iter().map(|s| s.to_string()).collect();
+        self.forwarder
+            .set_attempt(run.clone(), round, epoch, names.clone());
+        for n in ring {
+            let inc = self.clients.get_mut(*n).unwrap().on_ring(
+                &run,
+                round,
+                epoch,
+                names.clone(),
+                &limits(),
+            );
             self.take(n, inc);
         }
     }
@@ -292,7 +301,7 @@ fn swapped_dh_keys_are_refused_and_nothing_is_sealed_to_the_relay() {
 fn the_forwarder_routes_on_the_header_and_refuses_a_hospital_claiming_to_be_another() {
     let mut net = Net::new();
     net.ring(0);
-    // A's offer fans out to B and C only.
+    // A's offer fanned out to B and C only, once.
     let offers: Vec<(String, Vec<u8>)> = std::mem::take(&mut net.queue);
     let a_offer = offers
         .iter()
@@ -300,7 +309,17 @@ fn the_forwarder_routes_on_the_header_and_refuses_a_hospital_claiming_to_be_anot
         .unwrap()
         .1
         .clone();
-    assert_eq!(net.forwarder.route(A, &a_offer).unwrap(), vec![B, C]);
+    let to_of_a: Vec<&str> = offers
+        .iter()
+        .filter(|(_, p)| *p == a_offer)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(to_of_a, vec![B, C]);
+    let e = net.forwarder.route(A, &a_offer).unwrap_err();
+    assert!(
+        matches!(&e, RelayRefusal::TooMany { peer, .. } if peer == A),
+        "{e}"
+    );
     // C relays A's offer as if it were its own: refused.
     let e = net.forwarder.route(C, &a_offer).unwrap_err();
     assert!(
@@ -328,6 +347,72 @@ fn the_forwarder_routes_on_the_header_and_refuses_a_hospital_claiming_to_be_anot
         net.forwarder.route(B, &sealed).unwrap_err(),
         RelayRefusal::WrongSender { .. }
     ));
+    // A hospital cannot use the relay to flood another: past what one
+    // attempt needs, nothing more is forwarded.
+    let mut forwarded = 1;
+    loop {
+        let p = net
+            .clients
+            .get_mut(A)
+            .unwrap()
+            .outgoing(B, &payload(Kind::PeerRound, "x"))
+            .unwrap()
+            .unwrap();
+        match net.forwarder.route(A, &p) {
+            Ok(_) => forwarded += 1,
+            Err(e) => {
+                assert!(
+                    matches!(&e, RelayRefusal::TooMany { peer, .. } if peer == A),
+                    "{e}"
+                );
+                break;
+            }
+        }
+        assert!(forwarded < 100);
+    }
+    assert_eq!(forwarded, 16);
+    // A frame of another attempt is not forwarded.
+    net.attempt(0, 1);
+    let e = net.forwarder.route(A, &a_offer).unwrap_err();
+    assert!(
+        matches!(&e, RelayRefusal::NotThisAttempt { epoch: 0, .. }),
+        "{e}"
+    );
+}
+
+/// A hospital outside the attempt's ring can neither get frames forwarded
+/// nor, if a coordinator forwards them anyway, reach a member's machine.
+#[test]
+fn a_hospital_outside_the_ring_is_refused_by_the_relay_and_by_the_members() {
+    let mut net = Net::new();
+    net.attempt_with(2, 20, &[A, B]);
+    net.flush(honest);
+    // C, not in this ring, makes an offer of this very attempt.
+    let run = RunId::new("run-1").unwrap();
+    let inc = net
+        .clients
+        .get_mut(C)
+        .unwrap()
+        .on_ring(&run, 2, 20, roster(), &limits());
+    let c_offer = inc.send[0].clone();
+    let e = net.forwarder.route(C, &c_offer).unwrap_err();
+    assert!(
+        matches!(&e, RelayRefusal::NotThisAttempt { peer, .. } if peer == C),
+        "{e}"
+    );
+    // A coordinator that forwards it anyway: B refuses it, naming C.
+    let inc = net
+        .clients
+        .get_mut(B)
+        .unwrap()
+        .incoming(&c_offer, &limits());
+    net.take(B, inc);
+    assert!(
+        matches!(net.refused(B), [SealError::NotInRing { claimed }] if claimed == C),
+        "{:?}",
+        net.refused(B)
+    );
+    assert!(net.delivered(B).is_empty());
 }
 
 /// A retried attempt (after a restart, say, lost messages of the first) gets

@@ -89,6 +89,12 @@ pub const SMALL_MESSAGE_BYTES: usize = 4096;
 /// Room in a relay frame for a key offer's certificate and signature, or a
 /// sealed message's routing header and tag (both far smaller).
 pub const RELAY_OFFER_BYTES: usize = 20 << 10;
+/// The largest relay frame payload when one message may be `max_bytes`: the
+/// message sealed (its header and tag, or a key offer, fit the room added).
+pub fn relay_frame_max(max_bytes: usize) -> usize {
+    max_bytes.saturating_add(RELAY_OFFER_BYTES)
+}
+
 /// Room for one node name or address in JSON (quotes, escapes, comma).
 const NAME_JSON: usize = 256;
 /// Room for one `f64` in JSON (`-1.2345678901234567e-308,`).
@@ -189,10 +195,17 @@ impl Limits {
     }
 
     /// These limits with no kind above `max_bytes` (the configured cap of one
-    /// message).
+    /// message), a relay frame above [`relay_frame_max`] of it (a message at
+    /// the cap still fits, sealed).
     pub fn capped(mut self, max_bytes: usize) -> Limits {
-        for b in &mut self.bytes {
-            *b = (*b).min(max_bytes);
+        for k in Kind::ALL {
+            let cap = if k == Kind::Relay {
+                relay_frame_max(max_bytes)
+            } else {
+                max_bytes
+            };
+            let b = &mut self.bytes[k.index()];
+            *b = (*b).min(cap);
         }
         self
     }

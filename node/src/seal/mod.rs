@@ -99,6 +99,13 @@ pub enum SealError {
         /// The DNS names the certificate carries.
         certified: Vec<String>,
     },
+    /// The claimed sender is not another member of the ring of the attempt
+    /// under way (relay mode).
+    #[error("{claimed:?} is not a member of this attempt's ring")]
+    NotInRing {
+        /// The name claimed.
+        claimed: String,
+    },
     /// The claimed sender is not a hospital of this hospital's roster.
     #[error("{claimed:?} is not a hospital of this consortium's roster")]
     NotInRoster {
@@ -129,10 +136,10 @@ pub enum SealError {
         /// This session's attempt.
         epoch: u64,
     },
-    /// A second, different, validly signed key for the same round: the
-    /// sender restarted mid-round (it resumes at the next round) or
-    /// misbehaves.
-    #[error("{claimed:?} offered a second, different key for this round; keeping the first")]
+    /// A second, different key for the same attempt (not verified: the first
+    /// stays whatever the second is): the sender misbehaves, or the relay
+    /// forged it.
+    #[error("a second, different key offer claiming to come from {claimed:?} for this attempt; keeping the first")]
     ConflictingOffer {
         /// The hospital.
         claimed: String,
@@ -287,6 +294,7 @@ impl SealError {
             | CertificateRefused { claimed, .. }
             | CertificateNameMismatch { claimed, .. }
             | NotInRoster { claimed }
+            | NotInRing { claimed }
             | WrongSession { claimed, .. }
             | ConflictingOffer { claimed }
             | WeakKey { claimed }
@@ -463,19 +471,9 @@ impl RoundSeal {
                 claimed,
             });
         }
-        let cert = CertificateDer::from(offer.cert.as_slice());
-        self.trust.check_certificate(&claimed, &cert, now)?;
-        let signed = KeyOffer::signed_bytes(
-            &offer.run,
-            offer.round,
-            offer.epoch,
-            &claimed,
-            &offer.dh_public,
-        );
-        self.trust
-            .verify_signature(&claimed, &cert, offer.scheme, &signed, &offer.signature)?;
-        // Only now is the offer known to be the claimed sender's: an
-        // authentic offer of another session is a replay of an old one.
+        // The cheap checks first: an offer of another session, or a repeat
+        // of (or a rival to) one already accepted, is refused or ignored
+        // before its certificate and signature cost anything.
         if offer.run != self.run || offer.round != self.round || offer.epoch != self.epoch {
             return Err(SealError::WrongSession {
                 what: "key offer",
@@ -494,6 +492,17 @@ impl RoundSeal {
             }
             return Err(SealError::ConflictingOffer { claimed });
         }
+        let cert = CertificateDer::from(offer.cert.as_slice());
+        self.trust.check_certificate(&claimed, &cert, now)?;
+        let signed = KeyOffer::signed_bytes(
+            &offer.run,
+            offer.round,
+            offer.epoch,
+            &claimed,
+            &offer.dh_public,
+        );
+        self.trust
+            .verify_signature(&claimed, &cert, offer.scheme, &signed, &offer.signature)?;
         let shared = self
             .secret
             .diffie_hellman(&PublicKey::from(offer.dh_public));

@@ -178,6 +178,17 @@ impl Hub {
         false
     }
 
+    /// Queues a frame for `peer` like [`send`](Self::send), but when its
+    /// queue is full drops the frame, not the link (`false`): for traffic the
+    /// node only forwards, which a third party could otherwise use to get the
+    /// peer disconnected.
+    pub fn send_or_drop(&mut self, peer: &str, frame: Vec<u8>) -> bool {
+        let Some(first) = self.links.get(peer).and_then(|l| l.first()) else {
+            return false;
+        };
+        first.out.try_send(frame).is_ok()
+    }
+
     /// Closes every link of `peer`.
     pub fn disconnect(&mut self, peer: &str, reason: &str) {
         if let Some(list) = self.links.remove(peer) {
