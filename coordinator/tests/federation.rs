@@ -341,6 +341,8 @@ fn check_against_reference(f: &Federation, res: &Value) {
         assert!(kinds("ring_pass") >= f.rounds as usize, "{audit}");
         assert!(kinds("reveal") >= f.rounds as usize, "{audit}");
         assert_eq!(kinds("report"), 1, "{audit}");
+        // Relay mode: its signed key offer, once per round attempt at least.
+        assert!(kinds("key_offer") >= f.rounds as usize, "{audit}");
         for l in &lines {
             let to = l["to"].as_str().unwrap();
             assert!(

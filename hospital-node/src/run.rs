@@ -339,8 +339,18 @@ impl HospitalRole<'_> {
         for payload in incoming.send {
             match encode_relay_frame(&payload, relay_frame_max(self.cfg.max_message_bytes)) {
                 Ok(f) => {
+                    let bytes = f.len();
                     if !hub.send(&self.cfg.coordinator_name, f) {
                         tracing::debug!("coordinator not connected; relayed message dropped");
+                    } else if let Ok(node::seal::Relayed::Offer(o)) =
+                        node::seal::Relayed::parse(&payload)
+                    {
+                        // The key offer (DH key and certificate) leaves this
+                        // node too, to the coordinator, which hands it to the
+                        // ring; the sealed messages were recorded when the
+                        // machine sent them.
+                        let to = &self.cfg.coordinator_name;
+                        self.audit.record(to, "key_offer", o.round(), bytes);
                     }
                 }
                 Err(e) => tracing::error!("cannot relay message: {e}"),
