@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::endpoint::Endpoint;
 use super::link::{Link, LinkHandle};
-use super::{TransportError, EVENT_QUEUE, OUT_QUEUE};
+use super::{TransportError, EVENT_QUEUE, LINK_BYTES, OUT_QUEUE};
 
 /// What a [`Hub`] reports to its driver.
 #[derive(Debug)]
@@ -37,6 +37,9 @@ pub enum NetEvent {
         id: u64,
         /// The payload (length prefix removed, size cap checked).
         payload: Vec<u8>,
+        /// Its bytes against the link's budget of received but unhandled
+        /// frames ([`LINK_BYTES`]); released when the event is dropped.
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// A link went down.
     Down {
@@ -327,14 +330,25 @@ async fn spawn_link(
         return false;
     }
     let tx = events.clone();
+    // Frames read but not yet handled by the driver, in bytes: the event
+    // queue alone bounds them in number only, which at a big kind's limit
+    // is tens of MiB a flooding peer could pin.
+    let budget = LINK_BYTES.max(receiver.largest_frame());
+    let permits = Arc::new(tokio::sync::Semaphore::new(budget));
     tokio::spawn(async move {
         let reason = loop {
             match receiver.recv().await {
                 Ok(Some(payload)) => {
+                    let want = u32::try_from(payload.len().clamp(1, budget)).unwrap_or(u32::MAX);
+                    // Waits while the link's budget is spent: backpressure.
+                    let Ok(permit) = permits.clone().acquire_many_owned(want).await else {
+                        break "driver gone".to_owned();
+                    };
                     let ev = NetEvent::Frame {
                         peer: receiver.peer().to_owned(),
                         id,
                         payload,
+                        budget: Some(permit),
                     };
                     // Waits while the driver's queue is full: backpressure.
                     if tx.send(ev).await.is_err() {
@@ -365,6 +379,8 @@ async fn spawn_link(
 mod tests {
     use super::super::test_util::*;
     use super::*;
+    use crate::transport::TransportOptions;
+    use protocol::{Limits, PeerLimits};
 
     /// A frame of kind `receipt` holding `payload`; it arrives as the kind
     /// byte followed by `payload`.
@@ -377,6 +393,59 @@ mod tests {
 
     fn received(payload: &[u8]) -> Vec<u8> {
         frame(payload)[4..].to_vec()
+    }
+
+    /// A peer sending faster than the driver handles frames gets at most
+    /// [`LINK_BYTES`] of them into the driver's queue; the rest wait in the
+    /// stream (QUIC flow control), and arrive as the queued ones are handled.
+    #[tokio::test]
+    async fn frames_waiting_for_the_driver_are_bounded_in_bytes() {
+        const BIG: usize = 200 << 10;
+        let wide = || TransportOptions {
+            max_frame: 256 << 10,
+            limits: PeerLimits::new(Limits::uniform(256 << 10)),
+            ..opts()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let v = ids(dir.path(), &["coordinator", "hospital-1"]);
+        let server = Endpoint::bind(local(), &v[0], set(&["hospital-1"]), wide()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let (_shub, mut sev) = Hub::start(server);
+        let client = Endpoint::bind(local(), &v[1], set(&[]), wide()).unwrap();
+        let mut link = client.connect(addr, "coordinator").await.unwrap();
+        let Some(NetEvent::Up { .. }) = sev.recv().await else {
+            panic!("link not up");
+        };
+        let sending = tokio::spawn(async move {
+            for i in 0..10u8 {
+                link.send(&received(&vec![i; BIG])).await.unwrap();
+            }
+            link
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Held, not handled: their bytes stay counted.
+        let mut held = Vec::new();
+        while let Ok(ev) = sev.try_recv() {
+            held.push(ev);
+        }
+        assert!(
+            held.len() <= LINK_BYTES / BIG && !held.is_empty(),
+            "{} frames of {BIG} bytes queued",
+            held.len()
+        );
+        // Handled: the rest arrive, in order.
+        let mut got = held.len();
+        drop(held);
+        while got < 10 {
+            match tokio::time::timeout(Duration::from_secs(5), sev.recv()).await {
+                Ok(Some(NetEvent::Frame { payload, .. })) => {
+                    assert_eq!(payload[1], got as u8);
+                    got += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        drop(sending.await.unwrap());
     }
 
     #[tokio::test]

@@ -196,6 +196,11 @@ impl LinkReceiver {
         &self.peer
     }
 
+    /// The largest frame payload this link accepts (its peer's largest limit).
+    pub fn largest_frame(&self) -> usize {
+        self.decoder.limits().largest().saturating_add(1)
+    }
+
     /// Receives one frame (kind byte and JSON); `Ok(None)` when the peer
     /// finished its stream cleanly between frames. A length above its kind's
     /// limit is refused before its payload is buffered: at most [`READ_CHUNK`] bytes beyond the frame in progress are

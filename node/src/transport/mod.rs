@@ -86,6 +86,11 @@ pub const EVENT_QUEUE: usize = 32;
 /// Frames queued for one link before the link is dropped as not reading.
 pub const OUT_QUEUE: usize = 256;
 
+/// Bytes of frames one link may have received that the driver has not
+/// handled yet (at least one frame of the link's largest kind): its reader
+/// stops reading beyond them, and QUIC flow control stops the peer.
+pub const LINK_BYTES: usize = 1 << 20;
+
 /// Bytes a peer may have in flight on its stream (QUIC flow control window):
 /// what is buffered for a reader that stopped reading.
 const STREAM_WINDOW: u32 = 1 << 20;
