@@ -78,6 +78,10 @@ pub struct FileConfig {
     pub max_rounds: u32,
     /// Largest learning rate accepted. Default 1000.
     pub max_eta: f64,
+    /// Largest Paillier key (bits) of a run this hospital takes part in; it also
+    /// sizes what it accepts from ring peers before it learns the run's key.
+    /// Default 4096.
+    pub max_key_bits: usize,
     /// Send per-round and final test metrics to the coordinator (they are functions
     /// of this hospital's data). Default false.
     pub share_metrics: bool,
@@ -154,6 +158,7 @@ impl Default for FileConfig {
             min_ring: protocol::hospital::MIN_RING,
             allow_unmasked: false,
             max_rounds: 100_000,
+            max_key_bits: protocol::hospital::DEFAULT_MAX_KEY_BITS,
             max_eta: 1_000.0,
             share_metrics: false,
             state_path: PathBuf::from("hospital-state.json"),
@@ -366,6 +371,7 @@ impl Config {
             allow_unmasked: fc.allow_unmasked,
             max_rounds: fc.max_rounds,
             max_eta: fc.max_eta,
+            max_key_bits: fc.max_key_bits,
             share_metrics: fc.share_metrics,
         };
         policy

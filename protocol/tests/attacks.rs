@@ -785,3 +785,39 @@ fn f_floods_of_aborts_and_reconnects_drop_the_flooder_and_the_run_goes_on() {
         assert!(sim.aborts() <= 4, "{flood}: {} aborts", sim.aborts());
     }
 }
+
+/// A hospital takes part only in runs whose key is within its own policy's
+/// `max_key_bits` (which also sizes what it accepts from peers before the
+/// key is known): a coordinator with a larger key is refused at Setup,
+/// naming the field.
+#[test]
+fn a_key_larger_than_the_hospitals_policy_is_refused_at_setup() {
+    let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 2)), sites(3));
+    let log = observe(&mut sim, &["hospital-1"]);
+    sim.run_until(100_000, |s| s.completed_rounds() == 1);
+    let setup: Setup = log
+        .borrow()
+        .iter()
+        .find_map(|(_, t, env)| match &env.body {
+            Body::Setup(s) if t == "hospital-1" => Some(s.clone()),
+            _ => None,
+        })
+        .expect("hospital-1 was set up");
+    let run = sim.coord.as_ref().unwrap().run_id().clone();
+    // The test key has 1024 bits; this hospital's policy now allows 512.
+    sim.hospital_config = Some(Box::new(|c| c.policy.max_key_bits = 512));
+    sim.restart_hospital("hospital-1");
+    let err = sim
+        .inject(
+            COORD,
+            "hospital-1",
+            Envelope::new(run, 1, COORD, Body::Setup(setup)),
+        )
+        .expect_err("a key above the policy must be refused");
+    assert!(matches!(err, Error::PolicyRefused { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("1024 bits") && text.contains("max_key_bits"),
+        "{text}"
+    );
+}

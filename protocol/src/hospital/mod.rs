@@ -53,7 +53,7 @@ use learning::{
 };
 use paillier::{Ciphertext, PublicKey};
 
-pub use policy::{HospitalPolicy, MIN_RING};
+pub use policy::{HospitalPolicy, DEFAULT_MAX_KEY_BITS, MIN_RING};
 pub use state::{ring_hash, set_hash, Commitment, HospitalState, STATE_VERSION};
 
 use crate::codec::GradientCodec;
@@ -108,7 +108,7 @@ pub fn withdrawal(name: &str, coordinator_bound_reason: &str) -> Envelope {
 /// `features` bounds every step's vector (see [`crate::plan::max_vector_values`]).
 pub fn run_shape(policy: &HospitalPolicy, features: usize) -> crate::limits::RunShape {
     crate::limits::RunShape {
-        key_bits: paillier::MAX_KEY_BITS,
+        key_bits: policy.max_key_bits.min(paillier::MAX_KEY_BITS),
         features,
         hospitals: policy.roster.len(),
         rounds: policy.max_rounds,
@@ -978,6 +978,14 @@ impl HospitalMachine {
                 s.key_fingerprint
             )));
         }
+        self.config
+            .policy
+            .check_key_bits(pk.bits())
+            .map_err(|e| Error::PolicyRefused {
+                peer: from.to_owned(),
+                kind: "setup",
+                reason: e,
+            })?;
         let p = &s.params;
         self.config
             .policy

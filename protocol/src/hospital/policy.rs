@@ -15,6 +15,10 @@ use crate::wire::RunParams;
 /// each learns the other's gradient from the aggregate.
 pub const MIN_RING: usize = 3;
 
+/// [`HospitalPolicy::max_key_bits`] by default: twice NIST's 128-bit-security
+/// modulus (3072 bits) would be 6144; 4096 leaves room above 3072.
+pub const DEFAULT_MAX_KEY_BITS: usize = 4096;
+
 /// A hospital's own privacy policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HospitalPolicy {
@@ -32,6 +36,11 @@ pub struct HospitalPolicy {
     pub max_rounds: u32,
     /// Largest learning rate accepted.
     pub max_eta: f64,
+    /// Largest Paillier modulus, in bits, of a run this hospital takes part
+    /// in. It also sizes what the hospital accepts from its peers before it
+    /// learns the run's key: a ring pass of an 8192-bit key is twice that of
+    /// a 4096-bit one, and a hostile peer can send one at the limit.
+    pub max_key_bits: usize,
     /// Whether per-round and final test metrics go to the coordinator
     /// (`false` by default: they are functions of this hospital's data).
     pub share_metrics: bool,
@@ -46,6 +55,7 @@ impl HospitalPolicy {
             allow_unmasked: false,
             max_rounds: 100_000,
             max_eta: 1_000.0,
+            max_key_bits: DEFAULT_MAX_KEY_BITS,
             share_metrics: false,
         }
     }
@@ -119,6 +129,18 @@ impl HospitalPolicy {
                 "it has {} members, this hospital's policy requires at least {}",
                 set.len(),
                 self.min_ring
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the run's key size.
+    pub(crate) fn check_key_bits(&self, bits: usize) -> Result<(), String> {
+        if bits > self.max_key_bits {
+            return Err(format!(
+                "the run's Paillier key has {bits} bits, this hospital's policy allows at most {} \
+                 (max_key_bits)",
+                self.max_key_bits
             ));
         }
         Ok(())
