@@ -22,7 +22,7 @@ use crate::config::{Config, Overrides};
 use crate::files::load_or_generate_key;
 use node::files::{write_atomic, Journal};
 use node::relay::RelayForwarder;
-use protocol::{encode_relay_frame, limits::relay_frame_max};
+use protocol::encode_relay_frame;
 
 /// Per-hospital entry of the results file.
 #[derive(Serialize)]
@@ -186,14 +186,7 @@ fn build_results<'a>(
 
 /// The checkpoint journal at `path` and its newest checkpoint, if there is one.
 fn read_checkpoint(path: &Path) -> Result<(Journal, Option<Checkpoint>)> {
-    let (journal, newest) = Journal::open(path, 0o600)
-        .with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let Some(newest) = newest else {
-        return Ok((journal, None));
-    };
-    let cp = serde_json::from_slice(&newest)
-        .with_context(|| format!("parsing checkpoint {}", path.display()))?;
-    Ok((journal, Some(cp)))
+    Journal::open_json(path, 0o600).context("reading the checkpoint")
 }
 
 /// A resumed run keeps the parameters it started with: they come from the
@@ -456,7 +449,7 @@ impl Role<CoordinatorMachine> for CoordinatorRole<'_> {
         // Forwarded as it came: only the cleartext routing header is read.
         match self.relay.route(peer, payload) {
             Ok(to) => {
-                match encode_relay_frame(payload, relay_frame_max(self.cfg.max_message_bytes)) {
+                match encode_relay_frame(payload, self.cfg.max_message_bytes) {
                     Ok(frame) => {
                         for name in to {
                             // A full queue drops this frame, never the recipient's

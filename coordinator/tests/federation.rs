@@ -164,6 +164,13 @@ impl Federation {
         (child, rx)
     }
 
+    /// Starts hospitals `0..n` with no extra arguments.
+    fn start_hospitals(&self, procs: &mut Procs, n: usize) {
+        for i in 0..n {
+            procs.0.push(self.hospital(i, &[]));
+        }
+    }
+
     fn hospital(&self, i: usize, args: &[&str]) -> Child {
         let n = &self.names[i];
         Command::new(hospital_bin())
@@ -458,9 +465,7 @@ fn peer_with_foreign_certificate_is_refused() {
     let mut procs = Procs::default();
     let (c, _rx) = f.coordinator(&[], "coordinator.log");
     procs.0.push(c);
-    for i in 0..3 {
-        procs.0.push(f.hospital(i, &[]));
-    }
+    f.start_hospitals(&mut procs, 3);
     let st = wait(&mut procs.0[0], Duration::from_secs(60)).expect("coordinator hangs");
     assert!(!st.success(), "coordinator ran with a foreign peer");
     let clog = std::fs::read_to_string(f.path("coordinator.log")).unwrap();
@@ -500,9 +505,7 @@ fn killed_hospital_is_dropped_and_three_continue() {
     let mut procs = Procs::default();
     let (c, rx) = f.coordinator(&[], "coordinator.log");
     procs.0.push(c);
-    for i in 0..4 {
-        procs.0.push(f.hospital(i, &[]));
-    }
+    f.start_hospitals(&mut procs, 4);
     wait_round(&rx, 2, Duration::from_secs(120));
     procs.0[4].kill().unwrap();
     procs.0[4].wait().unwrap();
@@ -552,9 +555,7 @@ fn coordinator_killed_and_resumed_ends_with_the_same_model() {
     let mut procs = Procs::default();
     let (c, rx) = f.coordinator(&[], "coordinator.log");
     procs.0.push(c);
-    for i in 0..3 {
-        procs.0.push(f.hospital(i, &[]));
-    }
+    f.start_hospitals(&mut procs, 3);
     wait_round(&rx, 5, Duration::from_secs(120));
     procs.0[0].kill().unwrap();
     procs.0[0].wait().unwrap();
@@ -675,9 +676,7 @@ fn a_hospital_whose_data_fails_tells_the_coordinator_which_stops_waiting() {
     let started = std::time::Instant::now();
     let (c, rx) = f.coordinator(&[], "coordinator.log");
     procs.0.push(c);
-    for i in 0..3 {
-        procs.0.push(f.hospital(i, &[]));
-    }
+    f.start_hospitals(&mut procs, 3);
     let st = wait(&mut procs.0[0], Duration::from_secs(50)).expect("the coordinator stops");
     assert!(!st.success());
     assert!(
@@ -760,9 +759,7 @@ fn resume_takes_the_checkpoints_parameters_and_refuses_contradicting_options() {
     let mut procs = Procs::default();
     let (c, rx) = f.coordinator(&[], "coordinator.log");
     procs.0.push(c);
-    for i in 0..3 {
-        procs.0.push(f.hospital(i, &[]));
-    }
+    f.start_hospitals(&mut procs, 3);
     wait_round(&rx, 2, Duration::from_secs(120));
     let _ = procs.0[0].kill();
     let _ = procs.0[0].wait();
@@ -793,9 +790,7 @@ fn resume_takes_the_checkpoints_parameters_and_refuses_contradicting_options() {
 fn sigint_stops_the_coordinator_cleanly_and_resume_finishes() {
     let f = Federation::new(3, 30, Mode::Global, json!({}));
     let mut procs = Procs::default();
-    for i in 0..3 {
-        procs.0.push(f.hospital(i, &[]));
-    }
+    f.start_hospitals(&mut procs, 3);
     let (mut c, rx) = f.coordinator(&[], "coordinator.log");
     wait_round(&rx, 2, Duration::from_secs(120));
     let st = Command::new("kill")
@@ -885,9 +880,7 @@ fn relay_mode_hospitals_listen_on_nothing_and_answer_no_handshake() {
     // The hospitals first: they keep dialing the coordinator, which is not
     // up yet, so they sit with the endpoint they have.
     let mut procs = Procs::default();
-    for i in 0..3 {
-        procs.0.push(f.hospital(i, &[]));
-    }
+    f.start_hospitals(&mut procs, 3);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let identity =
         node::pki::NodeIdentity::load(&node::pki::PkiPaths::in_dir(&f.path("pki"), "coordinator"))

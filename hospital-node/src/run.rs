@@ -13,8 +13,8 @@ use node::logging::progress;
 use node::pki::NodeIdentity;
 use node::process::peak_rss_bytes;
 use node::transport::{Endpoint, Hub, TransportOptions};
+use protocol::encode_relay_frame;
 use protocol::wire::{Body, Kind, LENGTH_PREFIX_BYTES};
-use protocol::{encode_relay_frame, limits::relay_frame_max};
 use protocol::{
     Envelope, HospitalConfig, HospitalEvent, HospitalMachine, HospitalState, LocalReport,
 };
@@ -211,8 +211,6 @@ pub async fn run(cfg: Config) -> Result<()> {
         audit,
         state_journal,
         relay,
-        peer_limits: limits.clone(),
-        deliveries: Vec::new(),
         flood: (cfg.test_fault_flood > 0).then(|| {
             // Ring peers run this node's configuration: their limits are ours.
             let peers = limits.get("").clone();
@@ -309,54 +307,37 @@ struct HospitalRole<'a> {
     state_journal: node::files::Journal,
     /// Relay mode's sealing client (None in direct mode).
     relay: Option<node::relay::RelayClient>,
-    /// What this node accepts from each sender (relayed messages are opened
-    /// under their sender's).
-    peer_limits: protocol::PeerLimits,
-    /// Relayed messages opened outside a delivery (held for a round this node
-    /// had not reached), for the driver to hand to the machine.
-    deliveries: Vec<node::relay::Delivery>,
     /// TEST FAULT INJECTION: limits of the coordinator and of ring peers, to flood at.
     flood: Option<(protocol::Limits, protocol::Limits)>,
 }
 
+/// Logs relayed messages the relay client refused, naming the hospital each
+/// claimed to come from.
+fn log_refused(refused: &[node::seal::SealError]) {
+    for e in refused {
+        match e.claimed_sender() {
+            Some(claimed) => {
+                tracing::warn!(%claimed, "refused a relayed message claiming to come from {claimed}: {e}")
+            }
+            None => tracing::warn!("refused a relayed message: {e}"),
+        }
+    }
+}
+
 impl HospitalRole<'_> {
-    /// Sends what the relay client produced to the coordinator, logs what it
-    /// refused (naming the hospital each refused message claimed to come
-    /// from), and returns the opened messages.
-    fn relayed(
-        &mut self,
-        incoming: node::relay::Incoming,
-        hub: &mut Hub,
-    ) -> Vec<node::relay::Delivery> {
-        for e in &incoming.refused {
-            match e.claimed_sender() {
-                Some(claimed) => {
-                    tracing::warn!(%claimed, "refused a relayed message claiming to come from {claimed}: {e}")
+    /// Sends a relay payload to the coordinator; the frame's size if it went.
+    fn relay_to_coordinator(&mut self, payload: &[u8], hub: &mut Hub) -> Option<usize> {
+        match encode_relay_frame(payload, self.cfg.max_message_bytes) {
+            Ok(f) => {
+                let bytes = f.len();
+                if hub.send(&self.cfg.coordinator_name, f) {
+                    return Some(bytes);
                 }
-                None => tracing::warn!("refused a relayed message: {e}"),
+                tracing::debug!("coordinator not connected; relayed message dropped");
             }
+            Err(e) => tracing::error!("cannot relay message: {e}"),
         }
-        for payload in incoming.send {
-            match encode_relay_frame(&payload, relay_frame_max(self.cfg.max_message_bytes)) {
-                Ok(f) => {
-                    let bytes = f.len();
-                    if !hub.send(&self.cfg.coordinator_name, f) {
-                        tracing::debug!("coordinator not connected; relayed message dropped");
-                    } else if let Ok(node::seal::Relayed::Offer(o)) =
-                        node::seal::Relayed::parse(&payload)
-                    {
-                        // The key offer (DH key and certificate) leaves this
-                        // node too, to the coordinator, which hands it to the
-                        // ring; the sealed messages were recorded when the
-                        // machine sent them.
-                        let to = &self.cfg.coordinator_name;
-                        self.audit.record(to, "key_offer", o.round(), bytes);
-                    }
-                }
-                Err(e) => tracing::error!("cannot relay message: {e}"),
-            }
-        }
-        incoming.deliver
+        None
     }
 }
 
@@ -382,9 +363,17 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             } if self.relay.is_some() => {
                 let relay = self.relay.as_mut().expect("checked");
                 let names = ring.iter().map(|m| m.name.clone());
-                let incoming = relay.on_ring(&run_id, round, epoch, names, &self.peer_limits);
-                let opened = self.relayed(incoming, hub);
-                self.deliveries.extend(opened);
+                let (offer, refused) = relay
+                    .on_ring(&run_id, round, epoch, names)
+                    .context("making the round's relay keys")?;
+                log_refused(&refused);
+                if let Some(bytes) = self.relay_to_coordinator(&offer, hub) {
+                    // The key offer (DH key and certificate) leaves this node
+                    // too, to the coordinator, which hands it to the ring; the
+                    // sealed messages are recorded when the machine sends them.
+                    let to = self.cfg.coordinator_name.clone();
+                    self.audit.record(&to, "key_offer", round, bytes);
+                }
                 tracing::debug!(epoch, ring = ?ring.iter().map(|m| &m.name).collect::<Vec<_>>(), "ring changed (relayed)");
             }
             HospitalEvent::RingChanged { epoch, ring, .. } => {
@@ -505,15 +494,13 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             return Some((to.to_owned(), frame));
         };
         match relay.outgoing(to, &frame[LENGTH_PREFIX_BYTES..]) {
-            Ok(Some(sealed)) => {
-                match encode_relay_frame(&sealed, relay_frame_max(self.cfg.max_message_bytes)) {
-                    Ok(f) => Some((coordinator.clone(), f)),
-                    Err(e) => {
-                        tracing::error!(peer = %to, "cannot relay message: {e}");
-                        None
-                    }
+            Ok(Some(sealed)) => match encode_relay_frame(&sealed, self.cfg.max_message_bytes) {
+                Ok(f) => Some((coordinator.clone(), f)),
+                Err(e) => {
+                    tracing::error!(peer = %to, "cannot relay message: {e}");
+                    None
                 }
-            }
+            },
             // Sent once `to`'s key offer arrives.
             Ok(None) => None,
             Err(e) => {
@@ -539,11 +526,11 @@ impl Role<HospitalMachine> for HospitalRole<'_> {
             return Vec::new();
         };
         let incoming = relay.incoming(payload, limits);
-        self.relayed(incoming, hub)
-    }
-
-    fn take_deliveries(&mut self) -> Vec<node::relay::Delivery> {
-        std::mem::take(&mut self.deliveries)
+        log_refused(&incoming.refused);
+        for p in &incoming.send {
+            self.relay_to_coordinator(p, hub);
+        }
+        incoming.deliver
     }
 
     fn on_link_up(&mut self, peer: &str, hub: &mut Hub) {
@@ -666,9 +653,8 @@ async fn withdraw(cfg: &Config, identity: &NodeIdentity, err: &anyhow::Error) {
             inbound_limits(cfg, 1),
             cfg.idle_timeout,
         );
-        // Any port: this endpoint only dials out.
-        let local = SocketAddr::new(unspecified_like(cfg.coordinator_address), 0);
-        let endpoint = Endpoint::client(local, identity, [cfg.coordinator_name.clone()], options)?;
+        // This endpoint only dials out.
+        let endpoint = client_endpoint(cfg, identity, options)?;
         let (mut hub, mut net) = Hub::start(endpoint);
         let give_up = Instant::now() + cfg.coordinator_retry.min(Duration::from_secs(10));
         hub.dial(&cfg.coordinator_name, cfg.coordinator_address, give_up);
@@ -759,41 +745,44 @@ fn load_or_create_mask_key(path: &std::path::Path) -> Result<[u8; 32]> {
     })
 }
 
-/// The state this node persisted last, if any.
-/// The state journal at `path` and its newest state, if there is one.
+/// The state journal at `path` and the state this node persisted last, if any.
 fn load_state(path: &std::path::Path) -> Result<(node::files::Journal, Option<HospitalState>)> {
-    let (journal, newest) = node::files::Journal::open(path, 0o600)
-        .with_context(|| format!("reading state {}", path.display()))?;
-    let Some(newest) = newest else {
-        return Ok((journal, None));
-    };
-    let state = serde_json::from_slice(&newest)
-        .with_context(|| format!("parsing state {}", path.display()))?;
-    Ok((journal, Some(state)))
+    node::files::Journal::open_json(path, 0o600).context("loading the hospital's protocol state")
 }
 
-/// The unspecified address of `addr`'s family (an ephemeral client port).
-fn unspecified_like(addr: SocketAddr) -> std::net::IpAddr {
-    match addr {
+/// A client-only endpoint on an ephemeral port of the coordinator address's
+/// family: it dials the coordinator and answers no inbound handshake (it has
+/// no server configuration).
+fn client_endpoint(
+    cfg: &Config,
+    identity: &NodeIdentity,
+    options: TransportOptions,
+) -> Result<Endpoint> {
+    let any: std::net::IpAddr = match cfg.coordinator_address {
         SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    }
+    };
+    let coordinator = [cfg.coordinator_name.clone()];
+    Ok(Endpoint::client(
+        SocketAddr::new(any, 0),
+        identity,
+        coordinator,
+        options,
+    )?)
 }
 
 /// Direct mode: a QUIC server and client on `listen`. Relay mode: a
-/// client-only endpoint on an ephemeral port, which answers no inbound
-/// handshake (it has no server configuration).
+/// [`client_endpoint`].
 fn make_endpoint(
     cfg: &Config,
     identity: &NodeIdentity,
     options: TransportOptions,
 ) -> Result<Endpoint> {
-    let coordinator = [cfg.coordinator_name.clone()];
-    Ok(match cfg.listen {
-        Some(listen) => Endpoint::bind(listen, identity, coordinator, options)?,
-        None => {
-            let local = SocketAddr::new(unspecified_like(cfg.coordinator_address), 0);
-            Endpoint::client(local, identity, coordinator, options)?
+    match cfg.listen {
+        Some(listen) => {
+            let coordinator = [cfg.coordinator_name.clone()];
+            Ok(Endpoint::bind(listen, identity, coordinator, options)?)
         }
-    })
+        None => client_endpoint(cfg, identity, options),
+    }
 }

@@ -155,12 +155,6 @@ pub trait Role<M: Machine> {
         Vec::new()
     }
 
-    /// Relayed messages the role opened outside [`on_relay`](Self::on_relay)
-    /// (while handling an event), for the loop to hand to the machine.
-    fn take_deliveries(&mut self) -> Vec<crate::relay::Delivery> {
-        Vec::new()
-    }
-
     /// A frame for `to` was queued on its link (the hospital's test flood).
     fn after_sent(&mut self, _to: &str, _hub: &mut Hub) {}
 
@@ -227,14 +221,6 @@ pub async fn run<M: Machine, R: Role<M>>(
         }
         if role.after_events()? == Flow::Stop {
             flow = Flow::Stop;
-        }
-        let deliveries = role.take_deliveries();
-        if !deliveries.is_empty() && flow == Flow::Continue {
-            for (from, payload) in deliveries {
-                deliver(machine, role, Instant::now(), &from, &payload, limits);
-            }
-            // Their events (a `Persist` first) before any transmit they made.
-            continue;
         }
         while let Some((to, mut env)) = machine.poll_transmit() {
             role.on_transmit(&to, &mut env);

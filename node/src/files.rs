@@ -33,6 +33,14 @@ pub enum FileError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A journal's newest record is not the JSON its reader expects.
+    #[error("{path}: its newest record does not parse: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
     /// A secret file is readable or writable by group or others.
     #[error(
         "{path} holds a secret but has mode {mode:03o}; only its owner may read it \
@@ -148,7 +156,9 @@ impl std::fmt::Debug for Journal {
 
 impl Journal {
     /// Opens the journal at `path` (creating nothing yet) and returns its
-    /// newest complete record, if any. A torn last line is cut off.
+    /// newest complete record, if any. A torn last line is ignored here and
+    /// cut by the next append (so a caller that cannot parse the record
+    /// leaves the file as it found it).
     pub fn open(path: &Path, mode: u32) -> Result<(Self, Option<Vec<u8>>), FileError> {
         let mut j = Journal {
             path: path.to_owned(),
@@ -161,22 +171,34 @@ impl Journal {
             Some(b) => b,
             None => return Ok((j, None)),
         };
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let complete = complete_len(&bytes);
         j.file = Some(append_handle(path, mode, false).map_err(io(path))?);
         j.len = complete as u64;
-        // A torn append is cut by the next append (not here: a caller that
-        // cannot parse the record leaves the file as it found it).
         j.torn = complete < bytes.len();
         Ok((j, newest_line(&bytes[..complete]).map(<[u8]>::to_vec)))
+    }
+
+    /// [`open`](Self::open), the newest record parsed as JSON.
+    pub fn open_json<T: serde::de::DeserializeOwned>(
+        path: &Path,
+        mode: u32,
+    ) -> Result<(Self, Option<T>), FileError> {
+        let (j, newest) = Self::open(path, mode)?;
+        let value = newest
+            .map(|r| serde_json::from_slice(&r))
+            .transpose()
+            .map_err(|source| FileError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok((j, value))
     }
 
     /// The newest complete record of the journal at `path`, without opening
     /// it for writing (for readers such as tests and tools).
     pub fn read_newest(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
-        Ok(read_journal_file(path, 0o777)?.and_then(|b| {
-            let complete = b.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
-            newest_line(&b[..complete]).map(<[u8]>::to_vec)
-        }))
+        Ok(read_journal_file(path, 0o777)?
+            .and_then(|b| newest_line(&b[..complete_len(&b)]).map(<[u8]>::to_vec)))
     }
 
     /// Appends `record` (one line: it must not contain a newline); durable
@@ -245,14 +267,26 @@ fn read_journal_file(path: &Path, mode: u32) -> Result<Option<Vec<u8>>, FileErro
             "not a regular file (a symlink is never followed)",
         )));
     }
-    let have = meta.permissions().mode() & 0o777;
-    if have & 0o077 & !mode != 0 {
+    refuse_open(path, &meta, mode)?;
+    fs::read(path).map(Some).map_err(io(path))
+}
+
+/// Refuses `path` when its permissions grant group or others more than
+/// `allowed` does.
+fn refuse_open(path: &Path, meta: &fs::Metadata, allowed: u32) -> Result<(), FileError> {
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 & !allowed != 0 {
         return Err(FileError::TooOpen {
             path: path.to_owned(),
-            mode: have,
+            mode,
         });
     }
-    fs::read(path).map(Some).map_err(io(path))
+    Ok(())
+}
+
+/// Bytes of `bytes` up to and including its last newline (its complete lines).
+fn complete_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
 }
 
 /// The last line of `complete` (which ends with a newline, or is empty),
@@ -275,13 +309,7 @@ fn append_handle(path: &Path, mode: u32, create: bool) -> std::io::Result<fs::Fi
 /// Reads secret file `path`, refusing it when group or others may access it.
 pub fn read_secret(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, FileError> {
     let meta = fs::metadata(path).map_err(io(path))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(FileError::TooOpen {
-            path: path.to_owned(),
-            mode,
-        });
-    }
+    refuse_open(path, &meta, 0o600)?;
     Ok(zeroize::Zeroizing::new(fs::read(path).map_err(io(path))?))
 }
 

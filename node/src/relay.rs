@@ -238,14 +238,6 @@ impl std::fmt::Debug for Incoming {
     }
 }
 
-impl Incoming {
-    fn extend(&mut self, other: Incoming) {
-        self.send.extend(other.send);
-        self.deliver.extend(other.deliver);
-        self.refused.extend(other.refused);
-    }
-}
-
 /// A message held for a peer whose offer has not arrived: its kind and JSON.
 type Held = (Kind, Zeroizing<Vec<u8>>);
 
@@ -258,8 +250,9 @@ pub struct RelayClient {
     ring: BTreeSet<String>,
     /// Messages for peers whose offer has not arrived yet: kind and JSON.
     held: BTreeMap<String, Vec<Held>>,
-    /// Relay payloads of a round this hospital has not reached yet.
-    early: VecDeque<Vec<u8>>,
+    /// Key offers of an attempt this hospital has not reached yet, with
+    /// their claimed senders.
+    early: VecDeque<(String, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for RelayClient {
@@ -302,51 +295,45 @@ impl RelayClient {
     /// The machine announced the ring of attempt `epoch` of `round` of `run`.
     /// A new attempt gets a new key pair (the last attempt's keys, and what
     /// was held for it, are dropped: its messages may have been lost with a
-    /// restarted peer or coordinator, and sequence numbers start over), its
-    /// offer goes out, and payloads of this attempt that arrived early are
-    /// handled. The same attempt again sends the same offer (harmless).
+    /// restarted peer or coordinator, and sequence numbers start over), and
+    /// offers of this attempt that arrived early are taken. Returns this
+    /// hospital's offer, to send the coordinator (the same bytes for the same
+    /// attempt, a harmless repeat), and the early offers refused.
     pub fn on_ring(
         &mut self,
         run: &RunId,
         round: u32,
         epoch: u64,
         ring: impl IntoIterator<Item = String>,
-        limits: &PeerLimits,
-    ) -> Incoming {
-        let mut out = Incoming::default();
+    ) -> Result<(Vec<u8>, Vec<SealError>), SealError> {
         let current = self
             .seal
             .as_ref()
             .is_some_and(|s| s.run() == run && s.round() == round && s.epoch() == epoch);
+        let mut refused = Vec::new();
         if !current {
-            match RoundSeal::new(
+            self.seal = None;
+            self.held.clear();
+            let seal = RoundSeal::new(
                 &self.identity,
                 self.trust.clone(),
                 run.clone(),
                 round,
                 epoch,
                 &mut rand::rngs::OsRng,
-            ) {
-                Ok(s) => self.seal = Some(s),
-                Err(e) => {
-                    self.seal = None;
-                    out.refused.push(e);
-                    return out;
-                }
-            }
-            self.held.clear();
+            )?;
+            self.seal = Some(seal);
             let me = self.trust.me().to_owned();
             self.ring = ring.into_iter().filter(|n| *n != me).collect();
-        }
-        let offer = self.seal.as_ref().expect("made above").offer().to_vec();
-        out.send.push(offer);
-        if !current {
-            let early: Vec<Vec<u8>> = self.early.drain(..).collect();
-            for p in early {
-                out.extend(self.incoming(&p, limits));
+            // Nothing is held for a new attempt, so accepting an early offer
+            // sends nothing and opens nothing: only refusals come out.
+            let early: Vec<(String, Vec<u8>)> = self.early.drain(..).collect();
+            for (_, p) in early {
+                refused.extend(self.receive(&p, None).refused);
             }
         }
-        out
+        let offer = self.seal.as_ref().expect("made above").offer().to_vec();
+        Ok((offer, refused))
     }
 
     /// Seals `payload` (a frame payload: kind byte and JSON) for ring peer
@@ -371,8 +358,15 @@ impl RelayClient {
         }
     }
 
-    /// A relay payload from the coordinator.
+    /// A relay payload from the coordinator; sealed messages are opened
+    /// under their claimed sender's `limits`.
     pub fn incoming(&mut self, payload: &[u8], limits: &PeerLimits) -> Incoming {
+        self.receive(payload, Some(limits))
+    }
+
+    /// [`incoming`](Self::incoming); without `limits` (early offers) a sealed
+    /// message is dropped.
+    fn receive(&mut self, payload: &[u8], limits: Option<&PeerLimits>) -> Incoming {
         let mut out = Incoming::default();
         let parsed = match Relayed::parse(payload) {
             Ok(p) => p,
@@ -381,16 +375,17 @@ impl RelayClient {
                 return out;
             }
         };
-        let Some(seal) = &mut self.seal else {
-            self.hold_early(payload);
-            return out;
-        };
         // Epochs grow with every attempt, across restarts of the coordinator.
-        if parsed.run() != seal.run() || parsed.epoch() > seal.epoch() {
+        let ahead = self
+            .seal
+            .as_ref()
+            .is_none_or(|s| parsed.run() != s.run() || parsed.epoch() > s.epoch());
+        if ahead {
             // An attempt (or run) this hospital has not reached yet.
-            self.hold_early(payload);
+            self.hold_early(parsed, payload);
             return out;
         }
+        let seal = self.seal.as_mut().expect("not ahead of a missing seal");
         if parsed.epoch() < seal.epoch() {
             tracing::debug!(
                 claimed = parsed.from(),
@@ -417,6 +412,9 @@ impl RelayClient {
                 Err(e) => out.refused.push(e),
             },
             Relayed::Sealed(h) => {
+                let Some(limits) = limits else {
+                    return out;
+                };
                 let sender_limits = limits.get(&h.from);
                 match seal.open(payload, |k| sender_limits.max_bytes(k)) {
                     Ok(o) => {
@@ -436,18 +434,17 @@ impl RelayClient {
     /// sealed message of such an attempt cannot be for this hospital's keys
     /// (they do not exist yet), so it is dropped. One offer per claimed
     /// sender (the latest).
-    fn hold_early(&mut self, payload: &[u8]) {
-        let Ok(Relayed::Offer(o)) = Relayed::parse(payload) else {
+    fn hold_early(&mut self, parsed: Relayed, payload: &[u8]) {
+        let Relayed::Offer(o) = parsed else {
             return;
         };
-        self.early.retain(
-            |p| !matches!(Relayed::parse(p), Ok(Relayed::Offer(q)) if q.from() == o.from()),
-        );
-        self.early.push_back(payload.to_vec());
-        let mut bytes: usize = self.early.iter().map(Vec::len).sum();
+        self.early.retain(|(from, _)| from != o.from());
+        self.early
+            .push_back((o.from().to_owned(), payload.to_vec()));
+        let mut bytes: usize = self.early.iter().map(|(_, p)| p.len()).sum();
         while self.early.len() > MAX_EARLY || bytes > MAX_EARLY_BYTES {
             match self.early.pop_front() {
-                Some(p) => bytes -= p.len(),
+                Some((_, p)) => bytes -= p.len(),
                 None => break,
             }
         }

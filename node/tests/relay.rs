@@ -8,29 +8,16 @@
 //! to be another.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+mod common;
 
-use node::pki::{self, NodeIdentity, PkiPaths};
+use common::{roster, Consortium, A, B, C, ROSTER};
 use node::relay::{Incoming, RelayClient, RelayForwarder, RelayRefusal};
 use node::seal::SealError;
 use protocol::wire::{Kind, RunId};
 use protocol::{Limits, PeerLimits};
 
-const A: &str = "hospital-1";
-const B: &str = "hospital-2";
-const C: &str = "hospital-3";
-const ROSTER: [&str; 3] = [A, B, C];
-
-fn roster() -> Vec<String> {
-    ROSTER.iter().map(|s| s.to_string()).collect()
-}
-
 fn limits() -> PeerLimits {
     PeerLimits::new(Limits::uniform(1 << 20))
-}
-
-fn identity(dir: &Path, name: &str) -> NodeIdentity {
-    NodeIdentity::load(&PkiPaths::in_dir(dir, name)).unwrap()
 }
 
 /// A frame payload of `kind` (kind byte, then the "JSON").
@@ -43,7 +30,7 @@ fn payload(kind: Kind, body: &str) -> Vec<u8> {
 /// The consortium, its hospitals' relay clients, the coordinator's forwarder,
 /// and the relay's queue: (recipient, relay payload).
 struct Net {
-    _dir: tempfile::TempDir,
+    _consortium: Consortium,
     clients: BTreeMap<String, RelayClient>,
     forwarder: RelayForwarder,
     queue: Vec<(String, Vec<u8>)>,
@@ -53,22 +40,17 @@ struct Net {
 
 impl Net {
     fn new() -> Net {
-        let dir = tempfile::tempdir().unwrap();
-        let names: Vec<String> = ["coordinator", A, B, C]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        pki::provision(dir.path(), &names).unwrap();
+        let consortium = Consortium::new();
         let clients = ROSTER
             .iter()
             .map(|n| {
-                let c = RelayClient::new(&identity(dir.path(), n), roster()).unwrap();
+                let c = RelayClient::new(&consortium.identity(n), roster()).unwrap();
                 (n.to_string(), c)
             })
             .collect();
         let forwarder = RelayForwarder::new(roster());
         Net {
-            _dir: dir,
+            _consortium: consortium,
             clients,
             forwarder,
             queue: Vec::new(),
@@ -110,6 +92,14 @@ impl Net {
         self.attempt(round, u64::from(round) * 10);
     }
 
+    /// A net whose hospitals hold each other's keys for round 0.
+    fn established() -> Net {
+        let mut net = Net::new();
+        net.ring(0);
+        net.flush(honest);
+        net
+    }
+
     /// Every hospital learns the ring of attempt `epoch` of round `round`.
     fn attempt(&mut self, round: u32, epoch: u64) {
         self.attempt_with(round, epoch, &ROSTER);
@@ -122,14 +112,20 @@ impl Net {
         self.forwarder
             .set_attempt(run.clone(), round, epoch, names.clone());
         for n in ring {
-            let inc = self.clients.get_mut(*n).unwrap().on_ring(
-                &run,
-                round,
-                epoch,
-                names.clone(),
-                &limits(),
+            let (offer, refused) = self
+                .clients
+                .get_mut(*n)
+                .unwrap()
+                .on_ring(&run, round, epoch, names.clone())
+                .unwrap();
+            self.take(
+                n,
+                Incoming {
+                    send: vec![offer],
+                    refused,
+                    ..Incoming::default()
+                },
             );
-            self.take(n, inc);
         }
     }
 
@@ -211,9 +207,7 @@ fn an_honest_relay_delivers_exactly_in_order_from_the_real_sender() {
 
 #[test]
 fn a_flipped_byte_is_refused_naming_the_claimed_sender_and_the_genuine_message_still_opens() {
-    let mut net = Net::new();
-    net.ring(0);
-    net.flush(honest);
+    let mut net = Net::established();
     let msg = payload(Kind::RingPass, r#"{"sum":"123"}"#);
     net.send(A, B, &msg);
     net.flush(|_, p| {
@@ -239,9 +233,7 @@ fn a_flipped_byte_is_refused_naming_the_claimed_sender_and_the_genuine_message_s
 
 #[test]
 fn a_replayed_message_is_refused_naming_the_claimed_sender() {
-    let mut net = Net::new();
-    net.ring(0);
-    net.flush(honest);
+    let mut net = Net::established();
     let msg = payload(Kind::PeerCommit, r#"{"h":"x"}"#);
     net.send(A, B, &msg);
     net.flush(|_, p| {
@@ -389,12 +381,12 @@ fn a_hospital_outside_the_ring_is_refused_by_the_relay_and_by_the_members() {
     net.flush(honest);
     // C, not in this ring, makes an offer of this very attempt.
     let run = RunId::new("run-1").unwrap();
-    let inc = net
+    let (c_offer, _) = net
         .clients
         .get_mut(C)
         .unwrap()
-        .on_ring(&run, 2, 20, roster(), &limits());
-    let c_offer = inc.send[0].clone();
+        .on_ring(&run, 2, 20, roster())
+        .unwrap();
     let e = net.forwarder.route(C, &c_offer).unwrap_err();
     assert!(
         matches!(&e, RelayRefusal::NotThisAttempt { peer, .. } if peer == C),
@@ -439,9 +431,7 @@ fn a_retried_attempt_starts_over_whatever_the_last_one_lost() {
 
 #[test]
 fn a_new_round_gets_new_keys_and_last_rounds_messages_are_dropped() {
-    let mut net = Net::new();
-    net.ring(0);
-    net.flush(honest);
+    let mut net = Net::established();
     let old = net
         .clients
         .get_mut(A)

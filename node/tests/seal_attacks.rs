@@ -4,45 +4,21 @@
 //! honest exchange must round-trip; random tampering (proptest) must never
 //! be accepted nor change a channel's state.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use node::pki::{self, ca, NodeIdentity, PkiPaths};
+use common::{roster, Consortium, A, B, C, ROSTER};
+use node::pki::{self, ca, NodeIdentity};
 use node::seal::{CertRefusal, KeyOffer, RoundSeal, SealError, SealedHeader, Trust};
 use proptest::prelude::*;
 use protocol::wire::{Kind, RunId};
 use rustls::pki_types::UnixTime;
 
-const A: &str = "hospital-1";
-const B: &str = "hospital-2";
-const C: &str = "hospital-3";
-const ROSTER: [&str; 3] = [A, B, C];
 const NO_LIMIT: fn(Kind) -> usize = |_| 1 << 24;
 
-/// A provisioned consortium (coordinator and three hospitals) on disk.
-struct Consortium {
-    dir: tempfile::TempDir,
-}
-
 impl Consortium {
-    fn new() -> Consortium {
-        let dir = tempfile::tempdir().unwrap();
-        let names: Vec<String> = ["coordinator", A, B, C]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        pki::provision(dir.path(), &names).unwrap();
-        Consortium { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn identity(&self, name: &str) -> NodeIdentity {
-        NodeIdentity::load(&PkiPaths::in_dir(self.path(), name)).unwrap()
-    }
-
     fn trust(&self, name: &str) -> Arc<Trust> {
         Arc::new(Trust::new(&self.identity(name), roster()).unwrap())
     }
@@ -64,10 +40,6 @@ impl Consortium {
         std::fs::remove_file(&crl).unwrap();
         std::fs::copy(authority.crl_path(), &crl).unwrap();
     }
-}
-
-fn roster() -> Vec<String> {
-    ROSTER.iter().map(|s| s.to_string()).collect()
 }
 
 fn seal_for(id: &NodeIdentity, trust: Arc<Trust>, run: &str, round: u32) -> RoundSeal {

@@ -835,8 +835,10 @@ fn parse_kind(kind: Kind, json: &[u8]) -> Result<Envelope> {
 
 /// One relay frame around `payload` (a sealed message or a key offer): the
 /// length prefix, [`Kind::Relay`]'s byte, the bytes as they are. Fails with
-/// [`Error::Oversized`] above `max_bytes`.
-pub fn encode_relay_frame(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>> {
+/// [`Error::Oversized`] above what a message of at most `max_message_bytes`
+/// takes sealed ([`crate::limits::relay_frame_max`]).
+pub fn encode_relay_frame(payload: &[u8], max_message_bytes: usize) -> Result<Vec<u8>> {
+    let max_bytes = crate::limits::relay_frame_max(max_message_bytes);
     let len = payload.len();
     if len > max_bytes || len >= u32::MAX as usize {
         return Err(Error::Oversized {

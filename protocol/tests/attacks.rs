@@ -137,14 +137,7 @@ fn a_the_coordinator_cannot_switch_masks_off_or_leave_the_hospitals_bounds() {
     let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 4)), sites(3));
     let log = observe(&mut sim, &["hospital-1"]);
     sim.run_until(100_000, |s| s.completed_rounds() == 1);
-    let setup: Setup = log
-        .borrow()
-        .iter()
-        .find_map(|(_, t, env)| match &env.body {
-            Body::Setup(s) if t == "hospital-1" => Some(s.clone()),
-            _ => None,
-        })
-        .expect("hospital-1 was set up");
+    let setup = setup_sent_to(&log, "hospital-1");
     let run = sim.coord.as_ref().unwrap().run_id().clone();
     let variants: [(ParamChange, &str); 3] = [
         (|p| p.masks = false, "mask"),
@@ -795,14 +788,7 @@ fn a_key_larger_than_the_hospitals_policy_is_refused_at_setup() {
     let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 2)), sites(3));
     let log = observe(&mut sim, &["hospital-1"]);
     sim.run_until(100_000, |s| s.completed_rounds() == 1);
-    let setup: Setup = log
-        .borrow()
-        .iter()
-        .find_map(|(_, t, env)| match &env.body {
-            Body::Setup(s) if t == "hospital-1" => Some(s.clone()),
-            _ => None,
-        })
-        .expect("hospital-1 was set up");
+    let setup = setup_sent_to(&log, "hospital-1");
     let run = sim.coord.as_ref().unwrap().run_id().clone();
     // The test key has 1024 bits; this hospital's policy now allows 512.
     sim.hospital_config = Some(Box::new(|c| c.policy.max_key_bits = 512));
@@ -820,4 +806,15 @@ fn a_key_larger_than_the_hospitals_policy_is_refused_at_setup() {
         text.contains("1024 bits") && text.contains("max_key_bits"),
         "{text}"
     );
+}
+
+/// The first `Setup` the observed traffic `log` shows going to `to`.
+fn setup_sent_to(log: &Log, to: &str) -> Setup {
+    log.borrow()
+        .iter()
+        .find_map(|(_, t, env)| match &env.body {
+            Body::Setup(s) if t == to => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{to} was set up"))
 }

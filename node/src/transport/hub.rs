@@ -39,7 +39,7 @@ pub enum NetEvent {
         payload: Vec<u8>,
         /// Its bytes against the link's budget of received but unhandled
         /// frames ([`LINK_BYTES`]); released when the event is dropped.
-        budget: Option<tokio::sync::OwnedSemaphorePermit>,
+        budget: tokio::sync::OwnedSemaphorePermit,
     },
     /// A link went down.
     Down {
@@ -348,7 +348,7 @@ async fn spawn_link(
                         peer: receiver.peer().to_owned(),
                         id,
                         payload,
-                        budget: Some(permit),
+                        budget: permit,
                     };
                     // Waits while the driver's queue is full: backpressure.
                     if tx.send(ev).await.is_err() {
