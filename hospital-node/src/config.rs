@@ -468,6 +468,36 @@ mod tests {
         assert_eq!(c.coordinator_address.port(), 9000);
     }
 
+    /// Relay mode (the default) listens on nothing: `listen` or `advertise`
+    /// is refused naming the field and the way out; direct mode takes them.
+    #[test]
+    fn listen_and_advertise_belong_to_direct_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.json");
+        let base = r#""name":"hospital-2","train_csv":"h2.csv",
+            "roster":["hospital-1","hospital-2","hospital-3"]"#;
+        let c = |extra: &str| {
+            std::fs::write(&p, format!("{{{base}{extra}}}")).unwrap();
+            Config::load(Some(&p), &Overrides::default())
+        };
+        let relay = c("").unwrap();
+        assert_eq!((relay.transport, relay.listen), (Transport::Relay, None));
+        for field in ["listen", "advertise"] {
+            let e = format!(
+                "{:#}",
+                c(&format!(r#","{field}":"127.0.0.1:7001""#)).unwrap_err()
+            );
+            assert!(
+                e.contains(&format!("`{field}`")) && e.contains("direct"),
+                "{e}"
+            );
+        }
+        let direct = c(r#","transport":"direct","listen":"127.0.0.1:7001""#).unwrap();
+        assert_eq!(direct.listen, Some("127.0.0.1:7001".parse().unwrap()));
+        let default_listen = c(r#","transport":"direct""#).unwrap();
+        assert_eq!(default_listen.listen, Some("0.0.0.0:7001".parse().unwrap()));
+    }
+
     #[test]
     fn missing_required_fields_are_named() {
         let e = format!(
