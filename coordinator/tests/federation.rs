@@ -254,13 +254,8 @@ fn max_abs_diff(a: &Array1<f64>, b: &Array1<f64>) -> f64 {
 }
 
 /// Runs everything to completion and asserts every process exits 0.
-fn run_all(f: &Federation, hospital_args: &[Vec<&str>]) -> Value {
-    let mut procs = Procs::default();
-    let (c, _rx) = f.coordinator(&[], "coordinator.log");
-    procs.0.push(c);
-    for (i, args) in hospital_args.iter().enumerate() {
-        procs.0.push(f.hospital(i, args));
-    }
+/// Waits for every process in `procs`, each of which must succeed.
+fn succeed_all(f: &Federation, procs: &mut Procs) {
     for (i, p) in procs.0.iter_mut().enumerate() {
         let st = wait(p, Duration::from_secs(240));
         assert!(
@@ -269,6 +264,16 @@ fn run_all(f: &Federation, hospital_args: &[Vec<&str>]) -> Value {
             f.logs()
         );
     }
+}
+
+fn run_all(f: &Federation, hospital_args: &[Vec<&str>]) -> Value {
+    let mut procs = Procs::default();
+    let (c, _rx) = f.coordinator(&[], "coordinator.log");
+    procs.0.push(c);
+    for (i, args) in hospital_args.iter().enumerate() {
+        procs.0.push(f.hospital(i, args));
+    }
+    succeed_all(f, &mut procs);
     f.results()
 }
 
@@ -944,14 +949,7 @@ fn relay_mode_hospitals_listen_on_nothing_and_answer_no_handshake() {
     }
     let (c, _rx) = f.coordinator(&[], "coordinator.log");
     procs.0.push(c);
-    for (i, p) in procs.0.iter_mut().enumerate() {
-        let st = wait(p, Duration::from_secs(240));
-        assert!(
-            st.is_some_and(|s| s.success()),
-            "process {i} ended with {st:?}\n{}",
-            f.logs()
-        );
-    }
+    succeed_all(&f, &mut procs);
     let res = f.results();
     check_against_reference(&f, &res);
     // No hospital ever connected to another: each log names only the coordinator.
