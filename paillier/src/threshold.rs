@@ -458,19 +458,26 @@ impl ThresholdKey {
                 got: used.len() as u32,
             });
         }
+        let values: Vec<(u32, &BigUint)> = used.iter().map(|p| (p.index, &p.value)).collect();
+        self.combine_values(&values)
+    }
+
+    /// The Lagrange combination of `t` distinct parties' values for one
+    /// ciphertext (checked by the callers), decoded to the plaintext.
+    fn combine_values(&self, used: &[(u32, &BigUint)]) -> Result<BigUint> {
         let n = self.public.n();
         let n2 = self.public.n_squared();
         let mo = self.public.monty_n2();
         let delta = BigInt::from_biguint(Sign::Plus, self.delta.clone());
         let mut acc = BigUint::one();
-        for p in &used {
-            let i = BigInt::from(p.index);
+        for &(index, value) in used {
+            let i = BigInt::from(index);
             // mu_i = Delta prod_{j != i} j / (j - i): an integer, since Delta
             // is a multiple of the denominator.
             let (mut num, mut den) = (delta.clone(), BigInt::one());
-            for q in &used {
-                if q.index != p.index {
-                    let j = BigInt::from(q.index);
+            for &(other, _) in used {
+                if other != index {
+                    let j = BigInt::from(other);
                     num *= &j;
                     den *= &j - &i;
                 }
@@ -479,12 +486,12 @@ impl ThresholdKey {
             debug_assert!((&mu * &den) == num, "Delta makes mu integral");
             let exp = (mu.abs() * 2u32).to_biguint().expect("absolute value");
             let base = if mu.is_negative() {
-                inverse_mod_square_vartime(&p.value, n).ok_or(Error::InvalidShare {
-                    index: p.index,
+                inverse_mod_square_vartime(value, n).ok_or(Error::InvalidShare {
+                    index,
                     reason: "not a unit mod n^2",
                 })?
             } else {
-                p.value.clone()
+                value.clone()
             };
             acc = (acc * mo.pow_vartime(&base, &exp)) % n2;
         }
@@ -590,6 +597,302 @@ impl KeyShare {
             challenge: e,
             response,
         })
+    }
+}
+
+/// A party's partial decryptions of several ciphertexts at once, with one
+/// proof for all of them (see [`KeyShare::partial_decrypt_batch`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BatchPartial {
+    /// The party's index (1-based).
+    pub index: u32,
+    /// `c_k^(2 Delta s_i) mod n^2` for each ciphertext `c_k`, in order.
+    pub values: Vec<BigUint>,
+    /// Fiat-Shamir challenge of the batched proof.
+    pub challenge: BigUint,
+    /// Response of the batched proof.
+    pub response: BigUint,
+}
+
+impl std::fmt::Debug for BatchPartial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Public values, but thousands of digits: the shape is what a log needs.
+        f.debug_struct("BatchPartial")
+            .field("index", &self.index)
+            .field("values", &self.values.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`BatchPartial`] that verified against one list of ciphertexts (made by
+/// [`ThresholdKey::verify_batch`] only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedBatch {
+    part: BatchPartial,
+    ciphertexts: [u8; 32],
+}
+
+impl VerifiedBatch {
+    /// The batch of partial decryptions.
+    pub fn part(&self) -> &BatchPartial {
+        &self.part
+    }
+}
+
+/// Digest of a list of ciphertexts, binding a verified batch to it.
+fn batch_digest(cts: &[Ciphertext]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"private-training/threshold-paillier/batch/v1");
+    h.update((cts.len() as u64).to_be_bytes());
+    for c in cts {
+        h.update(ciphertext_digest(c));
+    }
+    h.finalize().into()
+}
+
+/// The batching weights `e_k` (128 bits each), drawn by hashing the whole
+/// statement: the key, the party, every ciphertext and every claimed value.
+/// A party that fixes its values before the weights exist cannot make a wrong
+/// value cancel in the combination except with probability about `2^-128`
+/// (the small-exponent batch test of Bellare, Garay and Rabin, 1998; squares
+/// keep every element in the subgroup where the single proof is sound).
+fn batch_weights(
+    key: &ThresholdKey,
+    index: u32,
+    cts: &[Ciphertext],
+    values: &[BigUint],
+) -> Vec<BigUint> {
+    let mut h = Sha256::new();
+    h.update(b"private-training/threshold-paillier/batch-weights/v1");
+    h.update(key.public.fingerprint().0);
+    h.update(index.to_be_bytes());
+    h.update(batch_digest(cts));
+    h.update((values.len() as u64).to_be_bytes());
+    for v in values {
+        let b = v.to_bytes_be();
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(&b);
+    }
+    let seed: [u8; 32] = h.finalize().into();
+    (0..cts.len() as u64)
+        .map(|k| {
+            let mut h = Sha256::new();
+            h.update(seed);
+            h.update(k.to_be_bytes());
+            BigUint::from_bytes_be(&h.finalize()[..16])
+        })
+        .collect()
+}
+
+/// `prod_k base_k^(m e_k) mod n^2` for public bases and weights (`m` = 4 for
+/// ciphertexts, 2 for partial decryptions: the squares the proof lives in).
+fn combine_weighted(
+    key: &ThresholdKey,
+    bases: &[&BigUint],
+    m: u32,
+    weights: &[BigUint],
+) -> BigUint {
+    let mo = key.public.monty_n2();
+    let n2 = key.public.n_squared();
+    bases
+        .iter()
+        .zip(weights)
+        .fold(BigUint::one(), |acc, (b, e)| {
+            (acc * mo.pow_vartime(b, &(e * m))) % n2
+        })
+}
+
+/// The proof nonce of a deterministic batch: a function of the secret share
+/// and the whole statement (as EdDSA derives its nonce), so the same request
+/// is answered byte for byte the same and two statements never share a nonce.
+fn derived_nonce(share: &BigUint, statement: &[u8; 32], bits: u64) -> BigUint {
+    let mut secret = zeroize::Zeroizing::new(share.to_bytes_be());
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(bits.div_ceil(8) as usize + 32));
+    let mut counter: u64 = 0;
+    while (out.len() as u64) * 8 < bits {
+        let mut h = Sha256::new();
+        h.update(b"private-training/threshold-paillier/nonce/v1");
+        h.update((secret.len() as u64).to_be_bytes());
+        h.update(&*secret);
+        h.update(statement);
+        h.update(counter.to_be_bytes());
+        out.extend_from_slice(&h.finalize());
+        counter += 1;
+    }
+    use zeroize::Zeroize;
+    secret.zeroize();
+    let mut r = BigUint::from_bytes_be(&out);
+    let excess = (out.len() as u64) * 8 - bits;
+    r >>= excess;
+    r
+}
+
+impl KeyShare {
+    /// This party's partial decryptions of every ciphertext in `cts`, with one
+    /// proof that all of them are `c_k^(2 Delta s_i)` for the `s_i` behind its
+    /// verification key: the DLEQ proof of [`KeyShare::partial_decrypt`] on
+    /// the combinations `prod c_k^(4 e_k)` and `prod c_{k,i}^(2 e_k)` with
+    /// hashed 128-bit weights `e_k`. Costs one exponentiation per ciphertext
+    /// (in parallel) plus about two for the proof, against three per
+    /// ciphertext unbatched; verifying costs about four plus two cheap
+    /// 128-bit exponentiations per ciphertext.
+    ///
+    /// Deterministic: the proof's nonce is derived from the share and the
+    /// statement, so answering the same ciphertexts twice gives identical
+    /// bytes (a party can re-send its answer after a loss without a second,
+    /// different proof ever existing).
+    pub fn partial_decrypt_batch(&self, cts: &[Ciphertext]) -> Result<BatchPartial> {
+        use rayon::prelude::*;
+        let key = &self.key;
+        if let Some(c) = cts.iter().find(|c| c.public_key() != &key.public) {
+            return Err(Error::KeyMismatch {
+                expected: key.public.fingerprint(),
+                found: c.key_fingerprint(),
+            });
+        }
+        if cts.is_empty() {
+            return Err(Error::ThresholdParams("no ciphertexts to decrypt".into()));
+        }
+        let mo = key.public.monty_n2();
+        let mut secret_exp = &key.delta * &self.share;
+        let mut exp2 = &secret_exp * 2u32;
+        let values: Vec<BigUint> = cts.par_iter().map(|c| mo.pow(c.value(), &exp2)).collect();
+        crate::arith::wipe_biguint(&mut exp2);
+        let weights = batch_weights(key, self.index, cts, &values);
+        let bases: Vec<&BigUint> = cts.iter().map(|c| c.value()).collect();
+        let c_tilde = combine_weighted(key, &bases, 4, &weights);
+        let value_refs: Vec<&BigUint> = values.iter().collect();
+        let v_tilde = combine_weighted(key, &value_refs, 2, &weights);
+        let statement = {
+            let mut h = Sha256::new();
+            h.update(batch_digest(cts));
+            h.update(c_tilde.to_bytes_be());
+            h.update(v_tilde.to_bytes_be());
+            let d: [u8; 32] = h.finalize().into();
+            d
+        };
+        let r_bits = secret_exp.bits() + CHALLENGE_BITS + HIDING_BITS;
+        let mut r = derived_nonce(&self.share, &statement, r_bits);
+        let a = mo.pow(&c_tilde, &r);
+        let b = mo.pow(&key.v, &r);
+        let vk = key.verification_key(self.index).expect("dealt");
+        let e = challenge(&[&c_tilde, &v_tilde, &key.v, vk, &a, &b]);
+        let response = &r + &e * &secret_exp;
+        crate::arith::wipe_biguint(&mut r);
+        crate::arith::wipe_biguint(&mut secret_exp);
+        Ok(BatchPartial {
+            index: self.index,
+            values,
+            challenge: e,
+            response,
+        })
+    }
+}
+
+impl ThresholdKey {
+    /// Checks a batch of partial decryptions of `cts`: its index, one value
+    /// per ciphertext, each a unit mod `n^2`, and the batched proof. Keeps it
+    /// as verified for exactly these ciphertexts.
+    pub fn verify_batch(&self, cts: &[Ciphertext], part: BatchPartial) -> Result<VerifiedBatch> {
+        let invalid = |reason: &'static str| Error::InvalidShare {
+            index: part.index,
+            reason,
+        };
+        if let Some(c) = cts.iter().find(|c| c.public_key() != &self.public) {
+            return Err(Error::KeyMismatch {
+                expected: self.public.fingerprint(),
+                found: c.key_fingerprint(),
+            });
+        }
+        let vk = self
+            .verification_key(part.index)
+            .ok_or_else(|| invalid("no party has this index"))?;
+        if part.values.len() != cts.len() || cts.is_empty() {
+            return Err(invalid(
+                "it holds another number of values than there are ciphertexts",
+            ));
+        }
+        let n = self.public.n();
+        let n2 = self.public.n_squared();
+        if part
+            .values
+            .iter()
+            .any(|x| x.is_zero() || x >= n2 || !x.gcd(n).is_one())
+        {
+            return Err(invalid("a partial decryption is not a unit mod n^2"));
+        }
+        if part.challenge.bits() > CHALLENGE_BITS {
+            return Err(invalid("the proof's challenge is too long"));
+        }
+        let weights = batch_weights(self, part.index, cts, &part.values);
+        let bases: Vec<&BigUint> = cts.iter().map(|c| c.value()).collect();
+        let c_tilde = combine_weighted(self, &bases, 4, &weights);
+        let value_refs: Vec<&BigUint> = part.values.iter().collect();
+        let v_tilde = combine_weighted(self, &value_refs, 2, &weights);
+        let mo = self.public.monty_n2();
+        let v_inv = inverse_mod_square_vartime(&v_tilde, n).ok_or_else(|| invalid("not a unit"))?;
+        let vk_inv = inverse_mod_square_vartime(vk, n).ok_or_else(|| invalid("not a unit"))?;
+        let a = (mo.pow_vartime(&c_tilde, &part.response)
+            * mo.pow_vartime(&v_inv, &part.challenge))
+            % n2;
+        let b = (mo.pow_vartime(&self.v, &part.response)
+            * mo.pow_vartime(&vk_inv, &part.challenge))
+            % n2;
+        let e = challenge(&[&c_tilde, &v_tilde, &self.v, vk, &a, &b]);
+        if e != part.challenge {
+            return Err(invalid("its proof of correct decryption does not verify"));
+        }
+        Ok(VerifiedBatch {
+            ciphertexts: batch_digest(cts),
+            part,
+        })
+    }
+
+    /// Combines `threshold` verified batches for `cts` (any more are
+    /// ignored) into the plaintexts, in order. Fails on a batch verified for
+    /// other ciphertexts, a repeated party, or too few batches.
+    pub fn combine_batch(
+        &self,
+        cts: &[Ciphertext],
+        parts: &[VerifiedBatch],
+    ) -> Result<Vec<BigUint>> {
+        let digest = batch_digest(cts);
+        let mut used: Vec<&VerifiedBatch> = Vec::new();
+        for p in parts {
+            if p.ciphertexts != digest {
+                return Err(Error::InvalidShare {
+                    index: p.part.index,
+                    reason: "this batch was verified for other ciphertexts",
+                });
+            }
+            if used.iter().any(|u| u.part.index == p.part.index) {
+                return Err(Error::InvalidShare {
+                    index: p.part.index,
+                    reason: "this party's partial decryption was given twice",
+                });
+            }
+            used.push(p);
+            if used.len() as u32 == self.threshold {
+                break;
+            }
+        }
+        if (used.len() as u32) < self.threshold {
+            return Err(Error::TooFewShares {
+                needed: self.threshold,
+                got: used.len() as u32,
+            });
+        }
+        use rayon::prelude::*;
+        (0..cts.len())
+            .into_par_iter()
+            .map(|k| {
+                let values: Vec<(u32, &BigUint)> = used
+                    .iter()
+                    .map(|u| (u.part.index, &u.part.values[k]))
+                    .collect();
+                self.combine_values(&values)
+            })
+            .collect()
     }
 }
 

@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use num_bigint::BigUint;
-use paillier::threshold::{deal_insecure_for_tests, KeyShare, PartialDecryption, ThresholdKey};
+use paillier::threshold::{
+    deal_insecure_for_tests, BatchPartial, KeyShare, PartialDecryption, ThresholdKey,
+};
 use paillier::{Ciphertext, Error};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -319,4 +321,96 @@ fn parts_verified_as_they_arrive_combine_only_for_their_ciphertext() {
     forged.response += 1u32;
     let e = k.verify_partial(&c, forged).unwrap_err();
     assert!(matches!(e, Error::InvalidShare { index: 1, .. }), "{e}");
+}
+
+fn batch(cts: &[Ciphertext], who: &[u32]) -> Vec<BatchPartial> {
+    let (_, shares) = key();
+    who.iter()
+        .map(|&i| shares[i as usize - 1].partial_decrypt_batch(cts).unwrap())
+        .collect()
+}
+
+#[test]
+fn batched_partial_decryptions_combine_to_every_plaintext_and_are_deterministic() {
+    let (k, _) = key();
+    let ms = [0u64, 1, 42, 123_456_789, u64::MAX];
+    let cts: Vec<Ciphertext> = ms.iter().map(|&m| encrypt(k, m)).collect();
+    for who in [[1u32, 2, 3], [5, 3, 1], [2, 4, 5]] {
+        let verified: Vec<_> = batch(&cts, &who)
+            .into_iter()
+            .map(|p| k.verify_batch(&cts, p).unwrap())
+            .collect();
+        let plain = k.combine_batch(&cts, &verified).unwrap();
+        let want: Vec<BigUint> = ms.iter().map(|&m| BigUint::from(m)).collect();
+        assert_eq!(plain, want, "parties {who:?}");
+        // The same as combining each ciphertext's unbatched parts.
+        assert_eq!(k.combine(&cts[3], &parts(&cts[3], &who)).unwrap(), want[3]);
+    }
+    // The same request gives the same bytes; each value is the single
+    // partial decryption's value.
+    let a = batch(&cts, &[2]);
+    let b = batch(&cts, &[2]);
+    assert_eq!(a, b);
+    assert_eq!(a[0].values[1], parts(&cts[1], &[2])[0].value);
+    // Fewer than t say how many are missing.
+    let two: Vec<_> = batch(&cts, &[1, 2])
+        .into_iter()
+        .map(|p| k.verify_batch(&cts, p).unwrap())
+        .collect();
+    let e = k.combine_batch(&cts, &two).unwrap_err();
+    assert!(
+        matches!(e, Error::TooFewShares { needed: 3, got: 2 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_forged_batch_is_refused_naming_its_party() {
+    let (k, _) = key();
+    let cts: Vec<Ciphertext> = [7u64, 8, 9].iter().map(|&m| encrypt(k, m)).collect();
+    let good = batch(&cts, &[3]).remove(0);
+    let n2 = k.public_key().n_squared().clone();
+    type Damage = fn(&mut BatchPartial, &BigUint);
+    let cases: [(&str, Damage); 6] = [
+        ("one value", |p, n2| {
+            p.values[2] = (&p.values[2] * 2u32) % n2
+        }),
+        // Two values off by factors that cancel in an unweighted product.
+        ("two values that cancel", |p, n2| {
+            let x = BigUint::from(4u32);
+            let inv = x.modinv(n2).unwrap();
+            p.values[0] = (&p.values[0] * &x) % n2;
+            p.values[1] = (&p.values[1] * inv) % n2;
+        }),
+        ("swapped values", |p, _| p.values.swap(0, 1)),
+        ("response", |p, _| p.response += 1u32),
+        ("a value missing", |p, _| {
+            p.values.pop();
+        }),
+        ("index", |p, _| p.index = 4),
+    ];
+    for (what, damage) in cases {
+        let mut p = good.clone();
+        damage(&mut p, &n2);
+        let blamed = p.index;
+        let e = k.verify_batch(&cts, p).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidShare { index, .. } if index == blamed),
+            "{what}: {e}"
+        );
+        assert!(
+            e.to_string().contains(&format!("party {blamed}")),
+            "{what}: {e}"
+        );
+    }
+    // An honest batch for other ciphertexts neither verifies here nor combines.
+    let other: Vec<Ciphertext> = [7u64, 8, 9].iter().map(|&m| encrypt(k, m)).collect();
+    assert!(k.verify_batch(&other, good.clone()).is_err());
+    let mut verified: Vec<_> = batch(&other, &[1, 2])
+        .into_iter()
+        .map(|p| k.verify_batch(&other, p).unwrap())
+        .collect();
+    verified.push(k.verify_batch(&cts, good).unwrap());
+    let e = k.combine_batch(&other, &verified).unwrap_err();
+    assert!(matches!(e, Error::InvalidShare { index: 3, .. }), "{e}");
 }
