@@ -200,6 +200,30 @@ pub enum Error {
         /// Its members that are missing.
         missing: Vec<String>,
     },
+    /// A threshold run's round cannot be decrypted: fewer than `t` members of
+    /// its committed set can still give a valid partial decryption.
+    #[error(
+        "round {} cannot be decrypted: the threshold key needs {needed} partial decryptions \
+         from members of the set; {got} valid one(s) arrived and {pending} more member(s) can \
+         answer, so {missing} {} missing{}",
+        .round + 1,
+        if *missing == 1 { "is" } else { "are" },
+        reasons_note(unavailable)
+    )]
+    TooFewPartials {
+        /// The round (0-based; shown 1-based).
+        round: u32,
+        /// The key's threshold `t`.
+        needed: u32,
+        /// Valid partial decryptions received.
+        got: u32,
+        /// Members asked (or still askable) that may yet answer.
+        pending: u32,
+        /// How many partial decryptions no member can give: `needed - got - pending`.
+        missing: u32,
+        /// `"name: why"` for each member that did not give one.
+        unavailable: Vec<String>,
+    },
     /// A round failed too many times in a row.
     #[error("round {} failed {attempts} time(s); last reason: {reason}", .round + 1)]
     RoundFailed {

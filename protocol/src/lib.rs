@@ -52,7 +52,7 @@ pub mod wire;
 
 pub use coordinator::{
     Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, HospitalResult,
-    RoundSummary, RunResults,
+    RoundSummary, RunKey, RunResults, ThresholdRun,
 };
 pub use error::{Error, Result};
 pub use hospital::{

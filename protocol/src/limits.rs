@@ -134,7 +134,13 @@ impl Limits {
                     .saturating_add(rounds.saturating_mul(record)),
                 Kind::RoundStart => small.saturating_add(names.saturating_mul(2)),
                 // One ciphertext per value is the worst case (packing off).
-                Kind::RingPass => small.saturating_add(f.saturating_mul(ct_json)),
+                Kind::RingPass | Kind::Decrypt => small.saturating_add(f.saturating_mul(ct_json)),
+                // One value mod n^2 per ciphertext, and the proof's response
+                // (the secret exponent's bits and 384, with Delta's at most
+                // 1700 for 256 parties).
+                Kind::Partial => small
+                    .saturating_add(f.saturating_mul(ct_json))
+                    .saturating_add(b64(shape.key_bits.div_ceil(4) + 512)),
                 Kind::Unmask => small.saturating_add(names),
                 Kind::Reveal => small.saturating_add(h.saturating_mul(NAME_JSON + 64)),
                 Kind::Aggregate | Kind::Report => small.saturating_add(record),

@@ -87,11 +87,15 @@ pub enum Kind {
     /// hospital's signed key offer, carried between a hospital and its
     /// coordinator as opaque bytes (no envelope; see [`encode_relay_frame`]).
     Relay,
+    /// [`Body::Decrypt`].
+    Decrypt,
+    /// [`Body::Partial`].
+    Partial,
 }
 
 impl Kind {
     /// Number of kinds.
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 20;
     /// Every kind, in byte order.
     pub const ALL: [Kind; Kind::COUNT] = [
         Kind::Hello,
@@ -112,9 +116,11 @@ impl Kind {
         Kind::Done,
         Kind::Stop,
         Kind::Relay,
+        Kind::Decrypt,
+        Kind::Partial,
     ];
     /// What a hospital sends its coordinator.
-    pub const HOSPITAL_TO_COORDINATOR: [Kind; 9] = [
+    pub const HOSPITAL_TO_COORDINATOR: [Kind; 10] = [
         Kind::Hello,
         Kind::Rejoin,
         Kind::RingPass,
@@ -124,9 +130,10 @@ impl Kind {
         Kind::Abort,
         Kind::Report,
         Kind::Relay,
+        Kind::Partial,
     ];
     /// What a coordinator sends a hospital.
-    pub const COORDINATOR_TO_HOSPITAL: [Kind; 9] = [
+    pub const COORDINATOR_TO_HOSPITAL: [Kind; 10] = [
         Kind::Setup,
         Kind::RoundStart,
         Kind::Unmask,
@@ -136,6 +143,7 @@ impl Kind {
         Kind::Done,
         Kind::Stop,
         Kind::Relay,
+        Kind::Decrypt,
     ];
     /// What a hospital sends another hospital.
     pub const HOSPITAL_TO_HOSPITAL: [Kind; 3] = [Kind::PeerRound, Kind::RingPass, Kind::PeerCommit];
@@ -175,6 +183,8 @@ impl Kind {
             Kind::Done => "done",
             Kind::Stop => "stop",
             Kind::Relay => "relay",
+            Kind::Decrypt => "decrypt",
+            Kind::Partial => "partial",
         }
     }
 }
@@ -578,6 +588,29 @@ pub struct Unmask {
     /// The members whose contributions the decrypted sum holds, ring order.
     #[serde(deserialize_with = "bounded::members")]
     pub members: Vec<String>,
+    /// Threshold runs: [`sum_digest`] of the ring's final sum as the
+    /// coordinator received it. Members bind it into their commit hash, so
+    /// the tail (which computes it from what it sent) vouches for it, and
+    /// they decrypt that sum and no other ciphertext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum_digest: Option<Bytes>,
+}
+
+/// The digest of a round's final sum that threshold members agree on before
+/// they reveal and later decrypt it: SHA-256 over the key fingerprint and
+/// every ciphertext's value.
+pub fn sum_digest(cts: &[paillier::Ciphertext]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"private-training/round-sum/v1");
+    h.update((cts.len() as u64).to_be_bytes());
+    for c in cts {
+        h.update(c.key_fingerprint().0);
+        let v = c.value().to_bytes_be();
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(&v);
+    }
+    h.finalize().to_vec()
 }
 
 /// Hospital -> every other member of the set: "I committed to this set".
@@ -611,6 +644,23 @@ pub struct Reveal {
     /// Its seeds with masking-set members outside the committed set.
     #[serde(deserialize_with = "bounded::members")]
     pub pair_seeds: Vec<RevealedSeed>,
+}
+
+/// Hospital -> coordinator, threshold runs: the sender's partial decryptions
+/// of the round's final sum (one per ciphertext, in order) with one batched
+/// proof ([`paillier::threshold::BatchPartial`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partial {
+    /// Mask epoch of the attempt whose sum it decrypts.
+    pub epoch: u64,
+    /// `c_k^(2 Delta s_i) mod n^2`, big-endian, one per ciphertext.
+    #[serde(deserialize_with = "bounded::ciphertexts")]
+    pub values: Vec<Bytes>,
+    /// The proof's challenge, big-endian.
+    pub challenge: Bytes,
+    /// The proof's response, big-endian.
+    pub response: Bytes,
 }
 
 /// Coordinator -> the committed set: the unmasked sum of the round's gradients.
@@ -696,6 +746,12 @@ pub enum Body {
     PeerCommit(PeerCommit),
     /// Hospital -> coordinator, once every member committed.
     Reveal(Reveal),
+    /// Coordinator -> members of a threshold run's committed set, once every
+    /// member revealed: the round's final sum to partially decrypt (its
+    /// digest is the one the members agreed on).
+    Decrypt(RingPass),
+    /// Member -> coordinator: its partial decryptions of that sum.
+    Partial(Partial),
     /// Coordinator -> the committed set.
     Aggregate(Aggregate),
     /// Hospital -> coordinator.
@@ -741,6 +797,8 @@ impl Body {
             Body::Report(_) => Kind::Report,
             Body::Done => Kind::Done,
             Body::Stop { .. } => Kind::Stop,
+            Body::Decrypt(_) => Kind::Decrypt,
+            Body::Partial(_) => Kind::Partial,
         }
     }
 }
@@ -764,7 +822,8 @@ impl Serialize for Body {
             Body::Setup(m) => m.serialize(s),
             Body::PeerRound(m) => m.serialize(s),
             Body::RoundStart(m) => m.serialize(s),
-            Body::RingPass(m) => m.serialize(s),
+            Body::RingPass(m) | Body::Decrypt(m) => m.serialize(s),
+            Body::Partial(m) => m.serialize(s),
             Body::Receipt(m) => m.serialize(s),
             Body::Unmask(m) => m.serialize(s),
             Body::PeerCommit(m) => m.serialize(s),
@@ -816,6 +875,8 @@ fn parse_kind(kind: Kind, json: &[u8]) -> Result<Envelope> {
         Kind::PeerRound => parse(json, Body::PeerRound),
         Kind::RoundStart => parse(json, Body::RoundStart),
         Kind::RingPass => parse(json, Body::RingPass),
+        Kind::Decrypt => parse(json, Body::Decrypt),
+        Kind::Partial => parse(json, Body::Partial),
         Kind::Receipt => parse(json, Body::Receipt),
         Kind::Unmask => parse(json, Body::Unmask),
         Kind::PeerCommit => parse(json, Body::PeerCommit),
@@ -1255,6 +1316,7 @@ mod tests {
             Body::Unmask(Unmask {
                 epoch: 1,
                 members: vec!["h".into(); sh.hospitals + 1],
+                sum_digest: None,
             }),
         );
         let frame = encode_frame(&members, DEFAULT_MAX_MESSAGE_BYTES).unwrap();
@@ -1278,6 +1340,18 @@ mod tests {
                 dropped: vec!["a".into()],
                 committed: Some(vec!["b".into()]),
                 deterministic: true,
+            }),
+            Body::Partial(Partial {
+                epoch: 2,
+                values: vec![Bytes(vec![1, 2]), Bytes(vec![3])],
+                challenge: Bytes(vec![4]),
+                response: Bytes(vec![5, 6]),
+            }),
+            Body::Decrypt(RingPass {
+                epoch: 2,
+                key_fingerprint: paillier::KeyFingerprint([9; 32]),
+                len: 1,
+                ciphertexts: vec![Bytes(vec![7])],
             }),
         ];
         for b in bodies {

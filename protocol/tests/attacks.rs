@@ -329,6 +329,7 @@ fn b_a_second_member_set_for_a_committed_round_gets_nothing() {
             Body::Unmask(protocol::wire::Unmask {
                 epoch,
                 members: set.iter().map(|s| s.to_string()).collect(),
+                sum_digest: None,
             }),
         )
     };

@@ -47,10 +47,11 @@ impl CoordinatorMachine {
     /// the same model as an uninterrupted one.
     pub fn resume(
         config: CoordinatorConfig,
-        private_key: PrivateKey,
+        key: impl Into<RunKey>,
         checkpoint: Checkpoint,
         now: Instant,
     ) -> Result<CoordinatorMachine> {
+        let private_key = key.into();
         validate_config(&config, &private_key)?;
         let cp = checkpoint;
         if cp.finished {

@@ -51,7 +51,7 @@ impl CoordinatorConfig {
     }
 }
 
-pub(super) fn validate_config(config: &CoordinatorConfig, sk: &PrivateKey) -> Result<()> {
+pub(super) fn validate_config(config: &CoordinatorConfig, sk: &RunKey) -> Result<()> {
     let p = &config.params;
     if config.min_hospitals < MIN_HOSPITALS {
         return Err(Error::Config(format!(
@@ -137,6 +137,29 @@ pub(super) fn validate_config(config: &CoordinatorConfig, sk: &PrivateKey) -> Re
     }
     if config.max_attempts == 0 {
         return Err(Error::Config("max_attempts must be at least 1".into()));
+    }
+    if let Some(t) = sk.threshold() {
+        if !p.masks {
+            return Err(Error::Config(
+                "threshold keys need masks: members decrypt only the sum they agreed on while \
+                 committing to its member set"
+                    .into(),
+            ));
+        }
+        if let Some(m) = config.roster.iter().find(|m| t.index_of(&m.name).is_none()) {
+            return Err(Error::Config(format!(
+                "roster hospital {:?} holds no share of the threshold key (its parties: {:?})",
+                m.name,
+                t.parties()
+            )));
+        }
+        if (t.threshold() as usize) > config.roster.len() {
+            return Err(Error::Config(format!(
+                "the threshold key needs {} partial decryptions, the roster has {} hospitals",
+                t.threshold(),
+                config.roster.len()
+            )));
+        }
     }
     // Fails early if the encoding does not fit the key at all.
     GradientCodec::new(sk.public_key(), p.fixed_point, p.pack, 1)?;

@@ -56,6 +56,7 @@ use serde::{Deserialize, Serialize};
 mod admission;
 mod checkpoint;
 mod config;
+mod key;
 mod report;
 mod round;
 
@@ -63,6 +64,7 @@ pub use admission::{schema_diff, MAX_WITHDRAW_REASON};
 pub use checkpoint::Checkpoint;
 use config::validate_config;
 pub use config::CoordinatorConfig;
+pub use key::{RunKey, ThresholdRun};
 pub use report::{HospitalResult, RunResults};
 
 use crate::codec::GradientCodec;
@@ -200,11 +202,29 @@ enum Step {
         sum: MaskedSum,
         /// Reveals received, by member.
         reveals: BTreeMap<String, Reveal>,
+        /// Threshold runs: the digest of `sum` the members bind into their
+        /// commitment (and later decrypt only for).
+        digest: Option<Vec<u8>>,
         /// How many times `Unmask` went out to this set. A repeat is safe:
         /// each member has committed to exactly this set and answers a repeat
         /// with the same material (or not at all), so a lost message costs a
         /// timeout, not the run.
         requests: u32,
+    },
+    /// Threshold runs, once every member revealed: waiting for `t` valid
+    /// partial decryptions of the sum.
+    Decrypting {
+        /// The sum the members agreed on.
+        cts: Vec<paillier::Ciphertext>,
+        /// The revealed masks, removed once the sum is decrypted.
+        masks: Vec<MaskSet>,
+        /// Members asked for their partial decryption.
+        asked: BTreeSet<String>,
+        /// Valid partial decryptions, by member.
+        partials: BTreeMap<String, paillier::threshold::VerifiedBatch>,
+        /// Members that cannot give one this round, and why (an invalid
+        /// answer, a lost connection, no answer in time).
+        unavailable: BTreeMap<String, String>,
     },
     Acking {
         acked: BTreeMap<String, Option<f64>>,
@@ -249,7 +269,7 @@ enum Phase {
 pub struct CoordinatorMachine {
     config: CoordinatorConfig,
     run_id: RunId,
-    sk: PrivateKey,
+    sk: RunKey,
     nodes: BTreeMap<String, Node>,
     schema: Option<Schema>,
     /// Where the run stands (set once the schema is agreed).
@@ -279,18 +299,19 @@ impl CoordinatorMachine {
     /// `min_hospitals` (at least 3) hospitals.
     pub fn new(
         config: CoordinatorConfig,
-        private_key: PrivateKey,
+        key: impl Into<RunKey>,
         now: Instant,
     ) -> Result<CoordinatorMachine> {
-        validate_config(&config, &private_key)?;
+        let key = key.into();
+        validate_config(&config, &key)?;
         let run_id = config.run_id.clone();
-        Ok(Self::build(config, run_id, private_key, now))
+        Ok(Self::build(config, run_id, key, now))
     }
 
     fn build(
         config: CoordinatorConfig,
         run_id: RunId,
-        sk: PrivateKey,
+        sk: RunKey,
         now: Instant,
     ) -> CoordinatorMachine {
         let nodes = config
@@ -371,16 +392,17 @@ impl CoordinatorMachine {
     /// Calling it is optional: the machine does the work itself when it
     /// needs the result.
     pub fn has_pending_work(&self) -> bool {
-        matches!(
-            &self.phase,
-            Phase::Round(RoundState {
-                step: Step::Unmasking {
-                    sum: MaskedSum::Encrypted(_),
+        self.sk.threshold().is_none()
+            && matches!(
+                &self.phase,
+                Phase::Round(RoundState {
+                    step: Step::Unmasking {
+                        sum: MaskedSum::Encrypted(_),
+                        ..
+                    },
                     ..
-                },
-                ..
-            })
-        )
+                })
+            )
     }
 
     /// Does the deferred computation (see
@@ -388,10 +410,13 @@ impl CoordinatorMachine {
     /// transmits polled so far were sent. Sends and emits nothing.
     pub fn handle_pending_work(&mut self, _now: Instant) {
         let codec = self.codec.as_ref();
+        let RunKey::Private(sk) = &self.sk else {
+            return;
+        };
         if let (Phase::Round(rs), Some(codec)) = (&mut self.phase, codec) {
             if let Step::Unmasking { sum, .. } = &mut rs.step {
                 // An error leaves it encrypted; the last reveal reports it.
-                let _ = sum.decrypt(codec, &self.sk);
+                let _ = sum.decrypt(codec, sk);
             }
         }
     }
@@ -426,6 +451,9 @@ impl CoordinatorMachine {
             Phase::Round(rs) => rs.ring.iter().any(|n| n == name),
             _ => false,
         };
+        if self.decryption_lost(now, name, "lost the connection") {
+            return;
+        }
         let committed = self
             .committed
             .as_ref()
@@ -513,6 +541,23 @@ impl CoordinatorMachine {
                         missing,
                     };
                     self.fail(err);
+                }
+                Step::Decrypting {
+                    asked, partials, ..
+                } => {
+                    let silent: Vec<String> = asked
+                        .iter()
+                        .filter(|n| !partials.contains_key(*n))
+                        .cloned()
+                        .collect();
+                    let round = rs.round;
+                    for name in silent {
+                        let why = format!("no partial decryption of round {} in time", round + 1);
+                        self.decryption_lost(now, &name, &why);
+                    }
+                    if let Phase::Round(rs) = &mut self.phase {
+                        rs.deadline = now + self.config.round_timeout;
+                    }
                 }
                 Step::Acking { acked, .. } => {
                     let missing: Vec<String> = rs
@@ -611,6 +656,7 @@ impl CoordinatorMachine {
                 Ok(())
             }
             Body::Reveal(r) => self.on_reveal(now, from, env.round, r),
+            Body::Partial(p) => self.on_partial(now, from, env.round, p),
             Body::RoundAck(a) => self.on_ack(now, from, env.round, a),
             Body::Abort(a) => self.on_hospital_abort(now, from, env.round, a),
             Body::Report(r) => self.on_report(from, env.round, r),
@@ -623,7 +669,9 @@ impl CoordinatorMachine {
     }
 
     fn min_hospitals(&self) -> usize {
-        self.config.min_hospitals.max(MIN_HOSPITALS)
+        // A threshold run also needs t members in every set to decrypt it.
+        let t = self.sk.threshold().map_or(0, |t| t.threshold() as usize);
+        self.config.min_hospitals.max(MIN_HOSPITALS).max(t)
     }
 
     /// The plan of this run over data with `n_features` model features: the

@@ -228,7 +228,10 @@ impl CoordinatorMachine {
             }
         };
         if !self.config.params.masks {
-            let plaintexts = match codec.decrypt_raw(&self.sk, &cts) {
+            let RunKey::Private(sk) = &self.sk else {
+                unreachable!("threshold runs have masks (validate_config)")
+            };
+            let plaintexts = match codec.decrypt_raw(sk, &cts) {
                 Ok(pt) => pt,
                 Err(err) => {
                     self.abort_round(now, format!("rejected the sum: {err}"), vec![]);
@@ -243,12 +246,14 @@ impl CoordinatorMachine {
         // `handle_pending_work` (after the requests went out) or the last
         // reveal, whichever comes first. What is sent, and when it is allowed
         // to be sent, is unchanged.
+        let digest = self.sk.threshold().map(|_| crate::wire::sum_digest(&cts));
         let Phase::Round(rs) = &mut self.phase else {
             unreachable!("checked above")
         };
         rs.step = Step::Unmasking {
             sum: MaskedSum::Encrypted(cts),
             reveals: BTreeMap::new(),
+            digest,
             requests: 0,
         };
         self.committed = Some(rs.ring.clone());
@@ -262,15 +267,20 @@ impl CoordinatorMachine {
         let Phase::Round(rs) = &mut self.phase else {
             return;
         };
-        let Step::Unmasking { requests, .. } = &mut rs.step else {
+        let Step::Unmasking {
+            requests, digest, ..
+        } = &mut rs.step
+        else {
             return;
         };
         *requests += 1;
+        let sum_digest = digest.clone().map(Bytes);
         rs.deadline = now + self.config.round_timeout;
         let (round, epoch, ring) = (rs.round, rs.epoch, rs.ring.clone());
         let body = Body::Unmask(Unmask {
             epoch,
             members: ring.clone(),
+            sum_digest,
         });
         for name in &ring {
             self.send(name, round, body.clone());
@@ -311,7 +321,10 @@ impl CoordinatorMachine {
                 role: "in the set being unmasked",
             });
         }
-        let Step::Unmasking { reveals, .. } = &mut rs.step else {
+        let Step::Unmasking {
+            reveals, digest, ..
+        } = &mut rs.step
+        else {
             return Err(Error::Unexpected {
                 peer: from.to_owned(),
                 kind: "reveal",
@@ -323,7 +336,9 @@ impl CoordinatorMachine {
             kind: "reveal",
             reason,
         };
-        if r.set_hash.0 != crate::hospital::state::set_hash(&run_id, round, &rs.ring) {
+        if r.set_hash.0
+            != crate::hospital::state::set_hash(&run_id, round, &rs.ring, digest.as_deref())
+        {
             return Err(invalid("it is for another member set".into()));
         }
         if r.self_seed.0.len() != SEED_BYTES {
@@ -372,8 +387,27 @@ impl CoordinatorMachine {
                 MaskSet::new(name.clone(), round, Some(seed(&r.self_seed)), pairs)
             })
             .collect();
+        let sk = match &self.sk {
+            RunKey::Private(sk) => sk,
+            RunKey::Threshold(_) => {
+                // The members decrypt: ask t of them for the agreed sum.
+                let MaskedSum::Encrypted(cts) = sum else {
+                    unreachable!("threshold sums are never decrypted here")
+                };
+                rs.step = Step::Decrypting {
+                    cts,
+                    masks,
+                    asked: BTreeSet::new(),
+                    partials: BTreeMap::new(),
+                    unavailable: BTreeMap::new(),
+                };
+                rs.deadline = now + self.config.round_timeout;
+                self.ask_partials();
+                return Ok(());
+            }
+        };
         let codec = self.codec.as_ref().expect("a running round has a codec");
-        let mut plaintexts = match sum.into_plaintexts(codec, &self.sk) {
+        let mut plaintexts = match sum.into_plaintexts(codec, sk) {
             Ok(pt) => pt,
             Err(err) => {
                 // Not for ciphertexts parsed under the run's key; the set is
@@ -382,6 +416,206 @@ impl CoordinatorMachine {
                 return Ok(());
             }
         };
+        codec.unmask(&mut plaintexts, &masks);
+        self.finalize_aggregate(now, from, plaintexts)
+    }
+
+    /// Threshold runs: asks members of the set for partial decryptions until
+    /// `t` valid ones arrived or are outstanding, from members that can
+    /// still answer (connected, not refused this round), starting at a
+    /// member that rotates with the round so the work is shared. Fails the
+    /// run when fewer than `t` can.
+    pub(super) fn ask_partials(&mut self) {
+        let Some(t) = self.sk.threshold().map(|t| t.threshold() as usize) else {
+            return;
+        };
+        let Phase::Round(rs) = &mut self.phase else {
+            return;
+        };
+        let Step::Decrypting {
+            cts,
+            asked,
+            partials,
+            unavailable,
+            ..
+        } = &mut rs.step
+        else {
+            return;
+        };
+        let outstanding = asked
+            .iter()
+            .filter(|n| !partials.contains_key(*n) && !unavailable.contains_key(*n))
+            .count();
+        let need = t.saturating_sub(partials.len() + outstanding);
+        let len = rs.ring.len();
+        let start = rs.round as usize % len;
+        let fresh: Vec<String> = (0..len)
+            .map(|k| &rs.ring[(start + k) % len])
+            .filter(|n| !asked.contains(*n) && !unavailable.contains_key(*n))
+            .filter(|n| self.nodes[*n].connected)
+            .take(need)
+            .cloned()
+            .collect();
+        if fresh.len() < need {
+            let mut why: Vec<String> = unavailable
+                .iter()
+                .map(|(n, w)| format!("{n}: {w}"))
+                .collect();
+            why.extend(
+                rs.ring
+                    .iter()
+                    .filter(|n| !asked.contains(*n) && !unavailable.contains_key(*n))
+                    .filter(|n| !self.nodes[*n].connected)
+                    .map(|n| format!("{n}: not connected")),
+            );
+            let pending = (outstanding + fresh.len()) as u32;
+            let got = partials.len() as u32;
+            let err = Error::TooFewPartials {
+                round: rs.round,
+                needed: t as u32,
+                got,
+                pending,
+                missing: (t as u32).saturating_sub(got + pending),
+                unavailable: why,
+            };
+            self.fail(err);
+            return;
+        }
+        asked.extend(fresh.iter().cloned());
+        let codec = self.codec.as_ref().expect("a running round has a codec");
+        let body = Body::Decrypt(codec.to_wire(rs.epoch, cts));
+        let round = rs.round;
+        for name in fresh {
+            self.send(&name, round, body.clone());
+        }
+    }
+
+    /// Threshold runs: `name` will give no partial decryption this round
+    /// (`why`); asks another member if it was asked. `true` if the round is
+    /// being decrypted (the loss is handled here, whatever else it means).
+    pub(super) fn decryption_lost(&mut self, _now: Instant, name: &str, why: &str) -> bool {
+        let Phase::Round(rs) = &mut self.phase else {
+            return false;
+        };
+        let Step::Decrypting {
+            asked,
+            partials,
+            unavailable,
+            ..
+        } = &mut rs.step
+        else {
+            return false;
+        };
+        if !rs.ring.iter().any(|n| n == name) || partials.contains_key(name) {
+            return true;
+        }
+        unavailable
+            .entry(name.to_owned())
+            .or_insert_with(|| why.to_owned());
+        if asked.contains(name) {
+            self.ask_partials();
+        }
+        true
+    }
+
+    pub(super) fn on_partial(
+        &mut self,
+        now: Instant,
+        from: &str,
+        round: u32,
+        p: crate::wire::Partial,
+    ) -> Result<()> {
+        let key = match &self.sk {
+            RunKey::Threshold(t) => t.clone(),
+            RunKey::Private(_) => {
+                return Err(Error::Unexpected {
+                    peer: from.to_owned(),
+                    kind: "partial",
+                    why: "this run's key is not a threshold key".into(),
+                })
+            }
+        };
+        let rs = self.current_round(from, "partial", round, p.epoch)?;
+        let Step::Decrypting {
+            cts,
+            asked,
+            partials,
+            unavailable,
+            ..
+        } = &mut rs.step
+        else {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "partial",
+                why: "no sum is being decrypted".into(),
+            });
+        };
+        if !asked.contains(from) || unavailable.contains_key(from) {
+            return Err(Error::Unexpected {
+                peer: from.to_owned(),
+                kind: "partial",
+                why: "it was not asked for a partial decryption (or already failed to give one)"
+                    .into(),
+            });
+        }
+        if partials.contains_key(from) {
+            return Ok(());
+        }
+        let index = key
+            .index_of(from)
+            .expect("every roster hospital is a party");
+        let number = |b: &Bytes| BigUint::from_bytes_be(&b.0);
+        let batch = paillier::threshold::BatchPartial {
+            index,
+            values: p.values.iter().map(number).collect(),
+            challenge: number(&p.challenge),
+            response: number(&p.response),
+        };
+        match key.key().verify_batch(cts, batch) {
+            Ok(v) => {
+                partials.insert(from.to_owned(), v);
+            }
+            Err(e) => {
+                let why = format!("its partial decryption is invalid: {e}");
+                unavailable.insert(from.to_owned(), why.clone());
+                self.ask_partials();
+                return Err(Error::InvalidMessage {
+                    peer: from.to_owned(),
+                    kind: "partial",
+                    reason: why,
+                });
+            }
+        }
+        if partials.len() < key.threshold() as usize {
+            return Ok(());
+        }
+        let Step::Decrypting {
+            cts,
+            masks,
+            partials,
+            ..
+        } = std::mem::replace(
+            &mut rs.step,
+            Step::Collecting {
+                started: BTreeSet::new(),
+                received: BTreeSet::new(),
+            },
+        )
+        else {
+            unreachable!("matched above")
+        };
+        let verified: Vec<_> = partials.into_values().collect();
+        let mut plaintexts = match key.key().combine_batch(&cts, &verified) {
+            Ok(pt) => pt,
+            Err(err) => {
+                self.fail_round(
+                    round,
+                    format!("the partial decryptions do not combine: {err}"),
+                );
+                return Ok(());
+            }
+        };
+        let codec = self.codec.as_ref().expect("a running round has a codec");
         codec.unmask(&mut plaintexts, &masks);
         self.finalize_aggregate(now, from, plaintexts)
     }

@@ -167,6 +167,11 @@ pub struct HospitalConfig {
     /// from the coordinator. `false` by default; has an effect only when the
     /// crate's `hazmat-insecure-small-keys` feature is on.
     pub dangerous_accept_small_test_keys: bool,
+    /// This hospital's share of the consortium's threshold key, if the
+    /// consortium has one. A hospital with a share takes part only in runs
+    /// under that key (a `Setup` with another key is refused), and gives a
+    /// partial decryption only of the sum its member set agreed on.
+    pub key_share: Option<std::sync::Arc<paillier::threshold::KeyShare>>,
 }
 
 impl HospitalConfig {
@@ -179,6 +184,7 @@ impl HospitalConfig {
             address: None,
             policy: HospitalPolicy::new(roster),
             dangerous_accept_small_test_keys: false,
+            key_share: None,
         }
     }
 }
@@ -331,6 +337,9 @@ struct Attempt {
     /// was masked for.
     own: Option<(Vec<String>, Vec<Ciphertext>)>,
     sent: bool,
+    /// The tail only: [`crate::wire::sum_digest`] of the sum it sent the
+    /// coordinator, which it vouches for in its commit hash.
+    sent_digest: Option<Vec<u8>>,
 }
 
 /// The current round: what holds across its attempts.
@@ -348,6 +357,14 @@ struct RoundState {
     peer_commits: BTreeMap<String, Vec<u8>>,
     /// Whether the reveal for the latest `Unmask` went out.
     revealed: bool,
+    /// The latest `Unmask`'s attempt and sum digest (threshold runs bind the
+    /// digest into the commit hash).
+    unmask: Option<(u64, Option<Vec<u8>>)>,
+    /// Threshold runs: the attempt and sum digest every member of the set
+    /// agreed on before this node revealed: the one sum it decrypts.
+    agreed: Option<(u64, Vec<u8>)>,
+    /// Its partial decryption of that sum, re-sent byte for byte if asked again.
+    partial: Option<(Vec<u8>, crate::wire::Partial)>,
     attempt: Option<Attempt>,
 }
 
@@ -815,6 +832,7 @@ impl HospitalMachine {
             Body::PeerRound(m) => self.on_peer_round(from, round, m),
             Body::RingPass(p) => self.on_ring_pass(from, round, p),
             Body::Unmask(u) => self.on_unmask(from, round, u),
+            Body::Decrypt(p) => self.on_decrypt(from, round, p),
             Body::PeerCommit(c) => self.on_peer_commit(from, round, c),
             Body::Aggregate(a) => self.on_aggregate(from, round, a),
             Body::Abort(a) => self.on_abort(from, round, a),
@@ -977,6 +995,21 @@ impl HospitalMachine {
                 pk.fingerprint(),
                 s.key_fingerprint
             )));
+        }
+        if let Some(share) = &self.config.key_share {
+            let theirs = share.key().public_key();
+            if *theirs != pk {
+                return Err(Error::PolicyRefused {
+                    peer: from.to_owned(),
+                    kind: "setup",
+                    reason: format!(
+                        "the run's key {} is not the consortium's threshold key {}; this \
+                         hospital holds a share of that key and encrypts under no other",
+                        pk.fingerprint(),
+                        theirs.fingerprint()
+                    ),
+                });
+            }
         }
         self.config
             .policy
@@ -1146,6 +1179,9 @@ impl HospitalMachine {
                 committed: commitment.map(|c| c.members.clone()),
                 peer_commits: BTreeMap::new(),
                 revealed: false,
+                unmask: None,
+                agreed: None,
+                partial: None,
                 attempt: None,
             });
         }
@@ -1288,6 +1324,7 @@ impl HospitalMachine {
             incoming: None,
             own: None,
             sent: false,
+            sent_digest: None,
         });
         for (peer, seed) in out {
             let body = Body::PeerRound(PeerRound {
@@ -1521,6 +1558,9 @@ impl HospitalMachine {
         let pass = run.codec.to_wire(epoch, &total);
         a.sent = true;
         let next = a.names.get(pos + 1).cloned();
+        if next.is_none() {
+            a.sent_digest = Some(crate::wire::sum_digest(&total));
+        }
         match next {
             Some(succ) => self.send(&succ, round, Body::RingPass(pass)),
             None => self.send_coordinator(round, Body::RingPass(pass)),
@@ -1648,6 +1688,27 @@ impl HospitalMachine {
         if !masks_on {
             return Err(refuse("the run has no masks to remove".into()));
         }
+        if self.config.key_share.is_some() {
+            let Some(d) = &u.sum_digest else {
+                return Err(refuse(
+                    "a threshold run's unmask must name the digest of the sum to decrypt".into(),
+                ));
+            };
+            // The tail vouches for the digest: it must be the sum it sent in
+            // this very attempt (the other members see the tail's commit hash).
+            let tail = self
+                .round
+                .as_ref()
+                .and_then(|r| r.attempt.as_ref())
+                .filter(|a| a.epoch == u.epoch && a.names.last() == Some(&me));
+            if let Some(a) = tail {
+                if a.sent_digest.as_ref() != Some(&d.0) {
+                    return Err(refuse(
+                        "the sum digest is not the one of the sum this node (the tail) sent".into(),
+                    ));
+                }
+            }
+        }
         let Some(r) = self.round.as_ref().filter(|r| r.round == round) else {
             return Err(refuse(format!(
                 "this node has not contributed to round {}",
@@ -1694,8 +1755,14 @@ impl HospitalMachine {
         }
         let r = self.round.as_mut().expect("present");
         r.revealed = false;
+        r.unmask = Some((u.epoch, u.sum_digest.as_ref().map(|d| d.0.clone())));
         let run_id = &self.run.as_ref().expect("checked").run_id;
-        let hash = state::set_hash(run_id, round, &u.members);
+        let hash = state::set_hash(
+            run_id,
+            round,
+            &u.members,
+            u.sum_digest.as_ref().map(|d| &d.0[..]),
+        );
         for peer in u.members.iter().filter(|n| **n != me) {
             let body = Body::PeerCommit(PeerCommit {
                 set_hash: Bytes(hash.clone()),
@@ -1725,7 +1792,8 @@ impl HospitalMachine {
         if r.revealed {
             return Ok(());
         }
-        let hash = state::set_hash(&run_id, round, members);
+        let digest = r.unmask.as_ref().and_then(|(_, d)| d.clone());
+        let hash = state::set_hash(&run_id, round, members, digest.as_deref());
         for peer in members.iter().filter(|n| **n != me) {
             match r.peer_commits.get(peer) {
                 None => return Ok(()),
@@ -1733,7 +1801,7 @@ impl HospitalMachine {
                     return Err(Error::PolicyRefused {
                         peer: peer.clone(),
                         kind: "peer_commit",
-                        reason: "it committed to another member set than this node".into(),
+                        reason: "it committed to another member set (or sum) than this node".into(),
                     })
                 }
                 Some(_) => {}
@@ -1759,7 +1827,71 @@ impl HospitalMachine {
             pair_seeds,
         };
         r.revealed = true;
+        if let (Some((epoch, _)), Some(d)) = (&r.unmask, digest) {
+            r.agreed = Some((*epoch, d));
+        }
         self.send_coordinator(round, Body::Reveal(reveal));
+        Ok(())
+    }
+
+    /// Threshold runs: the partial decryption of the round's sum, given only
+    /// for the sum this node's member set agreed on (its digest bound into
+    /// every member's commit hash, the tail's included) after this node
+    /// revealed for that set; the same answer is re-sent if asked again.
+    fn on_decrypt(&mut self, from: &str, round: u32, p: RingPass) -> Result<()> {
+        let refuse = |reason: String| Error::PolicyRefused {
+            peer: from.to_owned(),
+            kind: "decrypt",
+            reason,
+        };
+        let Some(share) = self.config.key_share.clone() else {
+            return Err(refuse("this hospital holds no threshold key share".into()));
+        };
+        let Some(r) = self.round.as_ref().filter(|r| r.round == round) else {
+            return Err(refuse(format!(
+                "this node did not take part in round {}",
+                round + 1
+            )));
+        };
+        let Some((epoch, digest)) = r.agreed.clone() else {
+            return Err(refuse(format!(
+                "this node's member set has not agreed on a sum of round {}",
+                round + 1
+            )));
+        };
+        if p.epoch != epoch {
+            return Err(refuse(format!(
+                "the sum is of attempt {}, this node's set agreed on attempt {epoch}'s",
+                p.epoch
+            )));
+        }
+        let run = self.run.as_ref().expect("checked");
+        let cts = run.codec.parse(from, &p)?;
+        if crate::wire::sum_digest(&cts) != digest {
+            return Err(refuse(
+                "these ciphertexts are not the sum this node's member set agreed on".into(),
+            ));
+        }
+        if let Some((d, part)) = &r.partial {
+            if *d == digest {
+                let body = Body::Partial(part.clone());
+                self.send_coordinator(round, body);
+                return Ok(());
+            }
+        }
+        let batch = share.partial_decrypt_batch(&cts).map_err(Error::Crypto)?;
+        let part = crate::wire::Partial {
+            epoch,
+            values: batch
+                .values
+                .iter()
+                .map(|v| Bytes(v.to_bytes_be()))
+                .collect(),
+            challenge: Bytes(batch.challenge.to_bytes_be()),
+            response: Bytes(batch.response.to_bytes_be()),
+        };
+        self.round.as_mut().expect("present").partial = Some((digest, part.clone()));
+        self.send_coordinator(round, Body::Partial(part));
         Ok(())
     }
 
