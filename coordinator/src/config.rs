@@ -34,6 +34,12 @@ pub struct FileConfig {
     /// Paillier key file (JSON holding the primes, mode 0600): loaded if it exists, else a new key
     /// is generated and saved there (needed by `--resume`). Default "paillier-key.json".
     pub key_path: PathBuf,
+    /// The key ceremony's public file (`key-ceremony deal`): the run's key is then that
+    /// t-of-n threshold key, whose shares the roster's hospitals hold. The coordinator
+    /// holds no private key (`key_path` and `key_bits` are not used) and decrypts a
+    /// round's sum only by combining t hospitals' verified partial decryptions; needs
+    /// masks. Default none: the coordinator's own key (`key_path`).
+    pub threshold_key: Option<PathBuf>,
     /// The consortium schema (JSON, the same file every hospital names): columns and
     /// their types, categories, imputation, the target, scaling, the intercept. With
     /// it, the run starts with a secure statistics step when the schema scales or
@@ -102,6 +108,7 @@ impl Default for FileConfig {
             roster: Vec::new(),
             key_bits: paillier::DEFAULT_KEY_BITS,
             key_path: PathBuf::from("paillier-key.json"),
+            threshold_key: None,
             schema: None,
             model: ModelKind::Linear,
             l2: 0.0,
@@ -197,6 +204,11 @@ pub struct Overrides {
     /// [config `key_path`, default paillier-key.json beside the config]
     #[arg(long, value_name = "FILE")]
     pub key_path: Option<PathBuf>,
+    /// The key ceremony's public file: decrypt with a t-of-n threshold key whose shares
+    /// the hospitals hold, instead of a key of the coordinator's own
+    /// [config `threshold_key`, default none]
+    #[arg(long, value_name = "FILE")]
+    pub threshold_key: Option<PathBuf>,
     /// Consortium schema file (the same file every hospital names) [config `schema`,
     /// default none: columns as given]
     #[arg(long, value_name = "FILE")]
@@ -263,6 +275,7 @@ pub struct Config {
     pub roster: Vec<Member>,
     pub key_bits: usize,
     pub key_path: PathBuf,
+    pub threshold_key: Option<PathBuf>,
     pub params: protocol::RunParams,
     pub consortium: Option<ConsortiumSchema>,
     pub round_timeout: Duration,
@@ -308,6 +321,7 @@ impl Config {
         fc.checkpoint_path = resolve(&base, &fc.checkpoint_path);
         fc.results_path = resolve(&base, &fc.results_path);
         fc.schema = fc.schema.map(|p| resolve(&base, &p));
+        fc.threshold_key = fc.threshold_key.map(|p| resolve(&base, &p));
         let pki = pki.resolve(&base);
         if let Some(v) = &ov.listen {
             fc.listen = v.clone();
@@ -341,6 +355,9 @@ impl Config {
         }
         if let Some(v) = &ov.key_path {
             fc.key_path = v.clone();
+        }
+        if let Some(v) = &ov.threshold_key {
+            fc.threshold_key = Some(v.clone());
         }
         if ov.no_masks {
             fc.masks = false;
@@ -421,6 +438,12 @@ impl Config {
         if fc.rounds == 0 {
             bail!("rounds must be at least 1");
         }
+        if fc.threshold_key.is_some() && !fc.masks {
+            bail!(
+                "a threshold_key needs masks: its members decrypt only the sum they agreed on \
+                 while committing to its member set (drop --no-masks or masks: false)"
+            );
+        }
         if let Some(eta) = fc.eta {
             if !(eta.is_finite() && eta > 0.0) {
                 bail!("eta must be a positive number, got {eta}");
@@ -482,6 +505,7 @@ impl Config {
             roster: fc.roster,
             key_bits: fc.key_bits,
             key_path: fc.key_path,
+            threshold_key: fc.threshold_key,
             params: protocol::RunParams {
                 fixed_point,
                 pack: fc.pack,

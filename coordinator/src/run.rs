@@ -291,21 +291,45 @@ pub async fn run(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
         ),
         (false, None) => None,
     };
-    if resume && !cfg.key_path.exists() {
-        bail!(
-            "--resume needs the run's Paillier key, but {} does not exist",
-            cfg.key_path.display()
-        );
-    }
-
     let t0 = Instant::now();
-    let (sk, generated) = load_or_generate_key(&cfg.key_path, cfg.key_bits)?;
+    let sk: protocol::RunKey = match &cfg.threshold_key {
+        Some(path) => {
+            let public = key_ceremony::files::load_public(path)
+                .context("reading the threshold key's public file")?;
+            let run =
+                protocol::ThresholdRun::new(public.key().clone(), public.hospitals().to_vec())
+                    .with_context(|| format!("the threshold key of {}", path.display()))?;
+            tracing::info!(
+                fingerprint = %run.key().public_key().fingerprint(),
+                threshold = run.threshold(),
+                parties = run.parties().len(),
+                "threshold key: any {} of the hospitals {:?} decrypt together, the coordinator \
+                 alone cannot",
+                run.threshold(),
+                run.parties()
+            );
+            run.into()
+        }
+        None => {
+            if resume && !cfg.key_path.exists() {
+                bail!(
+                    "--resume needs the run's Paillier key, but {} does not exist",
+                    cfg.key_path.display()
+                );
+            }
+            let (sk, generated) = load_or_generate_key(&cfg.key_path, cfg.key_bits)?;
+            tracing::info!(
+                fingerprint = %sk.public_key().fingerprint(),
+                generated,
+                "Paillier key ready in {:.2} s",
+                t0.elapsed().as_secs_f64()
+            );
+            sk.into()
+        }
+    };
+    // The limits and the results name the key actually used.
+    cfg.key_bits = sk.public_key().bits();
     let key_setup_s = t0.elapsed().as_secs_f64();
-    tracing::info!(
-        fingerprint = %sk.public_key().fingerprint(),
-        generated,
-        "Paillier key ready in {key_setup_s:.2} s"
-    );
 
     let mut mcfg =
         CoordinatorConfig::new(cfg.run_id.clone(), cfg.roster.clone(), cfg.params.clone());

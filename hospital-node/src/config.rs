@@ -91,6 +91,12 @@ pub struct FileConfig {
     /// This node's secret mask key (32 bytes, created 0600 on first start, refused if
     /// others can read it). Default "mask-key".
     pub mask_key_path: PathBuf,
+    /// The consortium's threshold key, when it has one (`key-ceremony deal`):
+    /// `{"public": "threshold-public.json", "share": "hospital-1.share.json"}`. With it
+    /// this hospital takes part only in runs under that key, and gives a partial
+    /// decryption only of the round sum its member set agreed on. The share file must be
+    /// this hospital's and readable by its owner only. Default none.
+    pub threshold: Option<ThresholdFiles>,
     /// Append-only audit log of every message that left this node (kind, size, round,
     /// recipient), one JSON line each (mode 0600). Default "audit.jsonl".
     pub audit_log_path: PathBuf,
@@ -114,6 +120,16 @@ pub struct FileConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub test_fault_flood_coordinator: Option<(usize, usize)>,
+}
+
+/// `threshold` in a hospital's config: the key ceremony's files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdFiles {
+    /// The public file every node reads.
+    pub public: PathBuf,
+    /// This hospital's share file (0600).
+    pub share: PathBuf,
 }
 
 /// How ring messages travel between hospitals.
@@ -163,6 +179,7 @@ impl Default for FileConfig {
             share_metrics: false,
             state_path: PathBuf::from("hospital-state.json"),
             mask_key_path: PathBuf::from("mask-key"),
+            threshold: None,
             audit_log_path: PathBuf::from("audit.jsonl"),
             test_fault_corrupt_ring_passes: 0,
             test_fault_flood: 0,
@@ -256,6 +273,7 @@ pub struct Config {
     pub policy: protocol::HospitalPolicy,
     pub state_path: PathBuf,
     pub mask_key_path: PathBuf,
+    pub threshold: Option<ThresholdFiles>,
     pub audit_log_path: PathBuf,
     pub test_fault_corrupt_ring_passes: u32,
     pub test_fault_flood: u32,
@@ -275,6 +293,10 @@ impl Config {
         fc.state_path = resolve(&base, &fc.state_path);
         fc.mask_key_path = resolve(&base, &fc.mask_key_path);
         fc.audit_log_path = resolve(&base, &fc.audit_log_path);
+        fc.threshold = fc.threshold.map(|t| ThresholdFiles {
+            public: resolve(&base, &t.public),
+            share: resolve(&base, &t.share),
+        });
         let file_pki = fc.pki.as_ref().map(|p| p.resolve(&base));
         macro_rules! set {
             ($($f:ident <- $o:ident),*) => { $(if let Some(v) = &ov.$o { fc.$f = v.clone().into(); })* };
@@ -401,6 +423,7 @@ impl Config {
             policy,
             state_path: fc.state_path,
             mask_key_path: fc.mask_key_path,
+            threshold: fc.threshold,
             audit_log_path: fc.audit_log_path,
             test_fault_corrupt_ring_passes: fc.test_fault_corrupt_ring_passes,
             test_fault_flood: fc.test_fault_flood,

@@ -157,6 +157,27 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut hcfg = HospitalConfig::new(cfg.name.clone(), cfg.policy.roster.clone());
     hcfg.coordinator = cfg.coordinator_name.clone();
     hcfg.policy = cfg.policy.clone();
+    if let Some(t) = &cfg.threshold {
+        let public = key_ceremony::files::load_public(&t.public)
+            .context("reading the threshold key's public file (config `threshold.public`)")?;
+        let share = key_ceremony::files::load_share(&t.share, &public)
+            .context("reading this hospital's key share (config `threshold.share`)")?;
+        if share.hospital() != cfg.name {
+            bail!(
+                "{} is the key share of {:?}, not of this hospital {:?}",
+                t.share.display(),
+                share.hospital(),
+                cfg.name
+            );
+        }
+        tracing::info!(
+            fingerprint = %public.key().public_key().fingerprint(),
+            threshold = public.key().threshold(),
+            "holding a share of the consortium's threshold key: runs under any other key are \
+             refused"
+        );
+        hcfg.key_share = Some(std::sync::Arc::new(share.share().clone()));
+    }
     // Peers dial what the hello announces: the bound address (port 0 resolved)
     // unless that is 0.0.0.0/[::], which no peer can dial; then the roster's.
     // Relay mode announces no address: nobody dials this node.

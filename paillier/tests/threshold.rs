@@ -414,3 +414,37 @@ fn a_forged_batch_is_refused_naming_its_party() {
     let e = k.combine_batch(&other, &verified).unwrap_err();
     assert!(matches!(e, Error::InvalidShare { index: 3, .. }), "{e}");
 }
+
+/// Timings of one batched partial decryption, its verification and the
+/// combination at 2048 bits (`--ignored --nocapture`; figures, not a test of
+/// speed).
+#[test]
+#[ignore]
+fn batch_costs_at_2048_bits() {
+    use std::time::Instant;
+    let mut rng = StdRng::seed_from_u64(5);
+    let (k, shares) = paillier::threshold::deal(2048, 2, 16, &mut rng).unwrap();
+    let cts: Vec<Ciphertext> = (0..34u64).map(|m| encrypt(&k, m)).collect();
+    let t0 = Instant::now();
+    let a = shares[0].partial_decrypt_batch(&cts).unwrap();
+    let t1 = Instant::now();
+    let b = shares[1].partial_decrypt_batch(&cts).unwrap();
+    let va = k.verify_batch(&cts, a).unwrap();
+    let t2 = Instant::now();
+    let vb = k.verify_batch(&cts, b).unwrap();
+    let t3 = Instant::now();
+    let plain = k.combine_batch(&cts, &[va, vb]).unwrap();
+    let t4 = Instant::now();
+    assert_eq!(plain[5], BigUint::from(5u32));
+    let sk_cts = &cts[..1];
+    let t5 = Instant::now();
+    let _ = shares[0].partial_decrypt(&sk_cts[0], &mut rng).unwrap();
+    let t6 = Instant::now();
+    println!(
+        "34 ciphertexts: partial+proof {:?}, verify {:?}, combine(2) {:?}; one unbatched partial {:?}",
+        t1 - t0,
+        t3 - t2,
+        t4 - t3,
+        t6 - t5
+    );
+}

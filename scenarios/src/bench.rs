@@ -88,6 +88,18 @@ pub struct BenchArgs {
     /// kind's size limit after each of its messages
     #[arg(long, value_name = "N")]
     pub flood: Option<u32>,
+    /// Instead of the benchmark: the median round of --threshold-hospitals x
+    /// --threshold-features (2048 bits, --scaling-rounds rounds) decrypted by the
+    /// coordinator's own key, then by each threshold T given (t-of-n keys dealt to the
+    /// hospitals; 0 stands for the default, the majority), side by side in one run
+    #[arg(long, value_delimiter = ',', value_name = "T,..")]
+    pub threshold_round: Option<Vec<u32>>,
+    /// Hospitals of the --threshold-round runs
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub threshold_hospitals: usize,
+    /// Features of the --threshold-round runs
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub threshold_features: usize,
     /// How the hospitals' ring messages travel in every run of the benchmark: relay
     /// (through the coordinator, sealed end to end) or direct
     #[arg(long, value_enum, default_value = "relay", value_name = "MODE")]
@@ -187,6 +199,7 @@ pub(crate) fn bench_plan(
         pack: true,
         transport: hospital_node::config::Transport::Relay,
         flood: 0,
+        threshold: None,
     }
 }
 
@@ -206,6 +219,74 @@ fn run_checked(
         .context("benchmark run checked against its cleartext twin")?;
     let timings = nodes::timings(&fed)?;
     Ok((timings, diff, twin.final_weights))
+}
+
+/// `scenarios bench --threshold-round T,..`: the single-key round against
+/// t-of-n rounds, in one run.
+fn run_threshold_round(args: &BenchArgs, ts: &[u32]) -> Result<()> {
+    let (h, f, bits) = (args.threshold_hospitals, args.threshold_features, 2048);
+    ensure!(
+        h >= 3,
+        "--threshold-hospitals: {h} is below the federation's minimum of 3"
+    );
+    let bins = binaries::locate()?;
+    let split = synthetic(h, args.scaling_rows, f, 7)?;
+    let eta = learning::eta_from_summed(0.001, split_rows(&split), h);
+    let mut rows = Vec::new();
+    for t in std::iter::once(None).chain(ts.iter().map(|&t| {
+        Some(if t == 0 {
+            key_ceremony::default_threshold(h)
+        } else {
+            t
+        })
+    })) {
+        let mut plan = bench_plan(h, args.scaling_rounds, eta, bits, "synthetic");
+        plan.transport = args.transport;
+        plan.threshold = t;
+        let what = t.map_or("the coordinator's key".to_owned(), |t| {
+            format!("a {t}-of-{h} threshold key")
+        });
+        println!(
+            "running {h} hospitals x {f} features, {bits} bits, {} rounds, {what} ...",
+            args.scaling_rounds
+        );
+        let (timings, diff, _) = run_checked(&bins, &plan, &split)
+            .with_context(|| format!("threshold benchmark run ({what})"))?;
+        ensure!(diff < 1e-6, "the run drifted from the twin: {diff:e}");
+        rows.push((t, timings.median_round_seconds, diff));
+    }
+    let single = rows[0].1;
+    println!(
+        "
+median round, {h} hospitals x {f} features, {bits} bits, {} transport",
+        match args.transport {
+            hospital_node::config::Transport::Relay => "relay",
+            hospital_node::config::Transport::Direct => "direct",
+        }
+    );
+    println!(
+        "{:<28} {:>10} {:>14}",
+        "decryption", "round s", "x single key"
+    );
+    let mut out = Vec::new();
+    for (t, s, diff) in &rows {
+        let name = t.map_or("coordinator's key".to_owned(), |t| {
+            format!("threshold {t}-of-{h}")
+        });
+        println!("{name:<28} {s:>10.3} {:>14.2}", s / single);
+        out.push(serde_json::json!({
+            "threshold": t, "hospitals": h, "features": f, "key_bits": bits,
+            "median_round_seconds": s, "ratio_to_single_key": s / single,
+            "max_abs_weight_diff": diff,
+        }));
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let path = args.out.join("threshold-round.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&out)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// `scenarios bench --flood N`: peak RSS flooded against unflooded.
@@ -268,6 +349,9 @@ fn run_flood(args: &BenchArgs, frames: u32) -> Result<()> {
 pub fn run_bench(args: &BenchArgs) -> Result<()> {
     if let Some(frames) = args.flood {
         return run_flood(args, frames);
+    }
+    if let Some(ts) = &args.threshold_round {
+        return run_threshold_round(args, ts);
     }
     ensure!(
         args.rounds >= 1 && args.scaling_rounds >= 1,

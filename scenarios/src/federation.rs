@@ -288,6 +288,23 @@ fn provision(
     let mut config = nodes::coordinator_config(plan, names, schema.is_some())?;
     // The coordinator's limits follow from the data's real width.
     config.max_features = model_width(split, schema);
+    if let Some(t) = plan.threshold {
+        // The ceremony's own steps (`key-ceremony deal`): check, deal, write
+        // the public file and one 0600 share per hospital, forget the factors.
+        let ceremony = key_ceremony::Plan::new(names.to_vec(), Some(t), plan.key_bits)
+            .context("the threshold key ceremony")?;
+        let (key, shares) = ceremony
+            .deal(&mut rand::rngs::OsRng)
+            .context("dealing the threshold key")?;
+        key_ceremony::files::write_ceremony(
+            &wd.join(nodes::CEREMONY_DIR),
+            &ceremony,
+            &key,
+            &shares,
+        )
+        .context("writing the threshold key's files")?;
+        config.threshold_key = Some(nodes::threshold_public(wd));
+    }
     nodes::write_coordinator_config(wd, &config)
 }
 
@@ -383,6 +400,12 @@ fn run_in(
             schema.is_some(),
             plan.transport,
         );
+        if plan.threshold.is_some() {
+            cfg.threshold = Some(hospital_node::config::ThresholdFiles {
+                public: nodes::threshold_public(wd),
+                share: nodes::threshold_share(wd, name),
+            });
+        }
         if plan.flood > 0 && names.last() == Some(name) {
             cfg.test_fault_flood = plan.flood;
             cfg.test_fault_flood_coordinator = Some((plan.key_bits, model_width(split, schema)));

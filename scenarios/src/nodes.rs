@@ -80,6 +80,20 @@ pub fn coordinator_config(
     })
 }
 
+/// Where a `--threshold` run's key ceremony writes its files.
+pub const CEREMONY_DIR: &str = "ceremony";
+
+/// The ceremony's public file in work directory `wd`.
+pub fn threshold_public(wd: &Path) -> PathBuf {
+    wd.join(CEREMONY_DIR).join(key_ceremony::files::PUBLIC_FILE)
+}
+
+/// Hospital `name`'s share file in work directory `wd`.
+pub fn threshold_share(wd: &Path, name: &str) -> PathBuf {
+    wd.join(CEREMONY_DIR)
+        .join(key_ceremony::files::share_file_name(name))
+}
+
 /// `<name>.json` of one hospital: its CSV `<name>.csv` with target column
 /// `target`, the shared `test.csv`, the coordinator at `coordinator`, the
 /// consortium `roster`, its consent to an unmasked run when `masks` is off,

@@ -53,6 +53,10 @@ pub struct Plan {
     /// messages (0: off).
     #[serde(skip_serializing_if = "is_zero")]
     pub flood: u32,
+    /// Decrypt with a t-of-n threshold key dealt to the hospitals before the
+    /// run (`Some(t)`), instead of the coordinator's own key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u32>,
 }
 
 fn is_zero(v: &u32) -> bool {

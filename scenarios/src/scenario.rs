@@ -150,6 +150,12 @@ pub struct DiabetesArgs {
     /// predecessor) [default: relay]
     #[arg(long, value_enum, default_value = "relay", value_name = "MODE")]
     pub transport: hospital_node::config::Transport,
+    /// Decrypt with a threshold key instead of the coordinator's own: a dealer (this
+    /// command, as `key-ceremony deal` does) deals one share per hospital before the run;
+    /// each round's sum is decrypted by T hospitals together, the coordinator alone cannot
+    /// [default T: the majority of the hospitals]
+    #[arg(long, value_name = "T", num_args = 0..=1, require_equals = true)]
+    pub threshold: Option<Option<u32>>,
 }
 
 impl DiabetesArgs {
@@ -257,6 +263,9 @@ impl DiabetesArgs {
             pack: !self.no_pack,
             transport: self.transport,
             flood: 0,
+            threshold: self
+                .threshold
+                .map(|t| t.unwrap_or_else(|| key_ceremony::default_threshold(self.hospitals))),
         })
     }
 

@@ -61,6 +61,52 @@ fn seed_table_reproduced_by_the_encrypted_federation() {
     assert_eq!(&png[..4], b"\x89PNG");
 }
 
+/// The same table when a 2-of-3 threshold key decrypts: dealt to the
+/// hospitals before the run (one 0600 share each), the coordinator holding
+/// no private key at all.
+#[test]
+fn the_published_table_is_exact_with_a_threshold_key_the_coordinator_never_holds() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (ok, stdout, stderr) = scenarios(
+        &[
+            "diabetes",
+            "--key-bits",
+            "2048",
+            "--threshold",
+            "--keep-workdir",
+        ],
+        &out,
+    );
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for line in [
+        "hospital-1      130         3933.78        3695.77",
+        "hospital-2      130         4176.48        3855.14",
+        "hospital-3      130         3795.95        3598.63",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    let r = results(&out);
+    assert_eq!(r["plan"]["threshold"], 2, "{}", r["plan"]);
+    let wd = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("work directory kept: "))
+        .map(std::path::PathBuf::from)
+        .expect("the work directory is named");
+    // The coordinator never had a private key: no key file, and its log
+    // names the threshold key.
+    assert!(!wd.join("paillier-key.json").exists());
+    let log = std::fs::read_to_string(wd.join("coordinator.log")).unwrap();
+    assert!(log.contains("any 2 of the hospitals"), "{log}");
+    for i in 1..=3 {
+        let share = wd.join(format!("ceremony/hospital-{i}.share.json"));
+        let mode = std::fs::metadata(&share).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", share.display());
+    }
+    std::fs::remove_dir_all(&wd).unwrap();
+}
+
 /// Another CSV (the raw diabetes measurements, scaled here), 5 hospitals and a
 /// random split: the encrypted run agrees with the reference.
 #[test]
