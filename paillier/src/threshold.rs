@@ -59,6 +59,32 @@ pub struct ThresholdKey {
     delta: BigUint,
     v: BigUint,
     verification: Vec<BigUint>,
+    /// Powers of `v`, built on first use: every proof raises `v` to a
+    /// response or nonce of about `2 bits(n) + bits(Delta) + 384` bits.
+    v_table: VTable,
+}
+
+/// The lazily built fixed-base table of `v` (public values only). Not part of
+/// the key's identity: keys compare equal whether or not it was built.
+#[derive(Clone, Default)]
+struct VTable(std::sync::Arc<std::sync::OnceLock<crate::arith::FixedBaseTable>>);
+
+impl PartialEq for VTable {
+    fn eq(&self, _: &VTable) -> bool {
+        true
+    }
+}
+
+impl Eq for VTable {}
+
+impl std::fmt::Debug for VTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "built"
+        } else {
+            "not built"
+        })
+    }
 }
 
 /// One party's share of the secret exponent. Secret: its `Debug` shows the
@@ -262,6 +288,7 @@ fn deal_unchecked<R: RngCore + CryptoRng>(
         delta,
         v,
         verification,
+        v_table: VTable::default(),
     };
     let shares = shares
         .into_iter()
@@ -348,7 +375,26 @@ impl ThresholdKey {
             threshold,
             v,
             verification,
+            v_table: VTable::default(),
         })
+    }
+
+    /// `v^exp mod n^2` through the fixed-base table (built on the first call;
+    /// regular: the nonce `r` is secret). Falls back to a plain exponentiation
+    /// for an exponent wider than the table, which no honest proof has.
+    fn v_pow(&self, exp: &BigUint) -> BigUint {
+        let table = self.v_table.0.get_or_init(|| {
+            let bits = self.delta.bits() as usize
+                + 2 * self.public.n().bits() as usize
+                + (CHALLENGE_BITS + HIDING_BITS) as usize
+                + 8;
+            crate::arith::FixedBaseTable::new(self.public.monty_n2(), &self.v, bits, 4)
+        });
+        if exp.bits() as usize <= table.max_bits() {
+            table.pow(exp)
+        } else {
+            self.public.monty_n2().pow(&self.v, exp)
+        }
     }
 
     /// Checks a partial decryption of `c`: its index, range and proof.
@@ -382,9 +428,7 @@ impl ThresholdKey {
         let vk_inv = inverse_mod_square_vartime(vk, n).ok_or_else(|| invalid("not a unit"))?;
         let a =
             (mo.pow_vartime(&c4, &part.response) * mo.pow_vartime(&ci2_inv, &part.challenge)) % n2;
-        let b = (mo.pow_vartime(&self.v, &part.response)
-            * mo.pow_vartime(&vk_inv, &part.challenge))
-            % n2;
+        let b = (self.v_pow(&part.response) * mo.pow_vartime(&vk_inv, &part.challenge)) % n2;
         let e = challenge(&[&c4, &ci2, &self.v, vk, &a, &b]);
         if e != part.challenge {
             return Err(invalid("its proof of correct decryption does not verify"));
@@ -585,7 +629,7 @@ impl KeyShare {
         let r_bits = secret_exp.bits() + CHALLENGE_BITS + HIDING_BITS;
         let mut r = rng.gen_biguint(r_bits);
         let a = mo.pow(&c4, &r);
-        let b = mo.pow(&key.v, &r);
+        let b = key.v_pow(&r);
         let vk = key.verification_key(self.index).expect("dealt");
         let e = challenge(&[&c4, &ci2, &key.v, vk, &a, &b]);
         let response = &r + &e * &secret_exp;
@@ -692,14 +736,8 @@ fn combine_weighted(
     m: u32,
     weights: &[BigUint],
 ) -> BigUint {
-    let mo = key.public.monty_n2();
-    let n2 = key.public.n_squared();
-    bases
-        .iter()
-        .zip(weights)
-        .fold(BigUint::one(), |acc, (b, e)| {
-            (acc * mo.pow_vartime(b, &(e * m))) % n2
-        })
+    let exps: Vec<BigUint> = weights.iter().map(|e| e * m).collect();
+    key.public.monty_n2().multi_pow_vartime(bases, &exps)
 }
 
 /// The proof nonce of a deterministic batch: a function of the secret share
@@ -774,7 +812,7 @@ impl KeyShare {
         let r_bits = secret_exp.bits() + CHALLENGE_BITS + HIDING_BITS;
         let mut r = derived_nonce(&self.share, &statement, r_bits);
         let a = mo.pow(&c_tilde, &r);
-        let b = mo.pow(&key.v, &r);
+        let b = key.v_pow(&r);
         let vk = key.verification_key(self.index).expect("dealt");
         let e = challenge(&[&c_tilde, &v_tilde, &key.v, vk, &a, &b]);
         let response = &r + &e * &secret_exp;
@@ -835,9 +873,7 @@ impl ThresholdKey {
         let a = (mo.pow_vartime(&c_tilde, &part.response)
             * mo.pow_vartime(&v_inv, &part.challenge))
             % n2;
-        let b = (mo.pow_vartime(&self.v, &part.response)
-            * mo.pow_vartime(&vk_inv, &part.challenge))
-            % n2;
+        let b = (self.v_pow(&part.response) * mo.pow_vartime(&vk_inv, &part.challenge)) % n2;
         let e = challenge(&[&c_tilde, &v_tilde, &self.v, vk, &a, &b]);
         if e != part.challenge {
             return Err(invalid("its proof of correct decryption does not verify"));

@@ -96,6 +96,55 @@ impl Monty {
         self.from_mont(&acc)
     }
 
+    /// `prod_k bases[k]^exps[k] mod m` for public short exponents, by
+    /// Straus's interleaving: one chain of squarings shared by every base
+    /// (the longest exponent's bits) and, per 4-bit window, one multiplication
+    /// per base whose digit is not zero. For many bases with 128-bit
+    /// exponents this costs about a third of separate exponentiations.
+    ///
+    /// Variable time. Leaks the exponents (their digits decide which
+    /// multiplications happen) and their lengths, as [`pow_vartime`](Self::pow_vartime);
+    /// only for public exponents.
+    pub fn multi_pow_vartime(&self, bases: &[&BigUint], exps: &[BigUint]) -> BigUint {
+        assert_eq!(bases.len(), exps.len(), "one exponent per base");
+        const W: usize = 4;
+        let k = self.limbs();
+        let size = 1usize << W;
+        // tables[j][d] = bases[j]^d, d < 16, in Montgomery form.
+        let mut tables = vec![0u64; bases.len() * size * k];
+        for (j, b) in bases.iter().enumerate() {
+            let t = &mut tables[j * size * k..(j + 1) * size * k];
+            t[..k].copy_from_slice(&self.one);
+            t[k..2 * k].copy_from_slice(&self.to_mont(b));
+            for d in 2..size {
+                let (prev, cur) = t.split_at_mut(d * k);
+                self.mul_into(&prev[(d - 1) * k..], &prev[k..2 * k], &mut cur[..k]);
+            }
+        }
+        let digits: Vec<Vec<u64>> = exps.iter().map(|e| e.to_u64_digits()).collect();
+        let bits = exps.iter().map(|e| e.bits() as usize).max().unwrap_or(0);
+        let windows = bits.div_ceil(W);
+        let mut acc = self.one.clone();
+        let mut tmp = vec![0u64; k];
+        for i in (0..windows).rev() {
+            if i + 1 < windows {
+                for _ in 0..W {
+                    self.sqr_into(&acc, &mut tmp);
+                    std::mem::swap(&mut acc, &mut tmp);
+                }
+            }
+            for (j, d) in digits.iter().enumerate() {
+                let v = extract_bits(d, i * W, W);
+                if v != 0 {
+                    let e = &tables[(j * size + v) * k..(j * size + v + 1) * k];
+                    self.mul_into(&acc, e, &mut tmp);
+                    std::mem::swap(&mut acc, &mut tmp);
+                }
+            }
+        }
+        self.from_mont(&acc)
+    }
+
     /// Montgomery-form exponentiation: `out = b^exp` with `b`, `out` in
     /// Montgomery form.
     pub fn pow_mont_into(&self, b: &[u64], exp: &BigUint, out: &mut [u64]) {
@@ -182,6 +231,40 @@ mod tests {
                 ] {
                     assert_eq!(mo.pow_vartime(&a, &e), a.modpow(&e, &m), "{bits} {e}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn multi_pow_vartime_matches_separate_powers() {
+        let mut r = rng();
+        for bits in [64u64, 1024, 4096] {
+            let mut m = r.gen_biguint(bits);
+            m.set_bit(0, true);
+            m.set_bit(bits - 1, true);
+            let mo = Monty::new(&m).unwrap();
+            for n in [0usize, 1, 2, 5] {
+                let bases: Vec<BigUint> = (0..n).map(|_| r.gen_biguint_below(&m)).collect();
+                // Exponents of different lengths, zero and all-ones among them.
+                let exps: Vec<BigUint> = (0..n)
+                    .map(|i| match i % 3 {
+                        0 => r.gen_biguint(130),
+                        1 => BigUint::from(0u32),
+                        _ => (BigUint::one() << (7 * i + 1)) - 1u32,
+                    })
+                    .collect();
+                let refs: Vec<&BigUint> = bases.iter().collect();
+                let want = bases
+                    .iter()
+                    .zip(&exps)
+                    .fold(BigUint::one() % &m, |acc, (b, e)| {
+                        acc * b.modpow(e, &m) % &m
+                    });
+                assert_eq!(
+                    mo.multi_pow_vartime(&refs, &exps),
+                    want,
+                    "{bits} bits, {n} bases"
+                );
             }
         }
     }
