@@ -13,6 +13,7 @@ use node::logging::progress;
 use node::pki::NodeIdentity;
 use node::process::peak_rss_bytes;
 use node::transport::{Endpoint, Hub, TransportOptions};
+use paillier::threshold::KeyShare;
 use protocol::encode_relay_frame;
 use protocol::wire::{Body, Kind, LENGTH_PREFIX_BYTES};
 use protocol::{
@@ -103,6 +104,34 @@ fn flood_frame(kind: Kind, max: usize) -> Vec<u8> {
     frame
 }
 
+/// This hospital's share of the consortium's threshold key (config
+/// `threshold`), checked: the public file and the share parse and agree, the
+/// share is readable by its owner only and is this hospital's.
+pub fn load_key_share(cfg: &Config) -> Result<Option<std::sync::Arc<KeyShare>>> {
+    let Some(t) = &cfg.threshold else {
+        return Ok(None);
+    };
+    let public = key_ceremony::files::load_public(&t.public)
+        .context("reading the threshold key's public file (config `threshold.public`)")?;
+    let share = key_ceremony::files::load_share(&t.share, &public)
+        .context("reading this hospital's key share (config `threshold.share`)")?;
+    if share.hospital() != cfg.name {
+        bail!(
+            "{} (config `threshold.share`) is the key share of {:?}, not of this hospital {:?}",
+            t.share.display(),
+            share.hospital(),
+            cfg.name
+        );
+    }
+    tracing::info!(
+        fingerprint = %public.key().public_key().fingerprint(),
+        threshold = public.key().threshold(),
+        "holding a share of the consortium's threshold key: runs under any other key are \
+         refused"
+    );
+    Ok(Some(std::sync::Arc::new(share.share().clone())))
+}
+
 /// Runs the node until the run completes (Ok) or fails (Err).
 pub async fn run(cfg: Config) -> Result<()> {
     // The identity first: with it, a node whose data cannot be used can still
@@ -117,6 +146,15 @@ pub async fn run(cfg: Config) -> Result<()> {
             cfg.name
         );
     }
+    // A share that cannot be used is a configuration error the coordinator
+    // hears of too, as one in the data is.
+    let key_share = match load_key_share(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            withdraw(&cfg, &identity, &e).await;
+            return Err(e);
+        }
+    };
     let data = match load_data(&cfg) {
         Ok(d) => d,
         Err(e) => {
@@ -157,27 +195,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut hcfg = HospitalConfig::new(cfg.name.clone(), cfg.policy.roster.clone());
     hcfg.coordinator = cfg.coordinator_name.clone();
     hcfg.policy = cfg.policy.clone();
-    if let Some(t) = &cfg.threshold {
-        let public = key_ceremony::files::load_public(&t.public)
-            .context("reading the threshold key's public file (config `threshold.public`)")?;
-        let share = key_ceremony::files::load_share(&t.share, &public)
-            .context("reading this hospital's key share (config `threshold.share`)")?;
-        if share.hospital() != cfg.name {
-            bail!(
-                "{} is the key share of {:?}, not of this hospital {:?}",
-                t.share.display(),
-                share.hospital(),
-                cfg.name
-            );
-        }
-        tracing::info!(
-            fingerprint = %public.key().public_key().fingerprint(),
-            threshold = public.key().threshold(),
-            "holding a share of the consortium's threshold key: runs under any other key are \
-             refused"
-        );
-        hcfg.key_share = Some(std::sync::Arc::new(share.share().clone()));
-    }
+    hcfg.key_share = key_share;
     // Peers dial what the hello announces: the bound address (port 0 resolved)
     // unless that is 0.0.0.0/[::], which no peer can dial; then the roster's.
     // Relay mode announces no address: nobody dials this node.
@@ -805,5 +823,59 @@ fn make_endpoint(
             Ok(Endpoint::bind(listen, identity, coordinator, options)?)
         }
         None => client_endpoint(cfg, identity, options),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn config(dir: &std::path::Path, name: &str, share_of: &str) -> Config {
+        let path = dir.join("hospital.json");
+        let body = serde_json::json!({
+            "name": name,
+            "train_csv": "a.csv",
+            "roster": ["hospital-1", "hospital-2", "hospital-3"],
+            "threshold": {
+                "public": "ceremony/threshold-key.json",
+                "share": format!("ceremony/{share_of}.share.json"),
+            },
+        });
+        std::fs::write(&path, body.to_string()).unwrap();
+        Config::load(Some(&path), &crate::config::Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn a_key_share_must_be_this_hospitals_and_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (1..=3).map(|i| format!("hospital-{i}")).collect();
+        let plan = key_ceremony::Plan::new(names, None, 2048).unwrap();
+        let (key, shares) = plan.deal(&mut rand::rngs::OsRng).unwrap();
+        let ceremony = dir.path().join("ceremony");
+        key_ceremony::files::write_ceremony(&ceremony, &plan, &key, &shares).unwrap();
+        // Its own share loads.
+        let own = load_key_share(&config(dir.path(), "hospital-1", "hospital-1")).unwrap();
+        assert_eq!(own.expect("configured").index(), 1);
+        // Another hospital's share is refused, naming both.
+        let e = load_key_share(&config(dir.path(), "hospital-1", "hospital-2")).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("key share of \"hospital-2\", not of this hospital \"hospital-1\""),
+            "{e}"
+        );
+        // A share others can read is refused, naming the file.
+        let p = ceremony.join("hospital-3.share.json");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_key_share(&config(dir.path(), "hospital-3", "hospital-3")).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("hospital-3.share.json") && e.contains("threshold.share"),
+            "{e}"
+        );
+        // No threshold configured: no share.
+        let mut c = config(dir.path(), "hospital-2", "hospital-2");
+        c.threshold = None;
+        assert!(load_key_share(&c).unwrap().is_none());
     }
 }
