@@ -443,3 +443,57 @@ fn a_threshold_key_must_fit_the_roster_and_the_run() {
     let e = CoordinatorMachine::new(coordinator_config(3, p), run, now).unwrap_err();
     assert!(e.to_string().contains("threshold keys need masks"), "{e}");
 }
+
+#[test]
+fn a_coordinator_restarted_during_decryption_completes_the_round_with_the_same_set() {
+    let (key, _) = dealt(3, 2);
+    let names: Vec<String> = (0..3).map(hospital_name).collect();
+    let mut sim = threshold_sim(3, 2, 3);
+    let log = intercept(&mut sim, |_, _, _| true);
+    sim.run_until(100_000, |s| {
+        s.coord.as_ref().is_some_and(|c| c.next_round() == 1)
+    });
+    let asked = until_decrypting(&mut sim);
+    assert_eq!(asked.len(), 2);
+    // The coordinator dies with round 2's requests in flight and resumes
+    // from its last checkpoint (round 1 done).
+    let cp = sim.checkpoints().last().cloned().expect("a checkpoint");
+    assert_eq!(cp.history.len(), 1);
+    sim.crash_coordinator();
+    let json = serde_json::to_string(&cp).unwrap();
+    let cp: protocol::Checkpoint = serde_json::from_str(&json).unwrap();
+    let run = ThresholdRun::new(key.clone(), names.clone()).unwrap();
+    let config = coordinator_config(3, params(Mode::Global, 3));
+    sim.coord = Some(CoordinatorMachine::resume(config, run, cp, sim.now).unwrap());
+    for n in &names {
+        sim.connect(n);
+    }
+    sim.run_to_end();
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+    assert_matches_twin(&sim, 3);
+    // Round 2 was unmasked for one set only, whatever the restart: every
+    // member's reveals of round 2 carry one self-mask seed.
+    let reveals: std::collections::BTreeSet<(String, Vec<u8>)> = log
+        .borrow()
+        .iter()
+        .filter(|(_, _, e)| e.round == 1)
+        .filter_map(|(f, _, e)| match &e.body {
+            Body::Reveal(r) => Some((f.clone(), r.self_seed.0.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reveals.len(), 3, "one self-mask per member: {reveals:?}");
+}
+
+#[test]
+fn a_member_restarted_during_decryption_is_replaced() {
+    let mut sim = threshold_sim(3, 2, 2);
+    let asked = until_decrypting(&mut sim);
+    // The asked member's process restarts with the request in flight (the
+    // request is lost with it, and its memory of the agreed sum): the round
+    // timeout gives up on it and the third member is asked instead.
+    sim.restart_hospital(&asked[0]);
+    sim.run_to_end();
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+    assert_matches_twin(&sim, 2);
+}
