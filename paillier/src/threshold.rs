@@ -476,18 +476,41 @@ impl ThresholdKey {
     /// ciphertext, a repeated index, or too few parts.
     pub fn combine_verified(&self, c: &Ciphertext, parts: &[VerifiedPartial]) -> Result<BigUint> {
         let digest = ciphertext_digest(c);
-        let mut used: Vec<&PartialDecryption> = Vec::new();
-        for v in parts {
-            let p = &v.part;
-            if v.ciphertext != digest {
+        let used: Vec<&PartialDecryption> = self
+            .select(
+                parts,
+                |v| v.part.index,
+                |v| v.ciphertext == digest,
+                "this partial decryption was verified for another ciphertext",
+            )?
+            .into_iter()
+            .map(|v| &v.part)
+            .collect();
+        let values: Vec<(u32, &BigUint)> = used.iter().map(|p| (p.index, &p.value)).collect();
+        self.combine_values(&values)
+    }
+
+    /// The first `threshold` of `parts`, each verified for the ciphertext(s)
+    /// at hand (`matches`, else `other`) and of a distinct party; fails naming
+    /// the offending party, or saying how many are missing.
+    fn select<'a, T>(
+        &self,
+        parts: &'a [T],
+        index: impl Fn(&T) -> u32,
+        matches: impl Fn(&T) -> bool,
+        other: &'static str,
+    ) -> Result<Vec<&'a T>> {
+        let mut used: Vec<&T> = Vec::new();
+        for p in parts {
+            if !matches(p) {
                 return Err(Error::InvalidShare {
-                    index: p.index,
-                    reason: "this partial decryption was verified for another ciphertext",
+                    index: index(p),
+                    reason: other,
                 });
             }
-            if used.iter().any(|u| u.index == p.index) {
+            if used.iter().any(|u| index(u) == index(p)) {
                 return Err(Error::InvalidShare {
-                    index: p.index,
+                    index: index(p),
                     reason: "this party's partial decryption was given twice",
                 });
             }
@@ -502,8 +525,7 @@ impl ThresholdKey {
                 got: used.len() as u32,
             });
         }
-        let values: Vec<(u32, &BigUint)> = used.iter().map(|p| (p.index, &p.value)).collect();
-        self.combine_values(&values)
+        Ok(used)
     }
 
     /// The Lagrange combination of `t` distinct parties' values for one
@@ -893,31 +915,12 @@ impl ThresholdKey {
         parts: &[VerifiedBatch],
     ) -> Result<Vec<BigUint>> {
         let digest = batch_digest(cts);
-        let mut used: Vec<&VerifiedBatch> = Vec::new();
-        for p in parts {
-            if p.ciphertexts != digest {
-                return Err(Error::InvalidShare {
-                    index: p.part.index,
-                    reason: "this batch was verified for other ciphertexts",
-                });
-            }
-            if used.iter().any(|u| u.part.index == p.part.index) {
-                return Err(Error::InvalidShare {
-                    index: p.part.index,
-                    reason: "this party's partial decryption was given twice",
-                });
-            }
-            used.push(p);
-            if used.len() as u32 == self.threshold {
-                break;
-            }
-        }
-        if (used.len() as u32) < self.threshold {
-            return Err(Error::TooFewShares {
-                needed: self.threshold,
-                got: used.len() as u32,
-            });
-        }
+        let used = self.select(
+            parts,
+            |p| p.part.index,
+            |p| p.ciphertexts == digest,
+            "this batch was verified for other ciphertexts",
+        )?;
         use rayon::prelude::*;
         (0..cts.len())
             .into_par_iter()

@@ -46,6 +46,18 @@ fn sites(n: usize) -> Vec<Dataset> {
         .collect()
 }
 
+/// Every hospital built from now on holds its share (`names[i]` party i + 1).
+fn give_shares(sim: &mut Sim, names: &[String], shares: &[KeyShare]) {
+    let by_name: BTreeMap<String, Arc<KeyShare>> = names
+        .iter()
+        .cloned()
+        .zip(shares.iter().cloned().map(Arc::new))
+        .collect();
+    sim.hospital_config = Some(Box::new(move |c| {
+        c.key_share = by_name.get(&c.name).cloned();
+    }));
+}
+
 /// A run of `rounds` global-mode rounds among `n` hospitals holding the
 /// shares of a `t`-of-`n` key; the coordinator has the public part only.
 fn threshold_sim(n: usize, t: u32, rounds: u32) -> Sim {
@@ -57,14 +69,7 @@ fn threshold_sim(n: usize, t: u32, rounds: u32) -> Sim {
     let coord = CoordinatorMachine::new(config, run, now).expect("coordinator");
     let mut sim = Sim::empty(now, Some(coord));
     sim.roster = names.clone();
-    let by_name: BTreeMap<String, Arc<KeyShare>> = names
-        .iter()
-        .cloned()
-        .zip(shares.iter().cloned().map(Arc::new))
-        .collect();
-    sim.hospital_config = Some(Box::new(move |c| {
-        c.key_share = by_name.get(&c.name).cloned();
-    }));
+    give_shares(&mut sim, &names, shares);
     for (i, d) in sites(n).into_iter().enumerate() {
         sim.add_hospital(&hospital_name(i), d, None);
     }
@@ -388,14 +393,7 @@ fn a_hospital_with_a_share_refuses_a_run_under_another_key() {
     let (_, shares) = dealt(3, 2);
     let names: Vec<String> = (0..3).map(hospital_name).collect();
     let mut sim = Sim::new(coordinator_config(3, params(Mode::Global, 1)), vec![]);
-    let by_name: BTreeMap<String, Arc<KeyShare>> = names
-        .iter()
-        .cloned()
-        .zip(shares.iter().cloned().map(Arc::new))
-        .collect();
-    sim.hospital_config = Some(Box::new(move |c| {
-        c.key_share = by_name.get(&c.name).cloned();
-    }));
+    give_shares(&mut sim, &names, shares);
     let log = intercept(&mut sim, |_, _, _| true);
     for (i, d) in sites(3).into_iter().enumerate() {
         sim.add_hospital(&hospital_name(i), d, None);
