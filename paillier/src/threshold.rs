@@ -379,15 +379,18 @@ impl ThresholdKey {
         })
     }
 
+    /// Bits of the longest response an honest proof has: `Delta s_i` (with
+    /// `s_i < nm < n^2`) plus the nonce's extra bits, with room to spare.
+    fn max_response_bits(&self) -> u64 {
+        self.delta.bits() + 2 * self.public.n().bits() + CHALLENGE_BITS + HIDING_BITS + 8
+    }
+
     /// `v^exp mod n^2` through the fixed-base table (built on the first call;
     /// regular: the nonce `r` is secret). Falls back to a plain exponentiation
     /// for an exponent wider than the table, which no honest proof has.
     fn v_pow(&self, exp: &BigUint) -> BigUint {
         let table = self.v_table.0.get_or_init(|| {
-            let bits = self.delta.bits() as usize
-                + 2 * self.public.n().bits() as usize
-                + (CHALLENGE_BITS + HIDING_BITS) as usize
-                + 8;
+            let bits = self.max_response_bits() as usize;
             crate::arith::FixedBaseTable::new(self.public.monty_n2(), &self.v, bits, 4)
         });
         if exp.bits() as usize <= table.max_bits() {
@@ -883,6 +886,11 @@ impl ThresholdKey {
         }
         if part.challenge.bits() > CHALLENGE_BITS {
             return Err(invalid("the proof's challenge is too long"));
+        }
+        // An honest response has at most the nonce's bits plus one; a longer
+        // one would cost the verifier an exponentiation of its length.
+        if part.response.bits() > self.max_response_bits() {
+            return Err(invalid("the proof's response is too long"));
         }
         let weights = batch_weights(self, part.index, cts, &part.values);
         let bases: Vec<&BigUint> = cts.iter().map(|c| c.value()).collect();

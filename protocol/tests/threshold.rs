@@ -495,3 +495,41 @@ fn a_member_restarted_during_decryption_is_replaced() {
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
     assert_matches_twin(&sim, 2);
 }
+
+/// An `Unmask` for another attempt's epoch, naming a sum of the coordinator's
+/// choosing: nobody reveals, so nobody is asked to decrypt it.
+#[test]
+fn an_unmask_for_another_attempt_gets_no_reveal() {
+    let mut sim = threshold_sim(3, 2, 1);
+    let log = intercept(&mut sim, |_, _, env| {
+        if let Body::Unmask(u) = &mut env.body {
+            u.epoch += 1000;
+            u.sum_digest = Some(protocol::wire::Bytes(vec![9; 32]));
+        }
+        true
+    });
+    sim.run_until(50_000, |s| s.failure().is_some());
+    assert_eq!(count(&log, "reveal", None), 0);
+    assert_eq!(count(&log, "partial", None), 0);
+    assert!(sim.rejected.iter().any(|(to, e)| to != COORD
+        && e.to_string()
+            .contains("only the ring of this node's current attempt")));
+}
+
+/// An `Unmask` whose set leaves out the attempt's tail (the member that
+/// vouches for the digest), naming a sum of the coordinator's choosing.
+#[test]
+fn an_unmask_leaving_out_the_tail_gets_no_reveal() {
+    let mut sim = threshold_sim(5, 3, 1);
+    let log = intercept(&mut sim, |_, t, env| {
+        if let Body::Unmask(u) = &mut env.body {
+            u.members.pop();
+            u.sum_digest = Some(protocol::wire::Bytes(vec![9; 32]));
+            return u.members.iter().any(|m| m == t);
+        }
+        true
+    });
+    sim.run_until(50_000, |s| s.failure().is_some());
+    assert_eq!(count(&log, "reveal", None), 0);
+    assert_eq!(count(&log, "partial", None), 0);
+}

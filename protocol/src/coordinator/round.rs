@@ -337,7 +337,12 @@ impl CoordinatorMachine {
             reason,
         };
         if r.set_hash.0
-            != crate::hospital::state::set_hash(&run_id, round, &rs.ring, digest.as_deref())
+            != crate::hospital::state::set_hash(
+                &run_id,
+                round,
+                &rs.ring,
+                digest.as_deref().map(|d| (rs.epoch, d)),
+            )
         {
             return Err(invalid("it is for another member set".into()));
         }

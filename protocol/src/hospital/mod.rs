@@ -996,6 +996,15 @@ impl HospitalMachine {
                 s.key_fingerprint
             )));
         }
+        if self.config.key_share.is_some() && !s.params.masks {
+            return Err(Error::PolicyRefused {
+                peer: from.to_owned(),
+                kind: "setup",
+                reason: "a run under the threshold key needs masks (members agree on the sum \
+                         they decrypt while committing to its set)"
+                    .into(),
+            });
+        }
         if let Some(share) = &self.config.key_share {
             let theirs = share.key().public_key();
             if *theirs != pk {
@@ -1694,19 +1703,26 @@ impl HospitalMachine {
                     "a threshold run's unmask must name the digest of the sum to decrypt".into(),
                 ));
             };
-            // The tail vouches for the digest: it must be the sum it sent in
-            // this very attempt (the other members see the tail's commit hash).
-            let tail = self
+            // Only the ring of this node's current attempt, to whose sum it
+            // contributed, is unmasked: so the set always holds the attempt's
+            // tail, which vouches for the digest (it must be the sum it sent;
+            // the others see the tail's commit hash, which binds the epoch).
+            let Some(a) = self
                 .round
                 .as_ref()
                 .and_then(|r| r.attempt.as_ref())
-                .filter(|a| a.epoch == u.epoch && a.names.last() == Some(&me));
-            if let Some(a) = tail {
-                if a.sent_digest.as_ref() != Some(&d.0) {
-                    return Err(refuse(
-                        "the sum digest is not the one of the sum this node (the tail) sent".into(),
-                    ));
-                }
+                .filter(|a| a.epoch == u.epoch && a.names == u.members && a.sent)
+            else {
+                return Err(refuse(
+                    "a threshold run unmasks only the ring of this node's current attempt, \
+                     after this node passed its sum on"
+                        .into(),
+                ));
+            };
+            if a.names.last() == Some(&me) && a.sent_digest.as_ref() != Some(&d.0) {
+                return Err(refuse(
+                    "the sum digest is not the one of the sum this node (the tail) sent".into(),
+                ));
             }
         }
         let Some(r) = self.round.as_ref().filter(|r| r.round == round) else {
@@ -1761,7 +1777,7 @@ impl HospitalMachine {
             run_id,
             round,
             &u.members,
-            u.sum_digest.as_ref().map(|d| &d.0[..]),
+            u.sum_digest.as_ref().map(|d| (u.epoch, &d.0[..])),
         );
         for peer in u.members.iter().filter(|n| **n != me) {
             let body = Body::PeerCommit(PeerCommit {
@@ -1793,7 +1809,13 @@ impl HospitalMachine {
             return Ok(());
         }
         let digest = r.unmask.as_ref().and_then(|(_, d)| d.clone());
-        let hash = state::set_hash(&run_id, round, members, digest.as_deref());
+        let epoch = r.unmask.as_ref().map_or(0, |(e, _)| *e);
+        let hash = state::set_hash(
+            &run_id,
+            round,
+            members,
+            digest.as_deref().map(|d| (epoch, d)),
+        );
         for peer in members.iter().filter(|n| **n != me) {
             match r.peer_commits.get(peer) {
                 None => return Ok(()),

@@ -146,14 +146,21 @@ pub fn ring_hash(run_id: &RunId, round: u32, epoch: u64, ring: &[String]) -> Vec
 /// Hash of a committed member set, as members confirm it to each other; in
 /// threshold runs with the digest of the sum they will decrypt
 /// ([`crate::wire::sum_digest`]), so that members agree on it too.
-pub fn set_hash(run_id: &RunId, round: u32, members: &[String], sum: Option<&[u8]>) -> Vec<u8> {
+/// The attempt (epoch) the sum is of is bound in with it.
+pub fn set_hash(
+    run_id: &RunId,
+    round: u32,
+    members: &[String],
+    sum: Option<(u64, &[u8])>,
+) -> Vec<u8> {
     let set = names_digest(b"private-training/unmask-set/v1", run_id, round, 0, members);
     match sum {
         None => set,
-        Some(d) => {
+        Some((epoch, d)) => {
             let mut h = Sha256::new();
             h.update(b"private-training/unmask-set-and-sum/v1");
             h.update(&set);
+            h.update(epoch.to_be_bytes());
             h.update((d.len() as u64).to_be_bytes());
             h.update(d);
             h.finalize().to_vec()
