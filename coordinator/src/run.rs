@@ -308,6 +308,9 @@ pub async fn run(mut cfg: Config, resume: bool, ov: &Overrides) -> Result<()> {
                 run.threshold(),
                 run.parties()
             );
+            // The table every verification uses, built off the first round.
+            let key = run.key().clone();
+            std::thread::spawn(move || key.precompute());
             run.into()
         }
         None => {

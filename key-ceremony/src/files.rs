@@ -296,6 +296,42 @@ fn create_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     })
 }
 
+/// What [`deal_into`] dealt and wrote.
+#[derive(Debug)]
+pub struct Dealt {
+    /// The public threshold key.
+    pub key: ThresholdKey,
+    /// The public file written.
+    pub public: PathBuf,
+    /// Each hospital's share file, in party order.
+    pub shares: Vec<PathBuf>,
+    /// How long dealing took (safe primes: seconds to minutes).
+    pub dealing: std::time::Duration,
+}
+
+/// The whole ceremony for `plan` into `dir`: refuses files that exist before
+/// dealing, deals with `rng`, writes the files ([`write_ceremony`]) and drops
+/// the shares (wiped), the factorization being gone already. What
+/// `key-ceremony deal` does, and what a one-machine trial runs.
+pub fn deal_into<R: rand::RngCore + rand::CryptoRng>(
+    dir: &Path,
+    plan: &Plan,
+    rng: &mut R,
+) -> Result<Dealt> {
+    check_free(dir, plan)?;
+    let t0 = std::time::Instant::now();
+    let (key, shares) = plan.deal(rng)?;
+    let dealing = t0.elapsed();
+    let (public, share_paths) = write_ceremony(dir, plan, &key, &shares)?;
+    drop(shares);
+    Ok(Dealt {
+        key,
+        public,
+        shares: share_paths,
+        dealing,
+    })
+}
+
 /// Writes a dealt ceremony into `dir` (created 0700 if missing): the share
 /// files (0600) and the public file (0644), each created new and fsynced,
 /// then the directory. On any failure the files written so far are removed

@@ -385,19 +385,39 @@ impl ThresholdKey {
         self.delta.bits() + 2 * self.public.n().bits() + CHALLENGE_BITS + HIDING_BITS + 8
     }
 
-    /// `v^exp mod n^2` through the fixed-base table (built on the first call;
-    /// regular: the nonce `r` is secret). Falls back to a plain exponentiation
-    /// for an exponent wider than the table, which no honest proof has.
-    fn v_pow(&self, exp: &BigUint) -> BigUint {
-        let table = self.v_table.0.get_or_init(|| {
+    /// Builds the table of powers of `v` that every proof and verification
+    /// uses (about 10 MB at 2048 bits, tens of milliseconds), if not built
+    /// yet: call it on a thread of its own where the key is loaded, so the
+    /// first round does not wait for it. Clones of the key share the table.
+    pub fn precompute(&self) {
+        self.v_table();
+    }
+
+    fn v_table(&self) -> &crate::arith::FixedBaseTable {
+        self.v_table.0.get_or_init(|| {
             let bits = self.max_response_bits() as usize;
             crate::arith::FixedBaseTable::new(self.public.monty_n2(), &self.v, bits, 4)
-        });
-        if exp.bits() as usize <= table.max_bits() {
-            table.pow(exp)
-        } else {
-            self.public.monty_n2().pow(&self.v, exp)
+        })
+    }
+
+    /// `v^exp mod n^2` through the table (regular: the nonce `r` is secret).
+    /// `exp` is a nonce or a response already checked against
+    /// [`max_response_bits`](Self::max_response_bits).
+    fn v_pow(&self, exp: &BigUint) -> BigUint {
+        self.v_table().pow(exp)
+    }
+
+    /// Refuses a proof's challenge or response longer than an honest one's:
+    /// a long response would cost the verifier an exponentiation of its length.
+    fn check_proof_sizes(&self, index: u32, challenge: &BigUint, response: &BigUint) -> Result<()> {
+        let invalid = |reason: &'static str| Error::InvalidShare { index, reason };
+        if challenge.bits() > CHALLENGE_BITS {
+            return Err(invalid("the proof's challenge is too long"));
         }
+        if response.bits() > self.max_response_bits() {
+            return Err(invalid("the proof's response is too long"));
+        }
+        Ok(())
     }
 
     /// Checks a partial decryption of `c`: its index, range and proof.
@@ -420,9 +440,7 @@ impl ThresholdKey {
         if part.value.is_zero() || &part.value >= n2 || !part.value.gcd(n).is_one() {
             return Err(invalid("the partial decryption is not a unit mod n^2"));
         }
-        if part.challenge.bits() > CHALLENGE_BITS {
-            return Err(invalid("the proof's challenge is too long"));
-        }
+        self.check_proof_sizes(part.index, &part.challenge, &part.response)?;
         let mo = self.public.monty_n2();
         let c4 = mo.pow_vartime(c.value(), &BigUint::from(4u32));
         let ci2 = (&part.value * &part.value) % n2;
@@ -884,14 +902,7 @@ impl ThresholdKey {
         {
             return Err(invalid("a partial decryption is not a unit mod n^2"));
         }
-        if part.challenge.bits() > CHALLENGE_BITS {
-            return Err(invalid("the proof's challenge is too long"));
-        }
-        // An honest response has at most the nonce's bits plus one; a longer
-        // one would cost the verifier an exponentiation of its length.
-        if part.response.bits() > self.max_response_bits() {
-            return Err(invalid("the proof's response is too long"));
-        }
+        self.check_proof_sizes(part.index, &part.challenge, &part.response)?;
         let weights = batch_weights(self, part.index, cts, &part.values);
         let bases: Vec<&BigUint> = cts.iter().map(|c| c.value()).collect();
         let c_tilde = combine_weighted(self, &bases, 4, &weights);

@@ -74,9 +74,11 @@ fn a_wrong_partial_decryption_is_refused_naming_its_party() {
     let good = parts(&c, &[1, 2, 3]);
     let n2 = k.public_key().n_squared().clone();
     type Damage = fn(&mut PartialDecryption, &BigUint);
-    let cases: [(&str, Damage); 4] = [
+    let cases: [(&str, Damage); 5] = [
         ("value", |p, n2| p.value = (&p.value * 2u32) % n2),
         ("response", |p, _| p.response += 1u32),
+        // Too long to be honest: refused before it costs an exponentiation.
+        ("an over-long response", |p, _| p.response <<= 100_000),
         ("challenge", |p, _| p.challenge += 1u32),
         // Party 2's honest decryption claimed by party 4.
         ("index", |p, _| p.index = 4),
@@ -371,7 +373,7 @@ fn a_forged_batch_is_refused_naming_its_party() {
     let good = batch(&cts, &[3]).remove(0);
     let n2 = k.public_key().n_squared().clone();
     type Damage = fn(&mut BatchPartial, &BigUint);
-    let cases: [(&str, Damage); 6] = [
+    let cases: [(&str, Damage); 7] = [
         ("one value", |p, n2| {
             p.values[2] = (&p.values[2] * 2u32) % n2
         }),
@@ -384,6 +386,7 @@ fn a_forged_batch_is_refused_naming_its_party() {
         }),
         ("swapped values", |p, _| p.values.swap(0, 1)),
         ("response", |p, _| p.response += 1u32),
+        ("an over-long response", |p, _| p.response <<= 100_000),
         ("a value missing", |p, _| {
             p.values.pop();
         }),

@@ -92,6 +92,28 @@ fn intercept(
     log
 }
 
+/// Runs a threshold run whose every `Unmask` the coordinator sends is changed
+/// by `change` (given the recipient; `false` drops it) until the run stops,
+/// and checks that nobody revealed and nobody was asked to decrypt.
+fn tampered_unmasks_get_nothing(
+    n: usize,
+    t: u32,
+    mut change: impl FnMut(&str, &mut protocol::wire::Unmask) -> bool + 'static,
+) -> Sim {
+    let mut sim = threshold_sim(n, t, 1);
+    let log = intercept(&mut sim, move |f, to, env| match &mut env.body {
+        Body::Unmask(u) => {
+            assert_eq!(f, COORD);
+            change(to, u)
+        }
+        _ => true,
+    });
+    sim.run_until(50_000, |s| s.failure().is_some());
+    assert_eq!(count(&log, "reveal", None), 0);
+    assert_eq!(count(&log, "partial", None), 0);
+    sim
+}
+
 fn count(log: &Log, kind: &str, to: Option<&str>) -> usize {
     log.borrow()
         .iter()
@@ -353,17 +375,10 @@ fn members_decrypt_only_the_sum_their_set_agreed_on() {
 
 #[test]
 fn an_unmask_that_names_another_sum_gets_no_reveal() {
-    let mut sim = threshold_sim(3, 2, 1);
-    let log = intercept(&mut sim, |f, _, env| {
-        if let Body::Unmask(u) = &mut env.body {
-            assert_eq!(f, COORD);
-            u.sum_digest = Some(protocol::wire::Bytes(vec![7; 32]));
-        }
+    let sim = tampered_unmasks_get_nothing(3, 2, |_, u| {
+        u.sum_digest = Some(protocol::wire::Bytes(vec![7; 32]));
         true
     });
-    sim.run_until(50_000, |s| s.failure().is_some());
-    assert_eq!(count(&log, "reveal", None), 0);
-    assert_eq!(count(&log, "partial", None), 0);
     assert!(sim.rejected.iter().any(|(to, e)| to == "hospital-3"
         && e.to_string()
             .contains("not the one of the sum this node (the tail) sent")));
@@ -371,15 +386,10 @@ fn an_unmask_that_names_another_sum_gets_no_reveal() {
 
 #[test]
 fn an_unmask_without_a_sum_digest_is_refused_in_a_threshold_run() {
-    let mut sim = threshold_sim(3, 2, 1);
-    let log = intercept(&mut sim, |_, _, env| {
-        if let Body::Unmask(u) = &mut env.body {
-            u.sum_digest = None;
-        }
+    let sim = tampered_unmasks_get_nothing(3, 2, |_, u| {
+        u.sum_digest = None;
         true
     });
-    sim.run_until(50_000, |s| s.failure().is_some());
-    assert_eq!(count(&log, "reveal", None), 0);
     assert!(sim
         .rejected
         .iter()
@@ -500,17 +510,11 @@ fn a_member_restarted_during_decryption_is_replaced() {
 /// choosing: nobody reveals, so nobody is asked to decrypt it.
 #[test]
 fn an_unmask_for_another_attempt_gets_no_reveal() {
-    let mut sim = threshold_sim(3, 2, 1);
-    let log = intercept(&mut sim, |_, _, env| {
-        if let Body::Unmask(u) = &mut env.body {
-            u.epoch += 1000;
-            u.sum_digest = Some(protocol::wire::Bytes(vec![9; 32]));
-        }
+    let sim = tampered_unmasks_get_nothing(3, 2, |_, u| {
+        u.epoch += 1000;
+        u.sum_digest = Some(protocol::wire::Bytes(vec![9; 32]));
         true
     });
-    sim.run_until(50_000, |s| s.failure().is_some());
-    assert_eq!(count(&log, "reveal", None), 0);
-    assert_eq!(count(&log, "partial", None), 0);
     assert!(sim.rejected.iter().any(|(to, e)| to != COORD
         && e.to_string()
             .contains("only the ring of this node's current attempt")));
@@ -520,16 +524,9 @@ fn an_unmask_for_another_attempt_gets_no_reveal() {
 /// vouches for the digest), naming a sum of the coordinator's choosing.
 #[test]
 fn an_unmask_leaving_out_the_tail_gets_no_reveal() {
-    let mut sim = threshold_sim(5, 3, 1);
-    let log = intercept(&mut sim, |_, t, env| {
-        if let Body::Unmask(u) = &mut env.body {
-            u.members.pop();
-            u.sum_digest = Some(protocol::wire::Bytes(vec![9; 32]));
-            return u.members.iter().any(|m| m == t);
-        }
-        true
+    tampered_unmasks_get_nothing(5, 3, |to, u| {
+        u.members.pop();
+        u.sum_digest = Some(protocol::wire::Bytes(vec![9; 32]));
+        u.members.iter().any(|m| m == to)
     });
-    sim.run_until(50_000, |s| s.failure().is_some());
-    assert_eq!(count(&log, "reveal", None), 0);
-    assert_eq!(count(&log, "partial", None), 0);
 }

@@ -230,8 +230,6 @@ fn run_threshold_round(args: &BenchArgs, ts: &[u32]) -> Result<()> {
         "--threshold-hospitals: {h} is below the federation's minimum of 3"
     );
     let bins = binaries::locate()?;
-    let split = synthetic(h, args.scaling_rows, f, 7)?;
-    let eta = learning::eta_from_summed(0.001, split_rows(&split), h);
     let mut rows = Vec::new();
     for t in std::iter::once(None).chain(ts.iter().map(|&t| {
         Some(if t == 0 {
@@ -240,9 +238,6 @@ fn run_threshold_round(args: &BenchArgs, ts: &[u32]) -> Result<()> {
             t
         })
     })) {
-        let mut plan = bench_plan(h, args.scaling_rounds, eta, bits, "synthetic");
-        plan.transport = args.transport;
-        plan.threshold = t;
         let what = t.map_or("the coordinator's key".to_owned(), |t| {
             format!("a {t}-of-{h} threshold key")
         });
@@ -250,20 +245,16 @@ fn run_threshold_round(args: &BenchArgs, ts: &[u32]) -> Result<()> {
             "running {h} hospitals x {f} features, {bits} bits, {} rounds, {what} ...",
             args.scaling_rounds
         );
-        let (timings, diff, _) = run_checked(&bins, &plan, &split)
+        let cell = scaling_cell(args, &bins, bits, h, f, t)
             .with_context(|| format!("threshold benchmark run ({what})"))?;
+        let diff = cell.max_abs_weight_diff;
         ensure!(diff < 1e-6, "the run drifted from the twin: {diff:e}");
-        rows.push((t, timings.median_round_seconds, diff));
+        rows.push((t, cell.median_round_seconds, diff));
     }
     let single = rows[0].1;
-    println!(
-        "
-median round, {h} hospitals x {f} features, {bits} bits, {} transport",
-        match args.transport {
-            hospital_node::config::Transport::Relay => "relay",
-            hospital_node::config::Transport::Direct => "direct",
-        }
-    );
+    let transport = clap::ValueEnum::to_possible_value(&args.transport)
+        .map_or_else(String::new, |v| v.get_name().to_owned());
+    println!("\nmedian round, {h} hospitals x {f} features, {bits} bits, {transport} transport");
     println!(
         "{:<28} {:>10} {:>14}",
         "decryption", "round s", "x single key"
@@ -438,7 +429,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             for &h in &args.scaling_hospitals {
                 print!("{h:>10}");
                 for &f in &args.scaling_features {
-                    let cell = scaling_cell(args, &bins, bits, h, f)?;
+                    let cell = scaling_cell(args, &bins, bits, h, f, None)?;
                     print!(" {:>12.4}", cell.median_round_seconds);
                     use std::io::Write;
                     let _ = std::io::stdout().flush();
@@ -687,12 +678,14 @@ fn scaling_cell(
     bits: usize,
     h: usize,
     f: usize,
+    threshold: Option<u32>,
 ) -> Result<ScalingCell> {
     let split = synthetic(h, args.scaling_rows, f, 7)?;
     // A small step keeps the synthetic model well inside the fixed-point range.
     let eta = learning::eta_from_summed(0.001, split_rows(&split), h);
     let mut plan = bench_plan(h, args.scaling_rounds, eta, bits, "synthetic");
     plan.transport = args.transport;
+    plan.threshold = threshold;
     let (t, diff, _) = run_checked(bins, &plan, &split)
         .with_context(|| format!("scaling run: {bits} bits, {h} hospitals, {f} features"))?;
     Ok(ScalingCell {

@@ -289,20 +289,16 @@ fn provision(
     // The coordinator's limits follow from the data's real width.
     config.max_features = model_width(split, schema);
     if let Some(t) = plan.threshold {
-        // The ceremony's own steps (`key-ceremony deal`): check, deal, write
-        // the public file and one 0600 share per hospital, forget the factors.
+        // What `key-ceremony deal` does: check, deal, write the public file
+        // and one 0600 share per hospital, forget the factors.
         let ceremony = key_ceremony::Plan::new(names.to_vec(), Some(t), plan.key_bits)
             .context("the threshold key ceremony")?;
-        let (key, shares) = ceremony
-            .deal(&mut rand::rngs::OsRng)
-            .context("dealing the threshold key")?;
-        key_ceremony::files::write_ceremony(
+        key_ceremony::files::deal_into(
             &wd.join(nodes::CEREMONY_DIR),
             &ceremony,
-            &key,
-            &shares,
+            &mut rand::rngs::OsRng,
         )
-        .context("writing the threshold key's files")?;
+        .context("dealing the threshold key")?;
         config.threshold_key = Some(nodes::threshold_public(wd));
     }
     nodes::write_coordinator_config(wd, &config)

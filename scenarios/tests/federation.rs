@@ -28,6 +28,17 @@ fn results(out: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
 }
 
+/// python-paillier's published table, line for line, in what `diabetes` printed.
+fn assert_published_table(stdout: &str) {
+    for line in [
+        "hospital-1      130         3933.78        3695.77",
+        "hospital-2      130         4176.48        3855.14",
+        "hospital-3      130         3795.95        3598.63",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
+
 /// python-paillier's published table, to the two decimals it prints, from the
 /// encrypted multi-process run.
 #[test]
@@ -36,13 +47,7 @@ fn seed_table_reproduced_by_the_encrypted_federation() {
     let out = dir.path().join("out");
     let (ok, stdout, stderr) = scenarios(&["diabetes", "--key-bits", "2048"], &out);
     assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    for line in [
-        "hospital-1      130         3933.78        3695.77",
-        "hospital-2      130         4176.48        3855.14",
-        "hospital-3      130         3795.95        3598.63",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    assert_published_table(&stdout);
     assert!(
         stdout.contains("verified: encrypted multi-process weights equal"),
         "{stdout}"
@@ -80,13 +85,7 @@ fn the_published_table_is_exact_with_a_threshold_key_the_coordinator_never_holds
         &out,
     );
     assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    for line in [
-        "hospital-1      130         3933.78        3695.77",
-        "hospital-2      130         4176.48        3855.14",
-        "hospital-3      130         3795.95        3598.63",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
-    }
+    assert_published_table(&stdout);
     let r = results(&out);
     assert_eq!(r["plan"]["threshold"], 2, "{}", r["plan"]);
     let wd = stdout

@@ -81,6 +81,7 @@ fn deal(
 ) -> Result<()> {
     // Everything that can be refused is refused before minutes of dealing.
     let plan = Plan::new(hospitals, threshold, key_bits).context("the ceremony's plan")?;
+    // Refused before minutes of dealing when a file exists.
     files::check_free(&out, &plan)?;
     eprintln!(
         "dealing a {}-of-{} key of {} bits (safe primes: this takes a while)",
@@ -88,24 +89,19 @@ fn deal(
         plan.hospitals().len(),
         plan.key_bits()
     );
-    let t0 = std::time::Instant::now();
-    let (key, shares) = plan.deal(&mut rand::rngs::OsRng)?;
-    let dealt = t0.elapsed();
-    let (public, share_paths) = files::write_ceremony(&out, &plan, &key, &shares)?;
-    // The shares are wiped as they drop; the factorization already is.
-    drop(shares);
+    let dealt = files::deal_into(&out, &plan, &mut rand::rngs::OsRng)?;
     println!(
         "dealt in {:.1} s: a {}-of-{} threshold key, fingerprint {}",
-        dealt.as_secs_f64(),
+        dealt.dealing.as_secs_f64(),
         plan.threshold(),
         plan.hospitals().len(),
-        key.public_key().fingerprint()
+        dealt.key.public_key().fingerprint()
     );
     println!(
         "public key, threshold and verification keys (every node): {}",
-        public.display()
+        dealt.public.display()
     );
-    for (h, p) in plan.hospitals().iter().zip(&share_paths) {
+    for (h, p) in plan.hospitals().iter().zip(&dealt.shares) {
         println!("share for {h} only (0600): {}", p.display());
     }
     println!(

@@ -342,6 +342,18 @@ struct Attempt {
     sent_digest: Option<Vec<u8>>,
 }
 
+/// The latest `Unmask` this node committed for, as it confirms it to the
+/// other members.
+struct UnmaskRequest {
+    /// The attempt it is for.
+    epoch: u64,
+    /// Threshold runs: the digest of the sum to decrypt.
+    digest: Option<Vec<u8>>,
+    /// The commit hash sent in `PeerCommit` (binding the set, and in
+    /// threshold runs the epoch and digest).
+    hash: Vec<u8>,
+}
+
 /// The current round: what holds across its attempts.
 struct RoundState {
     round: u32,
@@ -357,9 +369,8 @@ struct RoundState {
     peer_commits: BTreeMap<String, Vec<u8>>,
     /// Whether the reveal for the latest `Unmask` went out.
     revealed: bool,
-    /// The latest `Unmask`'s attempt and sum digest (threshold runs bind the
-    /// digest into the commit hash).
-    unmask: Option<(u64, Option<Vec<u8>>)>,
+    /// The latest `Unmask` this node committed for.
+    unmask: Option<UnmaskRequest>,
     /// Threshold runs: the attempt and sum digest every member of the set
     /// agreed on before this node revealed: the one sum it decrypts.
     agreed: Option<(u64, Vec<u8>)>,
@@ -996,16 +1007,16 @@ impl HospitalMachine {
                 s.key_fingerprint
             )));
         }
-        if self.config.key_share.is_some() && !s.params.masks {
-            return Err(Error::PolicyRefused {
-                peer: from.to_owned(),
-                kind: "setup",
-                reason: "a run under the threshold key needs masks (members agree on the sum \
-                         they decrypt while committing to its set)"
-                    .into(),
-            });
-        }
         if let Some(share) = &self.config.key_share {
+            if !s.params.masks {
+                return Err(Error::PolicyRefused {
+                    peer: from.to_owned(),
+                    kind: "setup",
+                    reason: "a run under the threshold key needs masks (members agree on the \
+                             sum they decrypt while committing to its set)"
+                        .into(),
+                });
+            }
             let theirs = share.key().public_key();
             if *theirs != pk {
                 return Err(Error::PolicyRefused {
@@ -1121,6 +1132,12 @@ impl HospitalMachine {
         // could be handed the table's own parallel work.
         let table_key = pk.clone();
         std::thread::spawn(move || table_key.precompute());
+        // Likewise the threshold key's table of v, which the partial
+        // decryption's proof uses (shared by the share's clones of the key).
+        if let Some(share) = &self.config.key_share {
+            let key = share.key().clone();
+            std::thread::spawn(move || key.precompute());
+        }
         if self.run.as_ref().is_some_and(|r| r.run_id != run_id) {
             // Another run: nothing of the old one may leak into it.
             self.deferred.retain(|(_, e)| e.run_id == run_id);
@@ -1771,7 +1788,6 @@ impl HospitalMachine {
         }
         let r = self.round.as_mut().expect("present");
         r.revealed = false;
-        r.unmask = Some((u.epoch, u.sum_digest.as_ref().map(|d| d.0.clone())));
         let run_id = &self.run.as_ref().expect("checked").run_id;
         let hash = state::set_hash(
             run_id,
@@ -1779,6 +1795,11 @@ impl HospitalMachine {
             &u.members,
             u.sum_digest.as_ref().map(|d| (u.epoch, &d.0[..])),
         );
+        r.unmask = Some(UnmaskRequest {
+            epoch: u.epoch,
+            digest: u.sum_digest.map(|d| d.0),
+            hash: hash.clone(),
+        });
         for peer in u.members.iter().filter(|n| **n != me) {
             let body = Body::PeerCommit(PeerCommit {
                 set_hash: Bytes(hash.clone()),
@@ -1808,14 +1829,12 @@ impl HospitalMachine {
         if r.revealed {
             return Ok(());
         }
-        let digest = r.unmask.as_ref().and_then(|(_, d)| d.clone());
-        let epoch = r.unmask.as_ref().map_or(0, |(e, _)| *e);
-        let hash = state::set_hash(
-            &run_id,
-            round,
-            members,
-            digest.as_deref().map(|d| (epoch, d)),
-        );
+        // The hash this node sent for the latest Unmask; a committed node
+        // restarted before any Unmask reached it confirms the set alone.
+        let hash = match &r.unmask {
+            Some(u) => u.hash.clone(),
+            None => state::set_hash(&run_id, round, members, None),
+        };
         for peer in members.iter().filter(|n| **n != me) {
             match r.peer_commits.get(peer) {
                 None => return Ok(()),
@@ -1849,8 +1868,13 @@ impl HospitalMachine {
             pair_seeds,
         };
         r.revealed = true;
-        if let (Some((epoch, _)), Some(d)) = (&r.unmask, digest) {
-            r.agreed = Some((*epoch, d));
+        if let Some(UnmaskRequest {
+            epoch,
+            digest: Some(d),
+            ..
+        }) = &r.unmask
+        {
+            r.agreed = Some((*epoch, d.clone()));
         }
         self.send_coordinator(round, Body::Reveal(reveal));
         Ok(())
