@@ -530,3 +530,78 @@ fn an_unmask_leaving_out_the_tail_gets_no_reveal() {
         u.members.iter().any(|m| m == to)
     });
 }
+
+/// A member replaced just before the decryption deadline has a full timeout
+/// to answer: the deadline blames only members asked a whole timeout ago,
+/// so one late loss costs one spare, not two.
+#[test]
+fn a_member_asked_late_is_not_blamed_at_an_earlier_members_deadline() {
+    // 3 of 5: two spares. One asked member is silent; another drops its
+    // connection just before the deadline, so a spare is asked then.
+    let mut sim = threshold_sim(5, 3, 1);
+    let asked = until_decrypting(&mut sim);
+    assert_eq!(asked.len(), 3, "{asked:?}");
+    sim.kill(&asked[0], false);
+    sim.kill(&asked[1], false);
+    // The third asked member answers in time.
+    sim.run_until(1_000, |s| s.in_flight.is_empty());
+    let deadline = sim
+        .coord
+        .as_ref()
+        .unwrap()
+        .next_deadline()
+        .expect("a deadline");
+    sim.now = deadline - std::time::Duration::from_millis(1);
+    let now = sim.now;
+    sim.coord.as_mut().unwrap().peer_lost(now, &asked[1]);
+    sim.collect();
+    sim.run_until(200_000, |s| {
+        s.completed_rounds() == 1 || s.failure().is_some()
+    });
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+    let late = sim
+        .rejected
+        .iter()
+        .filter(|(to, e)| to == COORD && e.to_string().contains("not asked"))
+        .count();
+    assert_eq!(late, 0, "{:?}", sim.rejected);
+}
+
+/// An `Abort` from a member while the sum is being decrypted is that
+/// member's loss for this decryption only: another member is asked and the
+/// round completes with the same set, without a retry.
+#[test]
+fn an_abort_during_decryption_costs_only_that_members_partial() {
+    let mut sim = threshold_sim(3, 2, 1);
+    let asked = until_decrypting(&mut sim);
+    let who = asked[0].clone();
+    // Its Decrypt is lost and it aborts instead.
+    sim.in_flight
+        .retain(|p| !(p.to == who && p.env.body.kind() == "decrypt"));
+    let (run_id, round, epoch) = sim
+        .in_flight
+        .iter()
+        .find_map(|p| match &p.env.body {
+            Body::Decrypt(d) => Some((p.env.run_id.clone(), p.env.round, d.epoch)),
+            _ => None,
+        })
+        .expect("another decrypt");
+    let abort = protocol::wire::Envelope::new(
+        run_id,
+        round,
+        who.clone(),
+        Body::Abort(protocol::wire::Abort {
+            epoch,
+            reason: "the operator stopped it".into(),
+            dropped: vec![],
+            committed: None,
+            deterministic: false,
+        }),
+    );
+    let before = sim.aborts();
+    sim.inject(&who, COORD, abort).expect("taken");
+    sim.run_to_end();
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+    assert_eq!(sim.aborts(), before, "no retry of the round");
+    assert_eq!(rings(&sim)[0].len(), 3, "the same set");
+}

@@ -218,8 +218,9 @@ enum Step {
         cts: Vec<paillier::Ciphertext>,
         /// The revealed masks, removed once the sum is decrypted.
         masks: Vec<MaskSet>,
-        /// Members asked for their partial decryption.
-        asked: BTreeSet<String>,
+        /// Members asked for their partial decryption, with when: each has a
+        /// whole `round_timeout` from its own request to answer.
+        asked: BTreeMap<String, Instant>,
         /// Valid partial decryptions, by member.
         partials: BTreeMap<String, paillier::threshold::VerifiedBatch>,
         /// Members that cannot give one this round, and why (an invalid
@@ -545,19 +546,21 @@ impl CoordinatorMachine {
                 Step::Decrypting {
                     asked, partials, ..
                 } => {
+                    // Only members asked a whole timeout ago are late: one
+                    // asked in place of a member lost just before this
+                    // deadline still has its own time.
+                    let timeout = self.config.round_timeout;
                     let silent: Vec<String> = asked
                         .iter()
-                        .filter(|n| !partials.contains_key(*n))
-                        .cloned()
+                        .filter(|(n, at)| !partials.contains_key(*n) && **at + timeout <= now)
+                        .map(|(n, _)| n.clone())
                         .collect();
                     let round = rs.round;
                     for name in silent {
                         let why = format!("no partial decryption of round {} in time", round + 1);
                         self.decryption_lost(now, &name, &why);
                     }
-                    if let Phase::Round(rs) = &mut self.phase {
-                        rs.deadline = now + self.config.round_timeout;
-                    }
+                    self.decryption_deadline(now);
                 }
                 Step::Acking { acked, .. } => {
                     let missing: Vec<String> = rs

@@ -402,12 +402,12 @@ impl CoordinatorMachine {
                 rs.step = Step::Decrypting {
                     cts,
                     masks,
-                    asked: BTreeSet::new(),
+                    asked: BTreeMap::new(),
                     partials: BTreeMap::new(),
                     unavailable: BTreeMap::new(),
                 };
-                rs.deadline = now + self.config.round_timeout;
-                self.ask_partials();
+                self.ask_partials(now);
+                self.decryption_deadline(now);
                 return Ok(());
             }
         };
@@ -430,7 +430,7 @@ impl CoordinatorMachine {
     /// still answer (connected, not refused this round), starting at a
     /// member that rotates with the round so the work is shared. Fails the
     /// run when fewer than `t` can.
-    pub(super) fn ask_partials(&mut self) {
+    pub(super) fn ask_partials(&mut self, now: Instant) {
         let Some(t) = self.sk.threshold().map(|t| t.threshold() as usize) else {
             return;
         };
@@ -448,7 +448,7 @@ impl CoordinatorMachine {
             return;
         };
         let outstanding = asked
-            .iter()
+            .keys()
             .filter(|n| !partials.contains_key(*n) && !unavailable.contains_key(*n))
             .count();
         let need = t.saturating_sub(partials.len() + outstanding);
@@ -456,7 +456,7 @@ impl CoordinatorMachine {
         let start = rs.round as usize % len;
         let fresh: Vec<String> = (0..len)
             .map(|k| &rs.ring[(start + k) % len])
-            .filter(|n| !asked.contains(*n) && !unavailable.contains_key(*n))
+            .filter(|n| !asked.contains_key(*n) && !unavailable.contains_key(*n))
             .filter(|n| self.nodes[*n].connected)
             .take(need)
             .cloned()
@@ -469,7 +469,7 @@ impl CoordinatorMachine {
             why.extend(
                 rs.ring
                     .iter()
-                    .filter(|n| !asked.contains(*n) && !unavailable.contains_key(*n))
+                    .filter(|n| !asked.contains_key(*n) && !unavailable.contains_key(*n))
                     .filter(|n| !self.nodes[*n].connected)
                     .map(|n| format!("{n}: not connected")),
             );
@@ -486,7 +486,7 @@ impl CoordinatorMachine {
             self.fail(err);
             return;
         }
-        asked.extend(fresh.iter().cloned());
+        asked.extend(fresh.iter().map(|n| (n.clone(), now)));
         let codec = self.codec.as_ref().expect("a running round has a codec");
         let body = Body::Decrypt(codec.to_wire(rs.epoch, cts));
         let round = rs.round;
@@ -498,7 +498,7 @@ impl CoordinatorMachine {
     /// Threshold runs: `name` will give no partial decryption this round
     /// (`why`); asks another member if it was asked. `true` if the round is
     /// being decrypted (the loss is handled here, whatever else it means).
-    pub(super) fn decryption_lost(&mut self, _now: Instant, name: &str, why: &str) -> bool {
+    pub(super) fn decryption_lost(&mut self, now: Instant, name: &str, why: &str) -> bool {
         let Phase::Round(rs) = &mut self.phase else {
             return false;
         };
@@ -517,10 +517,34 @@ impl CoordinatorMachine {
         unavailable
             .entry(name.to_owned())
             .or_insert_with(|| why.to_owned());
-        if asked.contains(name) {
-            self.ask_partials();
+        if asked.contains_key(name) {
+            self.ask_partials(now);
         }
         true
+    }
+
+    /// Threshold runs: the round's deadline is the earliest of the
+    /// outstanding requests' own deadlines.
+    pub(super) fn decryption_deadline(&mut self, now: Instant) {
+        let timeout = self.config.round_timeout;
+        let Phase::Round(rs) = &mut self.phase else {
+            return;
+        };
+        let Step::Decrypting {
+            asked,
+            partials,
+            unavailable,
+            ..
+        } = &rs.step
+        else {
+            return;
+        };
+        rs.deadline = asked
+            .iter()
+            .filter(|(n, _)| !partials.contains_key(*n) && !unavailable.contains_key(*n))
+            .map(|(_, at)| *at + timeout)
+            .min()
+            .unwrap_or(now + timeout);
     }
 
     pub(super) fn on_partial(
@@ -555,7 +579,7 @@ impl CoordinatorMachine {
                 why: "no sum is being decrypted".into(),
             });
         };
-        if !asked.contains(from) || unavailable.contains_key(from) {
+        if !asked.contains_key(from) || unavailable.contains_key(from) {
             return Err(Error::Unexpected {
                 peer: from.to_owned(),
                 kind: "partial",
@@ -583,7 +607,7 @@ impl CoordinatorMachine {
             Err(e) => {
                 let why = format!("its partial decryption is invalid: {e}");
                 unavailable.insert(from.to_owned(), why.clone());
-                self.ask_partials();
+                self.ask_partials(now);
                 return Err(Error::InvalidMessage {
                     peer: from.to_owned(),
                     kind: "partial",
@@ -732,7 +756,20 @@ impl CoordinatorMachine {
         // Only a member of the attempt under way may abort it (a dropped
         // member aiming at the retry's epoch would otherwise exhaust the
         // round's attempts).
-        self.current_round(from, "abort", round, a.epoch)?;
+        let rs = self.current_round(from, "abort", round, a.epoch)?;
+        if matches!(rs.step, Step::Decrypting { .. }) {
+            // Every member revealed: the set is fixed and needs only t
+            // partial decryptions, so an abort now (whoever caused it) is
+            // this member's loss for this decryption, not a retry.
+            if a.deterministic {
+                if let Some(n) = self.nodes.get_mut(from) {
+                    n.excluded = Some(a.reason.clone());
+                }
+            }
+            let why = format!("it aborted: {}", a.reason);
+            self.decryption_lost(now, from, &why);
+            return Ok(());
+        }
         if a.deterministic {
             // Retrying with this hospital cannot help. When the others are
             // enough, they go on without it (its data alone may be at fault);
