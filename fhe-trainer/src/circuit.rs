@@ -10,8 +10,8 @@
 //!   public metadata, so a plan that passes in [`ClearBackend`] is valid
 //!   under encryption too;
 //! * **table lookups** ([`Table`]): one programmable bootstrap each, any
-//!   function from 16 inputs to 16 outputs; a product of two 2-bit blocks is a
-//!   lookup on `4a + b`.
+//!   function from 16 inputs to 16 outputs; a product of two small blocks is a
+//!   lookup on `k a + b` (`b < k`).
 //!
 //! A [`Val`] carries its block plus public metadata: the largest raw value it
 //! can hold, its noise weight, and an affine encoding `real = offset +
@@ -193,12 +193,20 @@ fn sum<B: Backend>(be: &B, vals: &[&Val<B::Ct>]) -> Val<B::Ct> {
     out
 }
 
-/// Packs two 2-bit values into one block `4a + b` for a bivariate lookup.
-fn pack<B: Backend>(be: &B, a: &Val<B::Ct>, b: &Val<B::Ct>) -> B::Ct {
-    assert!(a.max < 4 && b.max < 4, "packing needs 2-bit operands");
-    assert!(16 * a.norm2 + b.norm2 <= MAX_NORM2, "packing noise weight");
+/// Packs two small values into one block `k a + b` for a bivariate lookup
+/// (`b < k`, so the pair is recoverable).
+fn pack<B: Backend>(be: &B, k: u8, a: &Val<B::Ct>, b: &Val<B::Ct>) -> B::Ct {
+    assert!(b.max < k, "packing needs b < k");
+    assert!(
+        u32::from(k) * u32::from(a.max) + u32::from(b.max) <= u32::from(MAX_RAW),
+        "packing overflows a block"
+    );
+    assert!(
+        u32::from(k) * u32::from(k) * a.norm2 + b.norm2 <= MAX_NORM2,
+        "packing noise weight"
+    );
     let mut ct = a.ct.clone();
-    be.scalar_mul_assign(&mut ct, 4);
+    be.scalar_mul_assign(&mut ct, k);
     be.add_assign(&mut ct, &b.ct);
     ct
 }
@@ -217,23 +225,20 @@ pub struct CircuitConfig {
     /// Number of levels of the master weights is `4 * (hi_max + 1)`;
     /// `hi_max <= 11` so a carry fits.
     pub hi_max: u8,
-    /// Magnitude of the non-zero forward (ternary) weight.
+    /// Largest magnitude of the 5-level forward weight, whose levels are
+    /// `{-s, -s/2, 0, s/2, s}`.
     pub forward_step: f64,
-    /// Largest |real| a forward partial sum keeps when it is requantized.
+    /// Largest |real| the margin accumulator keeps, rounded to a multiple of
+    /// the product step `s / 2` and at most [`ACC_HALF`] of them.
     pub forward_clip: f64,
     /// Largest |real| a gradient partial sum keeps when it is requantized.
     pub backward_clip: f64,
-    /// Largest raw value of a requantized partial sum in the reduction
-    /// trees (2, 4 or 6): `tree_max + 1` levels over `[-clip, clip]`.
+    /// Largest raw value of a requantized partial sum in the gradient
+    /// reduction tree (2, 4 or 6): `tree_max + 1` levels over `[-clip, clip]`.
     /// Finer grids cost lookups: groups of `15 / tree_max` values per sum.
     pub tree_max: u8,
     /// Probabilities the four sigmoid output levels stand for.
     pub sigmoid_levels: [f64; 4],
-    /// Per feature, the inner level `r` of the 2-bit feature encoding, whose
-    /// levels are `[-1, -r, r, 1]`, a multiple of [`RATIO_GRID`] in (0, 1].
-    /// `encode::Quantizer` uses the public constant `INNER_RATIO` for every
-    /// feature.
-    pub feature_ratios: Vec<f64>,
 }
 
 impl CircuitConfig {
@@ -245,12 +250,21 @@ impl CircuitConfig {
             learning_rate: 0.3,
             parameters_range: (-1.0, 1.0),
             hi_max: 11,
-            forward_step: 0.7,
-            forward_clip: 2.0,
+            forward_step: 1.0,
+            forward_clip: 2.5,
             backward_clip: 2.0,
             tree_max: 4,
             sigmoid_levels: [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0],
-            feature_ratios: vec![crate::encode::INNER_RATIO; n_features],
+        }
+    }
+
+    /// Half-range of the margin accumulator in product steps `s / 2`.
+    fn acc_half(&self) -> u8 {
+        let steps = (self.forward_clip / (self.forward_step / 2.0)).round();
+        if steps.is_finite() && steps >= 1.0 {
+            (steps as u8).min(ACC_HALF)
+        } else {
+            0
         }
     }
 
@@ -299,33 +313,27 @@ impl CircuitConfig {
                 return Err(Error::Config(format!("{name} {v} must be positive")));
             }
         }
-        if self.feature_ratios.len() != self.n_features {
+        if self.acc_half() == 0 {
             return Err(Error::Config(format!(
-                "{} feature ratios for {} features",
-                self.feature_ratios.len(),
-                self.n_features
-            )));
-        }
-        // Ratios are public: only a coarse grid is accepted, so a config can
-        // never carry fine statistics of the data.
-        if let Some(r) = self.feature_ratios.iter().find(|r| {
-            let k = **r / RATIO_GRID;
-            !(r.is_finite() && k.fract() == 0.0 && (1.0..=1.0 / RATIO_GRID).contains(&k))
-        }) {
-            return Err(Error::Config(format!(
-                "feature ratio {r} is not a multiple of {RATIO_GRID} in (0, 1]"
+                "forward_clip {} is less than one product step {}",
+                self.forward_clip,
+                self.forward_step / 2.0
             )));
         }
         Ok(())
     }
 }
 
-/// The public grid of feature ratios a config may carry.
-pub const RATIO_GRID: f64 = 0.125;
-
-/// Levels of the bias column (its value is always level 3, i.e. 1.0, or
-/// level 0 after the label flip).
-const BIAS_LEVELS: [f64; 4] = [-1.0, -1.0 / 3.0, 1.0 / 3.0, 1.0];
+/// Levels of every feature index (and of the bias column, whose value is
+/// always index 2, i.e. 1.0, or index 0 after the label flip).
+pub const X_LEVELS: [f64; 3] = [-1.0, 0.0, 1.0];
+/// Feature indices per column: `0..X_INDICES`.
+pub const X_INDICES: u8 = 3;
+/// Forward weight indices: `0..FWD_INDICES` for `{-s, -s/2, 0, s/2, s}`.
+pub const FWD_INDICES: u8 = 5;
+/// Most product steps either side of 0 the margin accumulator keeps: its
+/// raw range `0..=2 * ACC_HALF` plus one product (`0..=4`) fits a block.
+pub const ACC_HALF: u8 = 5;
 
 /// Everything derived from a [`CircuitConfig`]: encodings and tables. Both the
 /// data owner and the server build the same plan from the same config.
@@ -338,12 +346,16 @@ pub struct Plan {
     zero_index: u16,
     /// Encoding of a forward product (x * forward weight), raw `0..=4`.
     fprod_enc: Enc,
-    /// Forward product table of each column.
-    fprod: Vec<Table>,
+    /// Forward product table (on `3 f + x`).
+    fprod: Table,
+    /// Encoding of the margin accumulator, raw `0..=2 acc_half`.
+    acc_enc: Enc,
+    /// Its raw maximum.
+    acc_max: u8,
     /// Encoding of a backward product (x * sigmoid level), raw `0..=6`.
     bprod_enc: Enc,
-    /// Backward product table of each column.
-    bprod: Vec<Table>,
+    /// Backward product table (on `4 x + a`).
+    bprod: Table,
     /// Carry of `lo + update` (offset by 2) and its new low digit.
     carry: Table,
     low: Table,
@@ -366,33 +378,28 @@ impl Plan {
         let zero_index = (-wlo / delta).round() as u16;
         let s = config.forward_step;
         let fprod_enc = Enc::symmetric(s, FPROD_MAX);
-        let mut x_levels: Vec<[f64; 4]> = config
-            .feature_ratios
-            .iter()
-            .map(|&r| [-1.0, -r, r, 1.0])
-            .collect();
-        x_levels.push(BIAS_LEVELS);
-        let fprod = x_levels
-            .iter()
-            .map(|lv| {
-                Table::from_fn(15, |r| {
-                    let (xi, fi) = (r / 4, r % 4);
-                    let fw = s * (f64::from(fi.min(2)) - 1.0);
-                    fprod_enc.quantize(lv[usize::from(xi)] * fw, FPROD_MAX)
-                })
-            })
-            .collect();
+        // Input 3 f + x: forward index f in 0..5, feature index x in 0..3.
+        let fprod = Table::from_fn(FWD_INDICES * X_INDICES - 1, |r| {
+            let (fi, xi) = (r / X_INDICES, r % X_INDICES);
+            let fw = s / 2.0 * (f64::from(fi) - 2.0);
+            fprod_enc.quantize(X_LEVELS[usize::from(xi)] * fw, FPROD_MAX)
+        });
+        let half = config.acc_half();
+        // The product's scale exactly, so accumulator and products can be summed.
+        let acc_enc = Enc {
+            scale: fprod_enc.scale,
+            offset: -f64::from(half) * fprod_enc.scale,
+        };
         let bprod_enc = Enc::symmetric(1.0, BPROD_MAX);
         let a_levels = config.sigmoid_levels;
-        let bprod = x_levels
-            .iter()
-            .map(|lv| {
-                Table::from_fn(15, |r| {
-                    let (xi, ai) = (r / 4, r % 4);
-                    bprod_enc.quantize(lv[usize::from(xi)] * a_levels[usize::from(ai)], BPROD_MAX)
-                })
-            })
-            .collect();
+        // Input 4 x + a: feature index x in 0..3, sigmoid index a in 0..4.
+        let bprod = Table::from_fn(4 * (X_INDICES - 1) + 3, |r| {
+            let (xi, ai) = (r / 4, r % 4);
+            bprod_enc.quantize(
+                X_LEVELS[usize::from(xi)] * a_levels[usize::from(ai)],
+                BPROD_MAX,
+            )
+        });
         // Update: lo + d in 0..=15 with d = delta_steps + update_max.
         let update_max = (MAX_RAW - (LO_LEVELS - 1)) / 2;
         let carry = Table::from_fn(MAX_RAW, |r| {
@@ -409,6 +416,8 @@ impl Plan {
             zero_index,
             fprod_enc,
             fprod,
+            acc_enc,
+            acc_max: 2 * half,
             bprod_enc,
             bprod,
             carry,
@@ -450,12 +459,13 @@ impl Plan {
         self.zero_index
     }
 
-    /// Ternary forward weight (0, 1, 2 for -1, 0, +1 steps) of a high digit.
+    /// 5-level forward weight (0..=4 for -s, -s/2, 0, s/2, s) of a high
+    /// digit.
     fn forward_of_hi(&self, hi: u8) -> u8 {
         // Use the bucket centre so the forward weight does not depend on lo.
         let w = self.weight_value(u16::from(hi) * u16::from(LO_LEVELS) + 1) + self.delta / 2.0;
-        let s = self.config.forward_step;
-        ((w / s).round().clamp(-1.0, 1.0) + 1.0) as u8
+        let h = self.config.forward_step / 2.0;
+        ((w / h).round().clamp(-2.0, 2.0) + 2.0) as u8
     }
 
     /// Splits a weight index into its `(hi, lo, forward)` blocks.
@@ -496,12 +506,13 @@ pub struct WeightState<C> {
     pub hi: Vec<C>,
     /// Low digit of each master weight, `0..4`.
     pub lo: Vec<C>,
-    /// Ternary forward weight derived from `hi`, `0..=2`.
+    /// 5-level forward weight derived from `hi`, `0..=4`.
     pub fwd: Vec<C>,
 }
 
-/// One encrypted batch: 2-bit feature indices of `x * (1 - 2y)`, bias column
-/// last, so that the label never travels on its own.
+/// One encrypted batch: 3-level feature indices (`0..3` for -1, 0, 1) of
+/// `x * (1 - 2y)`, bias column last, so that the label never travels on its
+/// own.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BatchData<C> {
     /// `rows[i][j]`, `j < n_features + 1`.
@@ -586,6 +597,15 @@ const INDEX_ENC: Enc = Enc {
 };
 
 /// Forward pass: margin sigmoid level (raw 0..4) of every row.
+///
+/// Each product `x_ij f_j` is one lookup on `3 f + x`, exact on the grid
+/// `s / 2`. The margin is accumulated column by column in one block per row:
+/// the first three products are summed (raw <= 12) and clipped onto the
+/// accumulator (`+-acc_half` product steps, one lookup), then each further
+/// product is added (raw <= 2 acc_half + 4 <= 14) and clipped again (one
+/// lookup); the last sum goes straight into the sigmoid lookup. So the
+/// margin is exact on the product grid while the partial sums stay within
+/// the clip: `c - 2` lookups per row for `c >= 4` columns.
 fn forward<B: Backend>(be: &B, plan: &Plan, fwd: &[B::Ct], rows: &[Vec<B::Ct>]) -> Vec<Val<B::Ct>> {
     let cols = plan.n_columns();
     let packed: Vec<B::Ct> = rows
@@ -594,43 +614,62 @@ fn forward<B: Backend>(be: &B, plan: &Plan, fwd: &[B::Ct], rows: &[Vec<B::Ct>]) 
             row.iter().zip(fwd).map(|(x, f)| {
                 pack(
                     be,
-                    &fresh(x.clone(), 3, INDEX_ENC),
-                    &fresh(f.clone(), 2, INDEX_ENC),
+                    X_INDICES,
+                    &fresh(f.clone(), FWD_INDICES - 1, INDEX_ENC),
+                    &fresh(x.clone(), X_INDICES - 1, INDEX_ENC),
                 )
             })
         })
         .collect();
-    let jobs: Vec<(&B::Ct, &Table)> = packed
+    let jobs: Vec<(&B::Ct, &Table)> = packed.iter().map(|c| (c, &plan.fprod)).collect();
+    let prods: Vec<Val<B::Ct>> = be
+        .lookups(&jobs)
+        .into_iter()
+        .map(|ct| fresh(ct, FPROD_MAX, plan.fprod_enc))
+        .collect();
+    let prods: Vec<&[Val<B::Ct>]> = prods.chunks(cols).collect();
+    // Running sums, one per row, advanced one column at a time; every row
+    // takes the same steps, so each step is one parallel call.
+    let first = cols.min(3);
+    let mut accs: Vec<Val<B::Ct>> = prods
         .iter()
-        .enumerate()
-        .map(|(k, c)| (c, &plan.fprod[k % cols]))
+        .map(|p| sum(be, &p[..first].iter().collect::<Vec<_>>()))
         .collect();
-    let prods = be.lookups(&jobs);
-    let sets: Vec<Vec<Val<B::Ct>>> = prods
-        .chunks(cols)
-        .map(|c| {
-            c.iter()
-                .map(|ct| fresh(ct.clone(), FPROD_MAX, plan.fprod_enc))
-                .collect()
-        })
-        .collect();
-    let margins = reduce_many(be, sets, plan.config.forward_clip, plan.config.tree_max);
-    let tables: Vec<Table> = margins
+    let mut next = first;
+    while next < cols {
+        let clip_tables: Vec<Table> = accs
+            .iter()
+            .map(|a| {
+                Table::from_fn(a.max, |r| {
+                    plan.acc_enc.quantize(a.enc.real(r), plan.acc_max)
+                })
+            })
+            .collect();
+        let jobs: Vec<(&B::Ct, &Table)> = accs
+            .iter()
+            .zip(&clip_tables)
+            .map(|(a, t)| (&a.ct, t))
+            .collect();
+        accs = be
+            .lookups(&jobs)
+            .into_iter()
+            .zip(&prods)
+            .map(|(ct, p)| sum(be, &[&fresh(ct, plan.acc_max, plan.acc_enc), &p[next]]))
+            .collect();
+        next += 1;
+    }
+    let tables: Vec<Table> = accs
         .iter()
         .map(|m| Table::from_fn(m.max, |r| plan.sigmoid_index(m.enc.real(r))))
         .collect();
-    let jobs: Vec<(&B::Ct, &Table)> = margins
-        .iter()
-        .zip(&tables)
-        .map(|(m, t)| (&m.ct, t))
-        .collect();
+    let jobs: Vec<(&B::Ct, &Table)> = accs.iter().zip(&tables).map(|(m, t)| (&m.ct, t)).collect();
     be.lookups(&jobs)
         .into_iter()
         .map(|ct| fresh(ct, 3, INDEX_ENC))
         .collect()
 }
 
-/// One SGD step on one batch. `rows` hold 2-bit indices of `x * (1 - 2y)`
+/// One SGD step on one batch. `rows` hold 3-level indices of `x * (1 - 2y)`
 /// with the bias column last; the state is updated in place.
 pub fn train_batch<B: Backend>(
     be: &B,
@@ -658,16 +697,12 @@ pub fn train_batch<B: Backend>(
     // Backward products x'_ij * a_i, then per-column reduction over rows.
     let packed: Vec<B::Ct> = (0..cols)
         .flat_map(|j| {
-            rows.iter()
-                .zip(&act)
-                .map(move |(row, a)| pack(be, &fresh(row[j].clone(), 3, INDEX_ENC), a))
+            rows.iter().zip(&act).map(move |(row, a)| {
+                pack(be, 4, &fresh(row[j].clone(), X_INDICES - 1, INDEX_ENC), a)
+            })
         })
         .collect();
-    let jobs: Vec<(&B::Ct, &Table)> = packed
-        .iter()
-        .enumerate()
-        .map(|(k, c)| (c, &plan.bprod[k / rows.len()]))
-        .collect();
+    let jobs: Vec<(&B::Ct, &Table)> = packed.iter().map(|c| (c, &plan.bprod)).collect();
     let prods = be.lookups(&jobs);
     let sets: Vec<Vec<Val<B::Ct>>> = prods
         .chunks(rows.len())
@@ -750,7 +785,8 @@ pub fn train_batch<B: Backend>(
 }
 
 /// Encrypted-inference circuit: sigmoid level (0..4) of each row. `rows` hold
-/// plain 2-bit feature indices (not label-flipped) with the bias column last.
+/// plain 3-level feature indices (not label-flipped) with the bias column
+/// last.
 pub fn infer<B: Backend>(
     be: &B,
     plan: &Plan,
@@ -770,7 +806,7 @@ pub fn infer<B: Backend>(
 }
 
 /// Index of the bias column's "feature" value 1.0.
-pub const BIAS_ONE: u8 = 3;
+pub const BIAS_ONE: u8 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -801,13 +837,14 @@ mod tests {
         c.parameters_range = (0.5, 1.0);
         assert!(Plan::new(c).is_err());
         let mut c = ok.clone();
-        c.feature_ratios = vec![0.5; 2];
+        c.forward_clip = 0.2;
         assert!(Plan::new(c).is_err());
         let mut c = ok.clone();
-        c.feature_ratios[0] = 0.0;
-        assert!(Plan::new(c.clone()).is_err());
-        c.feature_ratios[0] = 0.3;
+        c.forward_step = 0.0;
         assert!(Plan::new(c).is_err());
+        let mut c = ok.clone();
+        c.forward_clip = 10.0;
+        assert_eq!(Plan::new(c).unwrap().acc_max, 2 * ACC_HALF);
         let mut c = ok;
         c.batch_size = 0;
         assert!(Plan::new(c).is_err());
@@ -819,7 +856,7 @@ mod tests {
         for i in 0..p.weight_levels() {
             let (hi, lo, f) = p.weight_blocks(i);
             assert_eq!(p.weight_index_of(hi, lo), i);
-            assert!(f <= 2);
+            assert!(f < FWD_INDICES);
         }
         assert!(p.weight_value(p.zero_index()).abs() < 1e-9 + p.delta);
     }
@@ -849,10 +886,10 @@ mod tests {
             rows: vec![vec![2u8; 31]; 8],
         };
         train_batch(&be, &p, &mut st, &batch).unwrap();
-        // 248 forward products + 128 forward tree + 8 sigmoids + 248 backward
-        // products + 155 backward tree + 31 updates + 62 carry/low + 62
-        // clamp/forward.
-        assert_eq!(be.pbs_count(), 942);
+        // 248 forward products + 8 x 28 margin accumulator + 8 sigmoids + 248
+        // backward products + 155 backward tree + 31 updates + 62 carry/low +
+        // 62 clamp/forward.
+        assert_eq!(be.pbs_count(), 1038);
     }
 
     #[test]
@@ -863,7 +900,7 @@ mod tests {
         // x = +1 for y = 1 and -1 for y = 0; after the label flip every row
         // reads x' = -1 (index 0) and bias' = -1 for y = 1, +1 for y = 0.
         let batch = BatchData {
-            rows: vec![vec![0, 0], vec![0, 3], vec![0, 0], vec![0, 3]],
+            rows: vec![vec![0, 0], vec![0, 2], vec![0, 0], vec![0, 2]],
         };
         for _ in 0..5 {
             train_batch(&be, &p, &mut st, &batch).unwrap();
@@ -914,7 +951,7 @@ mod tests {
                 st.fwd.push(f);
             }
             let batch = BatchData {
-                rows: (0..rows).map(|_| (0..cols).map(|_| rng.gen_range(0..4u8)).collect()).collect(),
+                rows: (0..rows).map(|_| (0..cols).map(|_| rng.gen_range(0..X_INDICES)).collect()).collect(),
             };
             let be = ClearBackend::new();
             train_batch(&be, &p, &mut st, &batch).unwrap();

@@ -1,35 +1,43 @@
 //! The data owner's encodings in the clear: the per-feature quantizer
-//! (centre, spread and 2-bit levels, fitted on training data), rows to 2-bit
+//! (centre, spread and 3 levels, fitted on training data), rows to feature
 //! indices (label-flipped for training), real weights to master-weight blocks
 //! and back.
 
 use serde::{Deserialize, Serialize};
 
-use crate::circuit::{BatchData, Plan, WeightState, BIAS_ONE};
+use crate::circuit::{BatchData, Plan, WeightState, BIAS_ONE, X_INDICES};
 use crate::error::{Error, Result};
 
-/// Per-feature preconditioning and 2-bit quantization, applied after the
-/// min-max scaler. A feature `v` in [-1, 1] becomes `u = (v - centre) / spread`
-/// (centre: training median), and its 2-bit index is the nearest of the
-/// levels `[-1, -1/2, 1/2, 1]` (sign of `u`, then `|u|` against 3/4). The
-/// inner level is the same public constant [`INNER_RATIO`] for every feature,
-/// so the server learns nothing about the data from it, and the forward
-/// product `x * (+-s)` lands exactly on the circuit's `s / 2` grid. The spread
-/// is fitted by alternating assignment and least squares (Lloyd's algorithm
-/// with the level ratio fixed) on the training rows, in the clear, by the
-/// owner. Centring is an affine change of variables the bias absorbs.
+/// Per-feature preconditioning and 3-level quantization, applied after the
+/// min-max scaler. A feature `v` in [-1, 1] becomes `u = (v - centre) /
+/// spread`, and its index is the nearest of the levels `[-1, 0, 1]`
+/// (`|u| <= 1/2` is 0). The levels are the same public constants for every
+/// feature, so the server learns nothing about the data from them. Centre
+/// and spread are fitted together by Lloyd's algorithm (assign each training
+/// value to the nearest level `centre + spread * l`, then refit both by least
+/// squares), starting from the median and the largest deviation, on the
+/// training rows, in the clear, by the owner: a feature that is mostly at
+/// its minimum (image pixels) gets that minimum as a level of its own.
+/// Centring is an affine change of variables the bias absorbs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Quantizer {
     centre: Vec<f64>,
     spread: Vec<f64>,
 }
 
-/// The inner level of every feature (the outer level is 1).
-pub const INNER_RATIO: f64 = 0.5;
-/// `|u|` above this is the outer level: the midpoint of the two levels.
-const THRESHOLD: f64 = (1.0 + INNER_RATIO) / 2.0;
-/// Lloyd iterations fitting each spread.
+/// Lloyd iterations fitting each centre and spread.
 const LLOYD_ITERATIONS: usize = 25;
+
+/// Index of a preconditioned value: 0, 1, 2 for the levels -1, 0, 1.
+fn level_index(u: f64) -> u8 {
+    if u < -0.5 {
+        0
+    } else if u > 0.5 {
+        2
+    } else {
+        1
+    }
+}
 
 impl Quantizer {
     /// Fits on min-max scaled training rows.
@@ -45,29 +53,32 @@ impl Quantizer {
         for j in 0..n {
             let mut col: Vec<f64> = x.iter().map(|r| r[j]).collect();
             col.sort_by(f64::total_cmp);
-            let centre = col[col.len() / 2];
-            let dev: Vec<f64> = col.iter().map(|v| (v - centre).abs()).collect();
-            let max_dev = dev.iter().cloned().fold(0.0, f64::max);
-            // Start from the largest deviation, then alternate: assign each
-            // deviation to the nearer level, refit the spread by least squares.
-            let mut spread = max_dev;
-            for _ in 0..LLOYD_ITERATIONS {
-                if spread <= 1e-12 {
-                    break;
+            let mut centre = col[col.len() / 2];
+            let mut spread = col.iter().map(|v| (v - centre).abs()).fold(0.0, f64::max);
+            if spread > 1e-12 {
+                for _ in 0..LLOYD_ITERATIONS {
+                    // Least squares of v on its level l: v = centre + spread l.
+                    let (mut sl, mut sll, mut sv, mut svl) = (0.0, 0.0, 0.0, 0.0);
+                    for &v in &col {
+                        let l = f64::from(level_index((v - centre) / spread)) - 1.0;
+                        sl += l;
+                        sll += l * l;
+                        sv += v;
+                        svl += v * l;
+                    }
+                    let rows = col.len() as f64;
+                    let det = rows * sll - sl * sl;
+                    if det.abs() < 1e-12 {
+                        break;
+                    }
+                    let s_new = (rows * svl - sl * sv) / det;
+                    if s_new <= 1e-12 {
+                        break;
+                    }
+                    spread = s_new;
+                    centre = (sv - s_new * sl) / rows;
                 }
-                let (mut num, mut den) = (0.0, 0.0);
-                for &d in &dev {
-                    let l = if d > THRESHOLD * spread {
-                        1.0
-                    } else {
-                        INNER_RATIO
-                    };
-                    num += d * l;
-                    den += l * l;
-                }
-                spread = num / den;
-            }
-            if spread <= 1e-12 {
+            } else {
                 // A constant feature: any spread works, its index never varies.
                 spread = 1.0;
             }
@@ -80,12 +91,6 @@ impl Quantizer {
     /// Number of features.
     pub fn n_features(&self) -> usize {
         self.centre.len()
-    }
-
-    /// Inner levels, one per feature (for the circuit config): all
-    /// [`INNER_RATIO`].
-    pub fn ratios(&self) -> Vec<f64> {
-        vec![INNER_RATIO; self.centre.len()]
     }
 
     /// Feature centres (in min-max units).
@@ -119,24 +124,19 @@ impl Quantizer {
             .collect())
     }
 
-    /// 2-bit indices of a min-max scaled row, bias column (always 1) last.
+    /// Level indices of a min-max scaled row, bias column (always 1) last.
     pub fn indices(&self, row: &[f64]) -> Result<Vec<u8>> {
-        let u = self.transform_row(row)?;
-        let mut out: Vec<u8> = u
-            .iter()
-            .map(|&v| match (v < 0.0, v.abs() > THRESHOLD) {
-                (true, true) => 0,
-                (true, false) => 1,
-                (false, false) => 2,
-                (false, true) => 3,
-            })
+        let mut out: Vec<u8> = self
+            .transform_row(row)?
+            .into_iter()
+            .map(level_index)
             .collect();
         out.push(BIAS_ONE);
         Ok(out)
     }
 
     /// Training encoding of one batch of min-max scaled rows: the index of
-    /// `x * (1 - 2y)` per column (bias included), i.e. `3 - index` when
+    /// `x * (1 - 2y)` per column (bias included), i.e. `2 - index` when
     /// `y = 1`. The label never travels on its own.
     pub fn training_batch(&self, x: &[Vec<f64>], y: &[u8]) -> Result<BatchData<u8>> {
         if x.len() != y.len() {
@@ -152,7 +152,7 @@ impl Quantizer {
             .map(|(row, &label)| {
                 let idx = self.indices(row)?;
                 Ok(if label == 1 {
-                    idx.into_iter().map(|k| 3 - k).collect()
+                    idx.into_iter().map(|k| X_INDICES - 1 - k).collect()
                 } else {
                     idx
                 })
@@ -220,11 +220,11 @@ mod tests {
         let b = q.training_batch(&x[..3], &[1, 1, 1]).unwrap();
         for (ra, rb) in a.rows.iter().zip(&b.rows) {
             for (ka, kb) in ra.iter().zip(rb) {
-                assert_eq!(ka + kb, 3);
+                assert_eq!(ka + kb, 2);
             }
         }
         assert_eq!(*a.rows[0].last().unwrap(), BIAS_ONE);
-        assert_eq!(q.ratios(), [INNER_RATIO]);
+        assert_eq!(*b.rows[0].last().unwrap(), 0);
     }
 
     #[test]
@@ -244,25 +244,50 @@ mod tests {
     }
 
     #[test]
-    fn spread_fits_the_levels() {
-        // Deviations clustered at 1 and 2 around the median 0: spread 2.
-        let x: Vec<Vec<f64>> = [-2.0, -1.0, 0.0, 1.0, 2.0, -2.0, 2.0, -1.0, 1.0]
+    fn centre_and_spread_fit_the_levels() {
+        // Values clustered at 0.1, 0.5 and 0.9: centre 0.5, spread 0.4.
+        let x: Vec<Vec<f64>> = [0.1, 0.12, 0.08, 0.5, 0.52, 0.48, 0.9, 0.88, 0.92]
             .iter()
-            .map(|&v| vec![v * 0.4])
+            .map(|&v| vec![v])
             .collect();
         let q = Quantizer::fit(&x).unwrap();
-        assert!((q.spreads()[0] - 0.8).abs() < 0.1, "{:?}", q.spreads());
-        assert_eq!(q.indices(&[0.8]).unwrap()[0], 3);
-        assert_eq!(q.indices(&[0.4]).unwrap()[0], 2);
-        assert_eq!(q.indices(&[-0.4]).unwrap()[0], 1);
-        assert_eq!(q.indices(&[-0.8]).unwrap()[0], 0);
+        assert!((q.centres()[0] - 0.5).abs() < 0.02, "{:?}", q.centres());
+        assert!((q.spreads()[0] - 0.4).abs() < 0.02, "{:?}", q.spreads());
+        assert_eq!(q.indices(&[0.9]).unwrap(), [2, BIAS_ONE]);
+        assert_eq!(q.indices(&[0.45]).unwrap()[0], 1);
+        assert_eq!(q.indices(&[0.1]).unwrap()[0], 0);
+    }
+
+    #[test]
+    fn a_feature_mostly_at_its_minimum_keeps_it_as_a_level() {
+        // Image-like: 70% of the values at -1, the rest spread above it.
+        let x: Vec<Vec<f64>> = (0..100)
+            .map(|i| {
+                vec![if i < 70 {
+                    -1.0
+                } else {
+                    -1.0 + f64::from(i - 69) / 15.0
+                }]
+            })
+            .collect();
+        let q = Quantizer::fit(&x).unwrap();
+        // The mass at the minimum sits on a level (within 0.1), and the
+        // largest values get a higher index than it.
+        let k = q.indices(&[-1.0]).unwrap()[0];
+        let level = q.centres()[0] + q.spreads()[0] * (f64::from(k) - 1.0);
+        assert!(
+            (level + 1.0).abs() < 0.1,
+            "{:?} {:?}",
+            q.centres(),
+            q.spreads()
+        );
+        assert!(q.indices(&[1.0]).unwrap()[0] > k);
     }
 
     #[test]
     fn constant_feature_is_valid() {
         let x = vec![vec![0.5]; 5];
         let q = Quantizer::fit(&x).unwrap();
-        assert_eq!(q.ratios(), [INNER_RATIO]);
-        assert_eq!(q.indices(&[0.5]).unwrap().len(), 2);
+        assert_eq!(q.indices(&[0.5]).unwrap(), [1, BIAS_ONE]);
     }
 }

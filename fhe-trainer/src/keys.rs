@@ -273,7 +273,8 @@ impl Client {
         Ok(v as u8)
     }
 
-    /// Encrypts 2-bit index rows as seeded ciphertexts.
+    /// Encrypts feature-index rows (`0..3`, [`crate::circuit::X_INDICES`]) as
+    /// seeded ciphertexts.
     pub fn encrypt_rows_compressed(
         &self,
         rows: &[Vec<u8>],
@@ -282,8 +283,11 @@ impl Client {
             .map(|r| {
                 r.iter()
                     .map(|&v| {
-                        if v > 3 {
-                            return Err(Error::Shape(format!("feature index {v} is not 2-bit")));
+                        if v >= crate::circuit::X_INDICES {
+                            return Err(Error::Shape(format!(
+                                "feature index {v} is not below {}",
+                                crate::circuit::X_INDICES
+                            )));
                         }
                         Ok(self.cks.encrypt_compressed(u64::from(v)))
                     })

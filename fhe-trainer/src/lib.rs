@@ -18,10 +18,10 @@
 //! learn from what it sees, which is the compressed server key, ciphertexts,
 //! and the public circuit config. From the config and the files it learns the
 //! shapes (features, rows per batch, number of batches and so epochs x
-//! batches per epoch), the hyper-parameters (learning rate, weight range,
-//! bits, clips, sigmoid levels) and the feature ratio, which is the same
-//! public constant for every feature ([`encode::INNER_RATIO`], on the
-//! [`circuit::RATIO_GRID`] the circuit enforces). It never learns the exact
+//! batches per epoch) and the hyper-parameters (learning rate, weight range,
+//! bits, forward step, clips, sigmoid levels); the feature levels `[-1, 0,
+//! 1]` are the same public constants for every data set
+//! ([`circuit::X_LEVELS`]). It never learns the exact
 //! row count (only full batches are sent; leftover rows change from epoch to
 //! epoch), a centre, a spread, a label or a feature value. A malicious server
 //! that runs another circuit learns nothing more from the ciphertexts (IND-CPA)
@@ -64,55 +64,72 @@
 //! padding bit set) is an error, never folded away.
 //!
 //! * **Features** (chosen by the owner from the training rows, in the clear,
-//!   recorded in the owner file): min-max scaled to [-1, 1], then centred on
-//!   the training median and divided by a per-feature spread fitted by
-//!   Lloyd's algorithm with the level ratio fixed ([`encode::Quantizer`]).
-//!   Each feature is then 2 bits with levels `[-1, -1/2, 1/2, 1]`. The inner
-//!   level 1/2 is the same for every feature: the server learns nothing from
-//!   it, and the forward product `x * (+-s)` is exactly on the `s / 2` grid
-//!   of the product encoding (data-dependent ratios rounded most inner
-//!   products to 0). Centring is an affine change of variables the bias
+//!   recorded in the owner file): min-max scaled to [-1, 1], then centred
+//!   and divided by a per-feature spread, both fitted together by Lloyd's
+//!   algorithm on the levels `[-1, 0, 1]` ([`encode::Quantizer`]): each
+//!   feature is one of 3 indices. The levels are public constants, the
+//!   centre and spread stay with the owner; a feature that sits mostly at
+//!   one value (image pixels at 0) gets that value as a level of its own,
+//!   which the previous median-centred 4-level encoding `[-1, -1/2, 1/2, 1]`
+//!   could not give it. Centring is an affine change of variables the bias
 //!   absorbs; the exported model is an ordinary logistic regression on the
 //!   [-1, 1] features.
 //! * **Labels never travel alone**: the owner encrypts `x * (1 - 2y)` (index
-//!   `3 - k` when `y = 1`) and the bias column as `1 - 2y`. Then the margin
+//!   `2 - k` when `y = 1`) and the bias column as `1 - 2y`. Then the margin
 //!   `m = (1 - 2y) z` is the forward sum itself and the logistic gradient is
 //!   `sum_i x'_i sigmoid(m_i)`: no subtraction of `y`, no extra lookup.
 //! * **Master weights**: `W = 4 hi + lo`, a high digit `hi <= 11` and a 2-bit
 //!   low digit (48 levels over `parameters_range`, "6 bits"). The forward pass
-//!   reads a ternary weight `{-s, 0, s}` derived from `hi` (one lookup per
-//!   weight per batch); the update acts on the full `W`.
+//!   reads a 5-level weight `{-s, -s/2, 0, s/2, s}` derived from `hi` (one
+//!   lookup per weight per batch; `s` = `forward_step`, by default the weight
+//!   range 1); the update acts on the full `W`.
+//! * **Forward products** `x * f` with `x` in `{-1, 0, 1}` and `f` in
+//!   `{-s, ..., s}` are exactly on the 5-level grid `s / 2` (one lookup on
+//!   `3 f + x`: 15 of the 16 inputs), so the margin is a sum of exact terms.
 //! * **Requantization** rounds relative to zero with ties to even, so a
 //!   backward product `1/2 * 1/3` on the `1/3` grid goes to 0 and `1/2 * 1`
 //!   to `2/3` alike for both signs: no drift from one-sided rounding.
 //!
 //! # The circuit for one batch (B rows, d features, c = d + 1 columns)
 //!
-//! 1. Forward products `x'_ij * f_j`: pack `4 x + f` (linear), one lookup each,
-//!    output on 5 levels: `B c` PBS.
-//! 2. Margin reduction per row: sum 3 products (<= 12), requantize to 5 levels
-//!    clipped at +-2, repeat until the sum fits a block (a lone leftover
-//!    already on the tree's encoding is carried up without a lookup); then
-//!    one lookup gives the 4-level sigmoid `a_i` of `{0, 1/3, 2/3, 1}`.
+//! 1. Forward products `x'_ij * f_j`: pack `3 f + x` (linear), one lookup
+//!    each, output on 5 levels (`-s .. s` in steps `s / 2`): `B c` PBS.
+//! 2. Margin per row, accumulated column by column in one block: the first
+//!    three products are summed (raw <= 12) and clipped onto the accumulator
+//!    (`+-5` product steps, i.e. `+-2.5 s`, 11 levels: one lookup), then each
+//!    further product is added (raw <= 14) and clipped again (one lookup);
+//!    the last sum goes straight into the lookup of the 4-level sigmoid
+//!    `a_i` of `{0, 1/3, 2/3, 1}`. The margin is exact on the product grid as
+//!    long as the running sums stay within the clip (the sigmoid saturates
+//!    beyond `+-1.6` anyway): `c - 2` lookups per row (sigmoid included).
 //! 3. Backward products `x'_ij * a_i`: pack `4 x + a`, one lookup each, output
 //!    on 7 levels: `B c` PBS.
-//! 4. Gradient reduction per column, the same way (pairs, then 5 levels).
+//! 4. Gradient reduction per column: pairs summed, requantized to 5 levels
+//!    clipped at +-2, repeated until the sum fits a block (a lone leftover
+//!    already on the tree's encoding is carried up without a lookup).
 //! 5. Update: one lookup maps the gradient sum to `round(-lr g / (B delta))`
 //!    clipped to +-6 steps, offset by 6; add it to `lo` (<= 15); two lookups
 //!    give the carry and the new `lo`; add the carry to `hi`; two lookups give
 //!    the clamped `hi` and the next forward weight.
 //!
-//! For B = 8, d = 30: 248 forward products + 128 margin-tree + 8 sigmoid +
-//! 248 backward products + 155 gradient-tree + 31 update + 62 carry/low +
-//! 62 clamp/forward = **942 PBS per batch**, every one on a 4-bit block
-//! (counted by running the circuit: `circuit::tests`).
+//! For B = 8, d = 30: 248 forward products + 224 margin accumulator + 8
+//! sigmoid + 248 backward products + 155 gradient-tree + 31 update + 62
+//! carry/low + 62 clamp/forward = **1038 PBS per batch**, every one on a 4-bit
+//! block (counted by running the circuit: `circuit::tests`).
 //!
 //! # The PBS price of each choice
 //!
-//! * Fixed inner level 1/2 instead of per-feature ratios: 0 PBS (the same
-//!   tables, now exact in the forward pass).
-//! * Skipping identity lookups in the reduction trees: -39 PBS per 8 x 30
-//!   batch (981 before), identical weights.
+//! * 3-level features with a fitted centre instead of 4-level median-centred
+//!   ones, and 5-level forward weights instead of ternary: 0 PBS (still one
+//!   lookup per product; the pair `(f, x)` fills 15 of the 16 inputs).
+//! * The column-by-column margin accumulator instead of a tree of
+//!   5-level partial sums (which rounded groups of three products onto a
+//!   grid of 1.0 and clipped every partial sum at +-2): `c - 2` lookups per
+//!   row instead of about `c / 2`, +96 PBS per 8 x 30 batch (942 before).
+//!   It is also a chain of `c - 2` dependent lookups per row (the rows run
+//!   side by side), where the tree had 4 levels.
+//! * Skipping identity lookups in the gradient tree: -39 PBS per 8 x 30
+//!   batch in the old circuit (both trees), identical weights.
 //! * Epochs: the per-batch price is unchanged; the default training length
 //!   ([`model::default_epochs`]: enough epochs for [`model::MIN_STEPS`] steps,
 //!   at most [`model::MAX_EPOCHS`]) multiplies the number of batches, so
@@ -124,8 +141,8 @@
 //!   the server learns only the chosen entry of the public grid.
 //! * One-vs-rest for `k` classes: `k` times the binary batch (`k` models on
 //!   `k` label-flipped copies of each batch).
-//! * Finer reduction trees (`tree_max` 6 instead of 4): tree values summed
-//!   in pairs instead of triples, so more tree levels and lookups per row and
+//! * Finer gradient tree (`tree_max` 6 instead of 4): tree values summed
+//!   one by one instead of in pairs, so more tree levels and lookups per
 //!   column; measured worse on the suite, so not the default.
 //!
 //! # Files

@@ -23,6 +23,8 @@ use fhe_trainer::model::{
 use fhe_trainer::owner::{LinearModel, OwnerFile};
 use fhe_trainer::{plot, suite};
 
+mod concrete;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "fhe-trainer",
@@ -257,16 +259,16 @@ enum Cmd {
         /// Weight range is [-R, R].
         #[arg(long, default_value_t = 1.0)]
         range: f64,
-        /// Magnitude of the ternary forward weight.
-        #[arg(long, default_value_t = 0.7)]
+        /// Largest magnitude of the 5-level forward weight.
+        #[arg(long, default_value_t = 1.0)]
         forward_step: f64,
-        /// Clip of the forward reduction tree.
-        #[arg(long, default_value_t = 2.0)]
+        /// Clip of the margin accumulator (at most 2.5 forward steps).
+        #[arg(long, default_value_t = 2.5)]
         forward_clip: f64,
         /// Clip of the gradient reduction tree.
         #[arg(long, default_value_t = 2.0)]
         backward_clip: f64,
-        /// Largest raw value in the reduction trees (2, 4 or 6).
+        /// Largest raw value in the gradient reduction tree (2, 4 or 6).
         #[arg(long, default_value_t = 4)]
         tree_max: u8,
         /// Let the owner's model selection pick learning rate, range and step
@@ -297,6 +299,16 @@ enum Cmd {
         /// Write the measurements here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also run Concrete ML's encrypted training (`SGDClassifier(fit_encrypted=True)`,
+        /// fhe="execute", the shipped bench/concrete_sgd.py) with this Python on the same
+        /// rows, and print both per-batch times and their ratio.
+        #[arg(long, value_name = "PYTHON")]
+        concrete_python: Option<PathBuf>,
+        /// As --concrete-python, with the Python of the virtual environment DIR: created
+        /// with `python3 -m venv` if missing, given concrete-ml 1.9.0 by pip if it lacks it
+        /// (needs PyPI).
+        #[arg(long, value_name = "DIR", conflicts_with = "concrete_python")]
+        concrete_venv: Option<PathBuf>,
     },
 }
 
@@ -401,14 +413,24 @@ fn dispatch(cli: Cli) -> Result<()> {
             batch_size,
             batches,
             json,
-        } => bench(
-            data.as_deref(),
-            &target,
-            features,
-            batch_size,
-            batches,
-            json.as_deref(),
-        ),
+            concrete_python,
+            concrete_venv,
+        } => {
+            let concrete = match (concrete_python, concrete_venv) {
+                (Some(p), _) => Some(ConcreteSource::Python(p)),
+                (None, Some(d)) => Some(ConcreteSource::Venv(d)),
+                (None, None) => None,
+            };
+            bench(
+                data.as_deref(),
+                &target,
+                features,
+                batch_size,
+                batches,
+                json.as_deref(),
+                concrete.as_ref(),
+            )
+        }
     }
 }
 
@@ -963,7 +985,19 @@ struct BenchResults {
     pbs_per_batch: f64,
     seconds_per_batch: Vec<f64>,
     mean_seconds_per_batch: f64,
-    concrete_ml: String,
+    /// Concrete ML's figures from the same command (`--concrete-python`).
+    concrete_ml: Option<concrete::ConcreteResults>,
+    /// Concrete ML's mean seconds per batch over ours.
+    speedup_over_concrete_ml: Option<f64>,
+}
+
+/// Where `bench` finds the Python that runs Concrete ML.
+#[derive(Debug, Clone)]
+enum ConcreteSource {
+    /// `--concrete-python PATH`.
+    Python(PathBuf),
+    /// `--concrete-venv DIR` (created on request).
+    Venv(PathBuf),
 }
 
 fn bench(
@@ -973,9 +1007,18 @@ fn bench(
     batch_size: usize,
     batches: usize,
     json: Option<&Path>,
+    concrete_source: Option<&ConcreteSource>,
 ) -> Result<()> {
     if batches == 0 {
         bail!("--batches must be at least 1");
+    }
+    if concrete_source.is_some() && batch_size != concrete::BATCH_SIZE {
+        bail!(
+            "Concrete ML's encrypted training has a fixed batch of {} rows: compare with \
+             --batch-size {}",
+            concrete::BATCH_SIZE,
+            concrete::BATCH_SIZE
+        );
     }
     let rows = batches * batch_size;
     let (x, y): (Vec<Vec<f64>>, Vec<u8>) = match data {
@@ -1006,6 +1049,18 @@ fn bench(
             (x, y)
         }
     };
+    // Find (or create) Concrete ML's Python before the long Execute run.
+    let python = match concrete_source {
+        Some(ConcreteSource::Python(p)) => Some(concrete::probe(p)?),
+        Some(ConcreteSource::Venv(d)) => Some(
+            concrete::venv(d)
+                .with_context(|| format!("preparing Concrete ML in {}", d.display()))?,
+        ),
+        None => None,
+    };
+    if let Some(p) = &python {
+        eprintln!("Concrete ML {} found at {}", p.version, p.path.display());
+    }
     let t = Instant::now();
     let client = Client::generate();
     let keygen_client_s = t.elapsed().as_secs_f64();
@@ -1035,15 +1090,16 @@ fn bench(
         pb.inc(1);
     }
     pb.finish();
-    let concrete = match std::process::Command::new("python3")
-        .args(["-c", "import concrete.ml, sys; sys.stdout.write(concrete.ml.__version__)"])
-        .output()
-    {
-        Ok(o) if o.status.success() => format!(
-            "Concrete ML {} is installed; run its SGDClassifier(fit_encrypted=True) benchmark to compare",
-            String::from_utf8_lossy(&o.stdout)
-        ),
-        _ => "not installed for python3; no side-by-side figure".to_string(),
+    let mean_seconds_per_batch = secs.iter().sum::<f64>() / secs.len() as f64;
+    let cml = match &python {
+        Some(p) => {
+            eprintln!(
+                "running Concrete ML {}: a first batch (compilation, key generation), then {batches} timed",
+                p.version
+            );
+            Some(concrete::run(p, &x, &y, batch_size, batches)?)
+        }
+        None => None,
     };
     let res = BenchResults {
         params: "PARAM_MESSAGE_2_CARRY_2_KS_PBS (TUniform, p_fail 2^-128), tfhe avx512 feature on",
@@ -1055,9 +1111,12 @@ fn bench(
         server_key_bytes,
         compressed_server_key_bytes,
         pbs_per_batch: model.pbs_count() as f64 / batches as f64,
-        mean_seconds_per_batch: secs.iter().sum::<f64>() / secs.len() as f64,
+        mean_seconds_per_batch,
         seconds_per_batch: secs,
-        concrete_ml: concrete,
+        speedup_over_concrete_ml: cml
+            .as_ref()
+            .map(|c| c.mean_seconds_per_batch / mean_seconds_per_batch),
+        concrete_ml: cml,
     };
     println!("parameters           {}", res.params);
     println!(
@@ -1078,7 +1137,33 @@ fn bench(
         "seconds per batch    {:.2} (each: {:?})",
         res.mean_seconds_per_batch, res.seconds_per_batch
     );
-    println!("Concrete ML          {}", res.concrete_ml);
+    match (&res.concrete_ml, res.speedup_over_concrete_ml) {
+        (Some(c), Some(speedup)) => {
+            let opt = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.1} s"));
+            println!(
+                "Concrete ML          {} (concrete-python {}, Python {}), {}, {} CPUs",
+                c.concrete_ml, c.concrete_python, c.python, c.model, c.cpus
+            );
+            println!(
+                "Concrete ML batch    {:.2} s per batch (each: {:?}; circuit runs alone: {:?})",
+                c.mean_seconds_per_batch, c.seconds_per_batch, c.run_seconds_per_batch
+            );
+            println!(
+                "Concrete ML first    {:.1} s (compilation {}, key generation {}, circuit run {})",
+                c.first_batch_s,
+                opt(c.compile_s),
+                opt(c.keygen_s),
+                opt(c.first_run_s)
+            );
+            println!(
+                "speed-up             {speedup:.2}x per {} x {} batch (Concrete ML {:.2} s / fhe-trainer {:.2} s, same command)",
+                res.batch_size, res.features, c.mean_seconds_per_batch, res.mean_seconds_per_batch
+            );
+        }
+        _ => println!(
+            "Concrete ML          not run (--concrete-python PATH or --concrete-venv DIR runs it side by side)"
+        ),
+    }
     if let Some(p) = json {
         std::fs::write(p, serde_json::to_vec_pretty(&res)?)
             .with_context(|| format!("writing {}", p.display()))?;

@@ -64,8 +64,8 @@ impl Default for TrainerConfig {
             learning_rate: 0.3,
             parameters_range: (-1.0, 1.0),
             seed: 42,
-            forward_step: 0.7,
-            forward_clip: 2.0,
+            forward_step: 1.0,
+            forward_clip: 2.5,
             backward_clip: 2.0,
             tree_max: 4,
         }
@@ -112,7 +112,6 @@ impl TrainerConfig {
         c.forward_clip = self.forward_clip;
         c.backward_clip = self.backward_clip;
         c.tree_max = self.tree_max;
-        c.feature_ratios = quantizer.ratios();
         Plan::new(c.clone())?;
         Ok(c)
     }
@@ -157,12 +156,14 @@ impl TrainerConfigBuilder {
         self.cfg.seed = s;
         self
     }
-    /// Magnitude of the ternary forward weight (> 0).
+    /// Largest magnitude of the 5-level forward weight `{-s, -s/2, 0, s/2, s}`
+    /// (> 0).
     pub fn forward_step(mut self, v: f64) -> Self {
         self.cfg.forward_step = v;
         self
     }
-    /// Clip of the forward reduction tree (> 0).
+    /// Clip of the margin accumulator (at least one product step `s / 2`;
+    /// at most 2.5 `s` is used).
     pub fn forward_clip(mut self, v: f64) -> Self {
         self.cfg.forward_clip = v;
         self
@@ -172,7 +173,7 @@ impl TrainerConfigBuilder {
         self.cfg.backward_clip = v;
         self
     }
-    /// Largest raw value in the reduction trees (2, 4 or 6).
+    /// Largest raw value in the gradient reduction tree (2, 4 or 6).
     pub fn tree_max(mut self, v: u8) -> Self {
         self.cfg.tree_max = v;
         self
@@ -682,12 +683,12 @@ fn argmax_columns(cols: &[Vec<f64>], rows: usize) -> Result<Vec<u8>> {
 /// weight range R for [-R, R], forward step)`. The first entry is the
 /// default.
 pub const SELECTION_GRID: [(f64, f64, f64); 6] = [
-    (0.3, 1.0, 0.7),
-    (0.15, 1.0, 0.7),
-    (0.6, 1.0, 0.7),
+    (0.3, 1.0, 1.0),
+    (0.15, 1.0, 1.0),
+    (0.6, 1.0, 1.0),
+    (0.3, 2.0, 2.0),
+    (0.15, 2.0, 2.0),
     (0.3, 2.0, 1.0),
-    (0.15, 2.0, 1.0),
-    (0.3, 2.0, 1.4),
 ];
 
 /// The owner's model selection, in the clear and on the training rows only:

@@ -26,7 +26,7 @@ pub struct OwnerFile {
     pub feature_names: Vec<String>,
     /// Min-max scaler fitted on the training rows.
     pub scaler: MinMaxScaler,
-    /// Preconditioning and 2-bit quantizer fitted on the training rows.
+    /// Preconditioning and 3-level quantizer fitted on the training rows.
     pub quantizer: Quantizer,
     /// The public circuit config sent to the server.
     pub circuit: CircuitConfig,

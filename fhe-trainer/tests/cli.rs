@@ -50,7 +50,7 @@ fn run_simulate_writes_results_and_plot() {
         serde_json::from_slice(&std::fs::read(dir.path().join("res/results.json")).unwrap())
             .unwrap();
     assert_eq!(json["batches"].as_array().unwrap().len(), 6);
-    assert_eq!(json["pbs_per_batch"].as_f64().unwrap(), 942.0);
+    assert_eq!(json["pbs_per_batch"].as_f64().unwrap(), 1038.0);
     let png = std::fs::read(dir.path().join("res/accuracy.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }

@@ -53,7 +53,6 @@ fn setup(features: usize, batch: usize, rows: usize) -> (Plan, Quantizer, Vec<Ba
     let (x, y) = small_data(rows, features, 11);
     let q = Quantizer::fit(&x).unwrap();
     let mut cfg = CircuitConfig::new(features, batch);
-    cfg.feature_ratios = q.ratios();
     cfg.learning_rate = 1.0;
     let plan = Plan::new(cfg).unwrap();
     let batches = x
@@ -111,7 +110,7 @@ fn files_round_trip_and_hold_no_cleartext() {
         .unwrap();
     let batch_bytes = encode(FileKind::Batches, &bf).unwrap();
 
-    // What the server reads carries no cleartext row: no row of 2-bit
+    // What the server reads carries no cleartext row: no row of feature
     // indices appears as a byte string in either file. Rows with fewer than
     // three distinct indices are skipped: runs like 00000000 also occur in
     // the little-endian length and modulus fields.
@@ -214,9 +213,7 @@ fn execute_matches_simulate_at_8_by_30() {
     let sc = MinMaxScaler::fit(d.x()).unwrap();
     let x = sc.transform(d.x()).unwrap();
     let q = Quantizer::fit(&x).unwrap();
-    let mut cfg = CircuitConfig::new(30, 8);
-    cfg.feature_ratios = q.ratios();
-    let plan = Plan::new(cfg).unwrap();
+    let plan = Plan::new(CircuitConfig::new(30, 8)).unwrap();
     let be = ClearBackend::new();
     let mut clear = state_from_weights(&plan, &[0.0; 31]).unwrap();
     let mut enc = k.client.encrypt_state(&clear);
