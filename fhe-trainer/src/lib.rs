@@ -18,8 +18,9 @@
 //! learn from what it sees, which is the compressed server key, ciphertexts,
 //! and the public circuit config. From the config and the files it learns the
 //! shapes (features, rows per batch, number of batches and so epochs x
-//! batches per epoch) and the hyper-parameters (learning rate, weight range,
-//! bits, forward step, clips, sigmoid levels); the feature levels `[-1, 0,
+//! batches per epoch) and the hyper-parameters (learning rate, an entry of
+//! a public four-entry grid; weight range, bits, forward step, clips,
+//! sigmoid levels); the feature levels `[-1, 0,
 //! 1]` are the same public constants for every data set
 //! ([`circuit::X_LEVELS`]). It never learns the exact
 //! row count (only full batches are sent; leftover rows change from epoch to
@@ -74,6 +75,22 @@
 //!   could not give it. Centring is an affine change of variables the bias
 //!   absorbs; the exported model is an ordinary logistic regression on the
 //!   [-1, 1] features.
+//! * **Learning rate** (chosen by the owner from the training rows, in the
+//!   clear, recorded in the owner file's circuit config;
+//!   [`model::rule_learning_rate`]): the largest entry of the public grid
+//!   `{0.1, 0.15, 0.2, 0.3}` ([`model::LEARNING_RATE_GRID`]) not above
+//!   `1 / lambda`, where `lambda` is the largest eigenvalue of the
+//!   second-moment matrix `E[u u^T]` of the 3-level training features with
+//!   the bias column. The logistic loss has curvature at most `lambda / 4`,
+//!   so the rule is a quarter of the classical `1 / L` step: where many
+//!   columns move together (tens of correlated features) the rate drops to
+//!   0.2 or below and the final SGD iterate is less noisy where the loss is
+//!   steepest; where features are few or independent it stays 0.3, the
+//!   former fixed default (the README lists `1 / lambda` per suite set).
+//!   The same code for every data set; a learning
+//!   rate given explicitly (`TrainerConfigBuilder::learning_rate`,
+//!   `--learning-rate`) turns it off. The server learns the grid entry
+//!   (two bits about `lambda`), nothing finer.
 //! * **Labels never travel alone**: the owner encrypts `x * (1 - 2y)` (index
 //!   `2 - k` when `y = 1`) and the bias column as `1 - 2y`. Then the margin
 //!   `m = (1 - 2y) z` is the forward sum itself and the logistic gradient is
@@ -130,6 +147,8 @@
 //!   side by side), where the tree had 4 levels.
 //! * Skipping identity lookups in the gradient tree: -39 PBS per 8 x 30
 //!   batch in the old circuit (both trees), identical weights.
+//! * The owner's learning-rate rule: 0 PBS (it only changes the entries of
+//!   the update table); the owner computes one eigenvalue in the clear.
 //! * Epochs: the per-batch price is unchanged; the default training length
 //!   ([`model::default_epochs`]: enough epochs for [`model::MIN_STEPS`] steps,
 //!   at most [`model::MAX_EPOCHS`]) multiplies the number of batches, so

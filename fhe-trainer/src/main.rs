@@ -65,9 +65,11 @@ struct TrainArgs {
     /// Rows per batch (1 to 64).
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// SGD learning rate.
-    #[arg(long, default_value_t = 0.3)]
-    learning_rate: f64,
+    /// SGD learning rate (default: the owner's rule on the training rows, the
+    /// largest of 0.1, 0.15, 0.2, 0.3 not above 1 / the largest eigenvalue of
+    /// the features' second-moment matrix).
+    #[arg(long)]
+    learning_rate: Option<f64>,
     /// Lower end of the weight range.
     #[arg(long, default_value_t = -1.0, allow_hyphen_values = true)]
     range_min: f64,
@@ -100,13 +102,15 @@ struct TrainArgs {
 
 impl TrainArgs {
     fn config(&self) -> Result<TrainerConfig> {
-        Ok(TrainerConfig::builder()
+        let mut b = TrainerConfig::builder()
             .n_bits(self.n_bits)
             .batch_size(self.batch_size)
-            .learning_rate(self.learning_rate)
             .parameters_range(self.range_min, self.range_max)
-            .seed(self.seed)
-            .build()?)
+            .seed(self.seed);
+        if let Some(lr) = self.learning_rate {
+            b = b.learning_rate(lr);
+        }
+        Ok(b.build()?)
     }
 
     /// The config, after the owner's model selection on `train` if asked.
@@ -253,9 +257,9 @@ enum Cmd {
         /// Epochs (default: the rule of `run`).
         #[arg(long)]
         epochs: Option<usize>,
-        /// SGD learning rate.
-        #[arg(long, default_value_t = 0.3)]
-        learning_rate: f64,
+        /// SGD learning rate (default: the owner's rule on each split's training rows).
+        #[arg(long)]
+        learning_rate: Option<f64>,
         /// Weight range is [-R, R].
         #[arg(long, default_value_t = 1.0)]
         range: f64,
@@ -293,7 +297,8 @@ enum Cmd {
         /// Rows per batch.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
-        /// Batches to time.
+        /// Batches to time (with Concrete ML: this many before its run and as many
+        /// after, and this many of its batches after its first).
         #[arg(long, default_value_t = 2)]
         batches: usize,
         /// Write the measurements here as JSON.
@@ -390,14 +395,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             select,
             json,
         } => {
-            let cfg = TrainerConfig::builder()
-                .learning_rate(learning_rate)
+            let mut b = TrainerConfig::builder()
                 .parameters_range(-range, range)
                 .forward_step(forward_step)
                 .forward_clip(forward_clip)
                 .backward_clip(backward_clip)
-                .tree_max(tree_max)
-                .build()?;
+                .tree_max(tree_max);
+            if let Some(lr) = learning_rate {
+                b = b.learning_rate(lr);
+            }
+            let cfg = b.build()?;
             run_suite(mode.into(), dir, &sets, multiclass, epochs, &cfg, select).and_then(
                 |results| match json {
                     Some(p) => std::fs::write(&p, serde_json::to_vec_pretty(&results)?)
@@ -510,6 +517,13 @@ fn encrypt(
     let scaler = MinMaxScaler::fit(train.x())?;
     let scaled = scaler.transform(train.x())?;
     let quantizer = Quantizer::fit(&scaled)?;
+    let cfg = cfg.resolved(&quantizer, &scaled)?;
+    if cfg.learning_rate_rule() {
+        eprintln!(
+            "learning rate {} (the owner's rule on the training rows)",
+            cfg.learning_rate()
+        );
+    }
     let circuit = cfg.circuit(&quantizer)?;
     let plan = Plan::new(circuit.clone())?;
     // Each epoch is a fresh shuffle, encrypted anew, in full batches only;
@@ -795,6 +809,12 @@ fn run(
     // before encrypting; then batches follow the epoch shuffles.
     model.fit(train.x(), train.y(), 0)?;
     reference.fit(train.x(), train.y(), 0)?;
+    if model.config().learning_rate_rule() {
+        eprintln!(
+            "learning rate {} (the owner's rule on the training rows)",
+            model.config().learning_rate()
+        );
+    }
     let order: Vec<usize> = epoch_orders(train.len(), bs, epochs, cfg.seed())
         .into_iter()
         .flatten()
@@ -984,6 +1004,9 @@ struct BenchResults {
     compressed_server_key_bytes: u64,
     pbs_per_batch: f64,
     seconds_per_batch: Vec<f64>,
+    /// With Concrete ML: our next batches, timed after its run.
+    seconds_per_batch_after_concrete_ml: Vec<f64>,
+    /// Mean over all our timed batches.
     mean_seconds_per_batch: f64,
     /// Concrete ML's figures from the same command (`--concrete-python`).
     concrete_ml: Option<concrete::ConcreteResults>,
@@ -1020,7 +1043,10 @@ fn bench(
             concrete::BATCH_SIZE
         );
     }
-    let rows = batches * batch_size;
+    // With Concrete ML, our batches run before and after it, so that a load
+    // that changes during the run weighs on both sides.
+    let rounds = if concrete_source.is_some() { 2 } else { 1 };
+    let rows = rounds * batches * batch_size;
     let (x, y): (Vec<Vec<f64>>, Vec<u8>) = match data {
         Some(p) => {
             let d = Dataset::from_csv_path(p, target)
@@ -1078,19 +1104,21 @@ fn bench(
     let cfg = TrainerConfig::builder().batch_size(batch_size).build()?;
     let mut model = SgdClassifier::new(cfg, Fhe::Execute).with_keys(keys);
     model.fit(&x, &y, 0)?;
-    let mut secs = Vec::new();
-    let pb = progress(batches);
-    for b in 0..batches {
+    let mut step = |b: usize| -> Result<f64> {
         let t = Instant::now();
         model.step(
             &x[b * batch_size..(b + 1) * batch_size],
             &y[b * batch_size..(b + 1) * batch_size],
         )?;
-        secs.push(t.elapsed().as_secs_f64());
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let pb = progress(batches);
+    let mut secs = Vec::new();
+    for b in 0..batches {
+        secs.push(step(b)?);
         pb.inc(1);
     }
     pb.finish();
-    let mean_seconds_per_batch = secs.iter().sum::<f64>() / secs.len() as f64;
     let cml = match &python {
         Some(p) => {
             eprintln!(
@@ -1101,6 +1129,18 @@ fn bench(
         }
         None => None,
     };
+    let mut secs_after = Vec::new();
+    if cml.is_some() {
+        eprintln!("fhe-trainer again, {batches} more batches");
+        let pb = progress(batches);
+        for b in batches..2 * batches {
+            secs_after.push(step(b)?);
+            pb.inc(1);
+        }
+        pb.finish();
+    }
+    let all = secs.len() + secs_after.len();
+    let mean_seconds_per_batch = secs.iter().chain(&secs_after).sum::<f64>() / all as f64;
     let res = BenchResults {
         params: "PARAM_MESSAGE_2_CARRY_2_KS_PBS (TUniform, p_fail 2^-128), tfhe avx512 feature on",
         features,
@@ -1110,9 +1150,10 @@ fn bench(
         keygen_server_s,
         server_key_bytes,
         compressed_server_key_bytes,
-        pbs_per_batch: model.pbs_count() as f64 / batches as f64,
+        pbs_per_batch: model.pbs_count() as f64 / all as f64,
         mean_seconds_per_batch,
         seconds_per_batch: secs,
+        seconds_per_batch_after_concrete_ml: secs_after,
         speedup_over_concrete_ml: cml
             .as_ref()
             .map(|c| c.mean_seconds_per_batch / mean_seconds_per_batch),
@@ -1133,10 +1174,19 @@ fn bench(
         res.compressed_server_key_bytes as f64 / 1e6
     );
     println!("PBS per batch        {}", res.pbs_per_batch);
-    println!(
-        "seconds per batch    {:.2} (each: {:?})",
-        res.mean_seconds_per_batch, res.seconds_per_batch
-    );
+    if res.seconds_per_batch_after_concrete_ml.is_empty() {
+        println!(
+            "seconds per batch    {:.2} (each: {:?})",
+            res.mean_seconds_per_batch, res.seconds_per_batch
+        );
+    } else {
+        println!(
+            "seconds per batch    {:.2} (each, before Concrete ML: {:?}, after: {:?})",
+            res.mean_seconds_per_batch,
+            res.seconds_per_batch,
+            res.seconds_per_batch_after_concrete_ml
+        );
+    }
     match (&res.concrete_ml, res.speedup_over_concrete_ml) {
         (Some(c), Some(speedup)) => {
             let opt = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.1} s"));

@@ -48,6 +48,9 @@ pub struct TrainerConfig {
     n_bits: u8,
     batch_size: usize,
     learning_rate: f64,
+    /// The learning rate is the owner's rule ([`rule_learning_rate`]) on
+    /// the training rows, `learning_rate` its cap, until one is set.
+    learning_rate_rule: bool,
     parameters_range: (f64, f64),
     seed: u64,
     forward_step: f64,
@@ -61,7 +64,8 @@ impl Default for TrainerConfig {
         TrainerConfig {
             n_bits: 6,
             batch_size: 8,
-            learning_rate: 0.3,
+            learning_rate: LEARNING_RATE_GRID[LEARNING_RATE_GRID.len() - 1],
+            learning_rate_rule: true,
             parameters_range: (-1.0, 1.0),
             seed: 42,
             forward_step: 1.0,
@@ -73,8 +77,9 @@ impl Default for TrainerConfig {
 }
 
 impl TrainerConfig {
-    /// A builder starting from the defaults (6-bit weights, batch 8,
-    /// learning rate 0.3, weights in [-1, 1], seed 42).
+    /// A builder starting from the defaults (6-bit weights, batch 8, the
+    /// owner's learning-rate rule [`rule_learning_rate`], weights in [-1,
+    /// 1], seed 42).
     pub fn builder() -> TrainerConfigBuilder {
         TrainerConfigBuilder {
             cfg: TrainerConfig::default(),
@@ -89,9 +94,27 @@ impl TrainerConfig {
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
-    /// SGD learning rate.
+    /// SGD learning rate: the one set, or, while the owner's rule is on,
+    /// the rule's choice once a classifier has fitted its preprocessing
+    /// (the grid's largest entry, 0.3, before).
     pub fn learning_rate(&self) -> f64 {
         self.learning_rate
+    }
+    /// Whether the learning rate is the owner's rule on the training rows
+    /// ([`rule_learning_rate`]); off once one is set.
+    pub fn learning_rate_rule(&self) -> bool {
+        self.learning_rate_rule
+    }
+
+    /// This config with the learning rate the owner's rule picks on the
+    /// min-max scaled training rows `scaled` and their `quantizer` (the
+    /// config itself when a learning rate was set).
+    pub fn resolved(&self, quantizer: &Quantizer, scaled: &[Vec<f64>]) -> Result<TrainerConfig> {
+        let mut c = self.clone();
+        if c.learning_rate_rule {
+            c.learning_rate = rule_learning_rate(quantizer, scaled)?;
+        }
+        Ok(c)
     }
     /// Range of every weight.
     pub fn parameters_range(&self) -> (f64, f64) {
@@ -141,9 +164,11 @@ impl TrainerConfigBuilder {
         self.cfg.batch_size = n;
         self
     }
-    /// SGD learning rate (> 0).
+    /// SGD learning rate (> 0); turns the owner's rule
+    /// ([`rule_learning_rate`]) off.
     pub fn learning_rate(mut self, lr: f64) -> Self {
         self.cfg.learning_rate = lr;
+        self.cfg.learning_rate_rule = false;
         self
     }
     /// Range of every weight; must contain 0 strictly inside.
@@ -332,6 +357,7 @@ impl SgdClassifier {
         let scaler = MinMaxScaler::fit(x)?;
         let scaled = scaler.transform(x)?;
         let quantizer = Quantizer::fit(&scaled)?;
+        self.config = self.config.resolved(&quantizer, &scaled)?;
         let plan = Plan::new(self.config.circuit(&quantizer)?)?;
         let zeros = vec![0.0; plan.n_columns()];
         let state = match self.fhe {
@@ -707,6 +733,7 @@ pub fn select_config(base: &TrainerConfig, x: &[Vec<f64>], y: &[u8]) -> Result<T
     for &(lr, range, step) in &SELECTION_GRID {
         let mut c = base.clone();
         c.learning_rate = lr;
+        c.learning_rate_rule = false;
         c.parameters_range = (-range, range);
         c.forward_step = step;
         let mut m = SgdClassifier::new(c.clone(), Fhe::Simulate);
@@ -718,6 +745,82 @@ pub fn select_config(base: &TrainerConfig, x: &[Vec<f64>], y: &[u8]) -> Result<T
     }
     best.map(|b| b.1)
         .ok_or_else(|| Error::Config("empty selection grid".into()))
+}
+
+/// The coarse public grid of the owner's learning-rate rule
+/// ([`rule_learning_rate`]), smallest first; its largest entry, 0.3, is the
+/// former fixed default.
+pub const LEARNING_RATE_GRID: [f64; 4] = [0.1, 0.15, 0.2, 0.3];
+
+/// Largest eigenvalue of the second-moment matrix `E[u u^T]` of the
+/// training rows as the circuit sees them: `u` the 3-level feature values
+/// (`-1, 0, 1`) and the bias column 1. Power iteration from the all-ones
+/// vector (the matrix is symmetric, non-negative definite and has a
+/// positive diagonal entry, the bias).
+pub fn second_moment_eigenvalue(quantizer: &Quantizer, scaled: &[Vec<f64>]) -> Result<f64> {
+    if scaled.is_empty() {
+        return Err(Error::Shape("no training rows".into()));
+    }
+    let rows: Vec<Vec<f64>> = scaled
+        .iter()
+        .map(|r| {
+            Ok(quantizer
+                .indices(r)?
+                .iter()
+                .map(|&i| crate::circuit::X_LEVELS[usize::from(i)])
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    let c = rows[0].len();
+    let n = rows.len() as f64;
+    let mut m = vec![0.0; c * c];
+    for r in &rows {
+        for i in 0..c {
+            if r[i] != 0.0 {
+                for j in 0..c {
+                    m[i * c + j] += r[i] * r[j] / n;
+                }
+            }
+        }
+    }
+    let mut v = vec![1.0 / (c as f64).sqrt(); c];
+    let mut lambda = 0.0;
+    for _ in 0..500 {
+        let w: Vec<f64> = (0..c)
+            .map(|i| (0..c).map(|j| m[i * c + j] * v[j]).sum())
+            .collect();
+        let norm = w.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if norm <= 0.0 {
+            break;
+        }
+        v = w.iter().map(|a| a / norm).collect();
+        let done = (norm - lambda).abs() <= 1e-12 * norm;
+        lambda = norm;
+        if done {
+            break;
+        }
+    }
+    Ok(lambda)
+}
+
+/// The owner's learning-rate rule, in the clear on its training rows: the
+/// largest entry of [`LEARNING_RATE_GRID`] not above `1 / lambda`, `lambda`
+/// the largest eigenvalue of `E[u u^T]` ([`second_moment_eigenvalue`]); the
+/// smallest entry if none is. The logistic loss has curvature at most
+/// `lambda / 4`, so this is a quarter of the classical `1 / L` step:
+/// data whose features move together (many correlated columns) get a
+/// smaller rate, which lowers the noise of the final SGD iterate where the
+/// loss is steepest; data with few or independent features keep 0.3. The
+/// grid stops at 0.3, the former fixed default, so the rule only ever
+/// lowers the rate. The server learns only the grid entry.
+pub fn rule_learning_rate(quantizer: &Quantizer, scaled: &[Vec<f64>]) -> Result<f64> {
+    let lambda = second_moment_eigenvalue(quantizer, scaled)?;
+    Ok(LEARNING_RATE_GRID
+        .iter()
+        .rev()
+        .copied()
+        .find(|&lr| lr * lambda <= 1.0)
+        .unwrap_or(LEARNING_RATE_GRID[0]))
 }
 
 /// Fewest SGD steps the default training length aims for.
@@ -813,6 +916,43 @@ mod tests {
         assert!(SELECTION_GRID.contains(&entry), "{entry:?}");
         assert_eq!(c.batch_size(), 8);
         assert!(select_config(&TrainerConfig::default(), &x, &[2; 120]).is_err());
+    }
+
+    #[test]
+    fn learning_rate_rule_follows_the_curvature() {
+        // Balanced, independent features on -1, 0, 1 (81 rows): their
+        // quantizer is the identity, E[u u^T] = diag(2/3, .., 1) for the bias.
+        let level = |i: usize, k: u32| (i / 3usize.pow(k)) % 3;
+        let rows = |f: &dyn Fn(usize) -> Vec<f64>| -> (Quantizer, Vec<Vec<f64>>) {
+            let x: Vec<Vec<f64>> = (0..81).map(f).collect();
+            (Quantizer::fit(&x).unwrap(), x)
+        };
+        let (q, x) = rows(&|i| (0..2).map(|k| level(i, k) as f64 - 1.0).collect());
+        let lambda = second_moment_eigenvalue(&q, &x).unwrap();
+        assert!((lambda - 1.0).abs() < 1e-9, "{lambda}");
+        assert_eq!(rule_learning_rate(&q, &x).unwrap(), 0.3);
+        // `n` copies of one feature: lambda = 2 n / 3.
+        for (n, lr) in [(4, 0.3), (6, 0.2), (10, 0.15), (20, 0.1)] {
+            let (q, x) = rows(&|i| vec![level(i, 0) as f64 - 1.0; n]);
+            let lambda = second_moment_eigenvalue(&q, &x).unwrap();
+            assert!(
+                (lambda - 2.0 * n as f64 / 3.0).abs() < 1e-6,
+                "{n}: {lambda}"
+            );
+            assert_eq!(rule_learning_rate(&q, &x).unwrap(), lr, "{n} copies");
+        }
+        // The rule is on by default and applied by the fit; a set rate wins.
+        let (_, copies) = rows(&|i| vec![level(i, 0) as f64 - 1.0; 10]);
+        let y: Vec<u8> = (0..81).map(|i| u8::from(i % 3 == 2)).collect();
+        let mut m = SgdClassifier::new(TrainerConfig::default(), Fhe::Simulate);
+        m.fit(&copies, &y, 1).unwrap();
+        assert!(m.config().learning_rate_rule());
+        assert_eq!(m.config().learning_rate(), 0.15);
+        let cfg = TrainerConfig::builder().learning_rate(0.3).build().unwrap();
+        assert!(!cfg.learning_rate_rule());
+        let mut m = SgdClassifier::new(cfg, Fhe::Simulate);
+        m.fit(&copies, &y, 1).unwrap();
+        assert_eq!(m.config().learning_rate(), 0.3);
     }
 
     #[test]

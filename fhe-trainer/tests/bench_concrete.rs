@@ -191,8 +191,17 @@ fn side_by_side_prints_both_figures_and_the_ratio() {
         serde_json::from_slice(&std::fs::read(d.join("bench.json")).unwrap()).unwrap();
     let c = &json["concrete_ml"];
     assert_eq!(c["concrete_ml"], "1.9.0");
-    // The stand-in counted the data rows it was sent: the bench's 2 x 8.
-    assert_eq!(c["rows"], 16);
+    // The stand-in counted the data rows it was sent: the bench's 2 x 2 x 8
+    // (two batches before Concrete ML's run, two after).
+    assert_eq!(c["rows"], 32);
+    assert_eq!(json["seconds_per_batch"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        json["seconds_per_batch_after_concrete_ml"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(c["keygen_s"], 15.0);
     let ours = json["mean_seconds_per_batch"].as_f64().unwrap();
     let ratio = json["speedup_over_concrete_ml"].as_f64().unwrap();
