@@ -22,6 +22,14 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs the binary with `args` in `dir` and checks that it fails saying `why`.
+fn refused(dir: &Path, args: &[&str], why: &str) {
+    let out = run(dir, args);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains(why), "{e}");
+}
+
 /// An executable shell script standing in for Python: answers the
 /// `import concrete.ml` probe with 1.9.0 and the benchmark script with
 /// `answer` (where `ROWS` becomes the number of data rows it was sent).
@@ -119,7 +127,7 @@ fn a_python_without_concrete_ml_is_a_clear_error() {
 
     let py = d.join("python");
     stand_in(&py, &answer(30, &[50.0]));
-    let out = run(
+    refused(
         d,
         &[
             "bench",
@@ -128,15 +136,10 @@ fn a_python_without_concrete_ml_is_a_clear_error() {
             "--concrete-python",
             py.to_str().unwrap(),
         ],
-    );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("fixed batch of 8 rows"),
-        "{}",
-        stderr(&out)
+        "fixed batch of 8 rows",
     );
 
-    let out = run(
+    refused(
         d,
         &[
             "bench",
@@ -145,12 +148,7 @@ fn a_python_without_concrete_ml_is_a_clear_error() {
             "--concrete-venv",
             d.to_str().unwrap(),
         ],
-    );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("cannot be used with"),
-        "{}",
-        stderr(&out)
+        "cannot be used with",
     );
 }
 
@@ -215,7 +213,7 @@ fn a_malformed_answer_is_a_clear_error() {
     let py = d.join("python");
     // One timed batch where two were asked for.
     stand_in(&py, &answer(2, &[50.0]));
-    let out = run(
+    refused(
         d,
         &[
             "bench",
@@ -226,11 +224,6 @@ fn a_malformed_answer_is_a_clear_error() {
             "--concrete-python",
             py.to_str().unwrap(),
         ],
-    );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("Concrete ML timed 1 batches after the first, expected 2"),
-        "{}",
-        stderr(&out)
+        "Concrete ML timed 1 batches after the first, expected 2",
     );
 }
