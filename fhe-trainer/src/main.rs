@@ -518,12 +518,7 @@ fn encrypt(
     let scaled = scaler.transform(train.x())?;
     let quantizer = Quantizer::fit(&scaled)?;
     let cfg = cfg.resolved(&quantizer, &scaled)?;
-    if cfg.learning_rate_rule() {
-        eprintln!(
-            "learning rate {} (the owner's rule on the training rows)",
-            cfg.learning_rate()
-        );
-    }
+    announce_rule_rate(&cfg);
     let circuit = cfg.circuit(&quantizer)?;
     let plan = Plan::new(circuit.clone())?;
     // Each epoch is a fresh shuffle, encrypted anew, in full batches only;
@@ -809,12 +804,7 @@ fn run(
     // before encrypting; then batches follow the epoch shuffles.
     model.fit(train.x(), train.y(), 0)?;
     reference.fit(train.x(), train.y(), 0)?;
-    if model.config().learning_rate_rule() {
-        eprintln!(
-            "learning rate {} (the owner's rule on the training rows)",
-            model.config().learning_rate()
-        );
-    }
+    announce_rule_rate(model.config());
     let order: Vec<usize> = epoch_orders(train.len(), bs, epochs, cfg.seed())
         .into_iter()
         .flatten()
@@ -1219,4 +1209,14 @@ fn bench(
             .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
+}
+
+/// Says which learning rate the owner's rule chose, when it chose one.
+fn announce_rule_rate(cfg: &TrainerConfig) {
+    if cfg.learning_rate_rule() {
+        eprintln!(
+            "learning rate {} (the owner's rule on the training rows)",
+            cfg.learning_rate()
+        );
+    }
 }
