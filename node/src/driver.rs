@@ -8,9 +8,13 @@
 //! so, else wait for the next network event or the machine's `next_deadline`,
 //! whichever comes first, and call `handle_message` / `peer_connected` /
 //! `peer_lost` / `handle_timeout` accordingly. Before waiting, deferred
-//! computation the machine reports (`has_pending_work`) is done with
-//! `handle_pending_work`, so that it overlaps with the peers' work on what was
-//! just sent.
+//! computation the machine reports is started: work it hands out
+//! (`poll_work`, the coordinator's decryption of a round's sum) runs on a
+//! blocking thread while the loop keeps relaying and handling messages, and
+//! comes back through `handle_work_done`; work it keeps (`has_pending_work`,
+//! a hospital's encryption ahead of its predecessor's sum) is done on the
+//! spot with `handle_pending_work`. Either way it overlaps with the peers'
+//! work on what was just sent.
 //!
 //! Events are drained before transmits so that a hospital learns its ring's
 //! addresses (an event) before it sends to a ring peer (a transmit).
@@ -22,8 +26,8 @@
 use std::time::Instant;
 
 use protocol::{
-    decode_payload, encode_frame, CoordinatorEvent, CoordinatorMachine, Envelope, HospitalEvent,
-    HospitalMachine, PeerLimits,
+    decode_payload, encode_frame, CoordinatorEvent, CoordinatorMachine, DecryptionDone,
+    DecryptionWork, Envelope, HospitalEvent, HospitalMachine, PeerLimits,
 };
 use tokio::sync::mpsc::Receiver;
 
@@ -54,12 +58,34 @@ pub trait Machine {
     fn has_pending_work(&self) -> bool;
     /// Does the deferred computation (after the transmits were sent).
     fn handle_pending_work(&mut self, now: Instant);
+    /// Deferred computation the loop runs on a blocking thread while it
+    /// goes on relaying and handling messages.
+    type Work: Send + 'static;
+    /// What [`run_work`](Machine::run_work) gives back.
+    type Done: Send + 'static;
+    /// The next such work, if any (after the transmits were sent).
+    fn poll_work(&mut self) -> Option<Self::Work>;
+    /// Runs it (on the blocking thread).
+    fn run_work(work: Self::Work) -> Self::Done;
+    /// Hands its result back to the machine.
+    fn handle_work_done(&mut self, now: Instant, done: Self::Done);
 }
 
 macro_rules! impl_machine {
-    ($machine:ty, $event:ty) => {
+    ($machine:ty, $event:ty, $work:ty, $done:ty, $poll:expr, $run:expr, $finish:expr) => {
         impl Machine for $machine {
             type Event = $event;
+            type Work = $work;
+            type Done = $done;
+            fn poll_work(&mut self) -> Option<$work> {
+                $poll(self)
+            }
+            fn run_work(work: $work) -> $done {
+                $run(work)
+            }
+            fn handle_work_done(&mut self, now: Instant, done: $done) {
+                $finish(self, now, done)
+            }
             fn handle_message(
                 &mut self,
                 now: Instant,
@@ -99,8 +125,26 @@ macro_rules! impl_machine {
     };
 }
 
-impl_machine!(CoordinatorMachine, CoordinatorEvent);
-impl_machine!(HospitalMachine, HospitalEvent);
+impl_machine!(
+    CoordinatorMachine,
+    CoordinatorEvent,
+    DecryptionWork,
+    DecryptionDone,
+    CoordinatorMachine::poll_work,
+    DecryptionWork::run,
+    CoordinatorMachine::handle_work_done
+);
+// A hospital's deferred encryption stays on the loop's thread
+// (`handle_pending_work`): nothing waits on the hospital's loop meanwhile.
+impl_machine!(
+    HospitalMachine,
+    HospitalEvent,
+    std::convert::Infallible,
+    std::convert::Infallible,
+    |_: &mut HospitalMachine| None,
+    |w: std::convert::Infallible| match w {},
+    |_: &mut HospitalMachine, _: Instant, d: std::convert::Infallible| match d {}
+);
 
 /// Whether the loop goes on after a hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +256,8 @@ pub async fn run<M: Machine, R: Role<M>>(
     max_message_bytes: usize,
     limits: &PeerLimits,
 ) -> Result<(), R::Error> {
+    // The machine's work on a blocking thread, if any: one at a time.
+    let mut work: Option<tokio::task::JoinHandle<M::Done>> = None;
     loop {
         let mut flow = Flow::Continue;
         while let Some(ev) = machine.poll_event() {
@@ -243,10 +289,17 @@ pub async fn run<M: Machine, R: Role<M>>(
         if flow == Flow::Stop || machine.is_done() {
             return Ok(());
         }
+        if work.is_none() {
+            if let Some(w) = machine.poll_work() {
+                // The coordinator's decryption while the members commit: off
+                // this loop, which keeps forwarding their relayed commits.
+                work = Some(tokio::task::spawn_blocking(move || M::run_work(w)));
+            }
+        }
         if machine.has_pending_work() {
-            // Crypto the machine deferred until its transmits were out (the
-            // coordinator's decryption while the members commit, a member's
-            // encryption while it waits for its predecessor); then a new turn.
+            // Crypto the machine deferred until its transmits were out (a
+            // member's encryption while it waits for its predecessor); then a
+            // new turn.
             tokio::task::block_in_place(|| machine.handle_pending_work(Instant::now()));
             continue;
         }
@@ -258,6 +311,16 @@ pub async fn run<M: Machine, R: Role<M>>(
             }
         };
         tokio::select! {
+            done = async { work.as_mut().expect("guarded by the condition").await },
+                if work.is_some() =>
+            {
+                work = None;
+                match done {
+                    Ok(done) => machine.handle_work_done(Instant::now(), done),
+                    // The work panicked: so does the loop, as it would have.
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
             ev = net.recv() => {
                 let Some(ev) = ev else {
                     return Err(crate::Error::Transport(

@@ -51,8 +51,8 @@ pub mod plan;
 pub mod wire;
 
 pub use coordinator::{
-    Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, HospitalResult,
-    RoundSummary, RunKey, RunResults, ThresholdRun,
+    Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, DecryptionDone,
+    DecryptionWork, HospitalResult, RoundSummary, RunKey, RunResults, ThresholdRun,
 };
 pub use error::{Error, Result};
 pub use hospital::{

@@ -4,6 +4,7 @@
 mod util;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use learning::{Mode, ReferenceRun};
 use protocol::wire::{Body, Bytes, Envelope, RunId, PROTOCOL_VERSION};
@@ -186,6 +187,79 @@ fn lost_connection_drops_at_once_and_rejoined_node_is_resynced() {
         let diff = max_abs_diff(&got[name], twin[name].as_slice().unwrap());
         assert!(diff <= 1e-6, "{name}: {diff}");
     }
+}
+
+/// The coordinator's decryption handed to the driver (`poll_work`) while
+/// the members commit: whether its result comes after every reveal (the
+/// round waits for it) or before the first, the run is the cleartext run.
+#[test]
+fn a_decryption_off_the_loop_completes_the_round_whenever_it_returns() {
+    let data = three_sites();
+    let reference = ReferenceRun {
+        mode: Mode::Seed,
+        rounds: 6,
+        eta: 0.01,
+    }
+    .run(&data)
+    .unwrap();
+    // Messages take 2-5 ms: 1 ms returns before the commits, 60 ms after
+    // every reveal.
+    for latency_ms in [1, 60] {
+        let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 6)), data.clone());
+        sim.work_latency = Some(Duration::from_millis(latency_ms));
+        sim.run_to_end();
+        assert!(sim.failure().is_none(), "{:?}", sim.failure());
+        assert_eq!(sim.completed_rounds(), 6);
+        let got = sim.final_weights();
+        for (i, name) in (0..3).map(hospital_name).enumerate() {
+            let diff = max_abs_diff(&got[&name], reference.final_weights[i].as_slice().unwrap());
+            assert!(diff <= 1e-6, "{latency_ms} ms, {name}: max abs diff {diff}");
+        }
+        assert!(sim.rejected.is_empty(), "{:?}", sim.rejected);
+    }
+}
+
+/// A last reveal that arrives before the decryption returns does not
+/// decrypt again on the spot: the round waits, and the returned result
+/// completes it.
+#[test]
+fn the_round_waits_for_the_decryption_the_driver_runs() {
+    let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 3)), three_sites());
+    sim.work_latency = Some(Duration::from_millis(60));
+    sim.run_until(100_000, |s| s.work.is_some());
+    let before = sim.checkpoints().len();
+    // Every commit and reveal arrives within the 60 ms.
+    sim.run_until(100_000, |s| s.in_flight.is_empty());
+    assert!(sim.work.is_some(), "the decryption is still out");
+    assert_eq!(
+        sim.checkpoints().len(),
+        before,
+        "no aggregate before the decryption"
+    );
+    sim.step();
+    assert_eq!(sim.checkpoints().len(), before + 1);
+    sim.run_to_end();
+    assert!(sim.failure().is_none(), "{:?}", sim.failure());
+}
+
+/// A decryption whose attempt ended while it ran (here the run failed: a
+/// committed member vanished) is dropped when it returns: no aggregate, no
+/// message.
+#[test]
+fn a_decryption_that_returns_after_its_attempt_ended_changes_nothing() {
+    let mut sim = Sim::new(coordinator_config(3, params(Mode::Seed, 4)), three_sites());
+    sim.work_latency = Some(Duration::from_secs(3600));
+    sim.run_until(100_000, |s| s.work.is_some());
+    sim.kill("hospital-2", true);
+    sim.run_until(100_000, |s| s.coord.as_ref().unwrap().is_done());
+    assert!(sim.failure().is_some(), "the run cannot complete its set");
+    let (_, work) = sim.work.take().expect("still held");
+    let checkpoints = sim.checkpoints().len();
+    let c = sim.coord.as_mut().unwrap();
+    c.handle_work_done(sim.now, work.run());
+    assert!(c.poll_transmit().is_none());
+    assert!(c.poll_event().is_none());
+    assert_eq!(sim.checkpoints().len(), checkpoints);
 }
 
 #[test]

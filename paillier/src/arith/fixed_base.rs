@@ -71,6 +71,11 @@ impl FixedBaseTable {
         }
     }
 
+    /// The window width in bits.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
     /// Largest exponent bit length the table supports.
     pub fn max_bits(&self) -> usize {
         self.window * self.windows

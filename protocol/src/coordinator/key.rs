@@ -17,8 +17,10 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RunKey {
-    /// The coordinator holds the private key.
-    Private(Box<PrivateKey>),
+    /// The coordinator holds the private key (shared with the decryptions
+    /// the driver runs on another thread, see
+    /// [`CoordinatorMachine::poll_work`](super::CoordinatorMachine::poll_work)).
+    Private(std::sync::Arc<PrivateKey>),
     /// A t-of-n threshold key: the coordinator combines `t` hospitals'
     /// verified partial decryptions.
     Threshold(ThresholdRun),
@@ -26,7 +28,7 @@ pub enum RunKey {
 
 impl From<PrivateKey> for RunKey {
     fn from(sk: PrivateKey) -> RunKey {
-        RunKey::Private(Box::new(sk))
+        RunKey::Private(std::sync::Arc::new(sk))
     }
 }
 

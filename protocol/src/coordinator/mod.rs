@@ -197,8 +197,8 @@ enum Step {
     },
     Unmasking {
         /// The still masked sum: its ciphertexts until
-        /// [`CoordinatorMachine::handle_pending_work`] (or the last reveal)
-        /// decrypts them.
+        /// [`CoordinatorMachine::handle_pending_work`], the driver's
+        /// [`DecryptionWork`] or the last reveal decrypts them.
         sum: MaskedSum,
         /// Reveals received, by member.
         reveals: BTreeMap<String, Reveal>,
@@ -237,6 +237,10 @@ enum Step {
 enum MaskedSum {
     /// Validated ciphertexts (parsed against the run's key), not decrypted yet.
     Encrypted(Vec<paillier::Ciphertext>),
+    /// Handed to the driver as [`DecryptionWork`]; its result comes back
+    /// through [`CoordinatorMachine::handle_work_done`]. The ciphertexts stay
+    /// here only for a caller that never returns the work.
+    InFlight(Vec<paillier::Ciphertext>),
     /// Decrypted plaintexts, still masked.
     Decrypted(Vec<BigUint>),
 }
@@ -263,6 +267,49 @@ enum Phase {
     },
     Finished,
     Failed,
+}
+
+/// A round's masked sum to decrypt, from
+/// [`CoordinatorMachine::poll_work`]: `Send`, so that the driver can run it
+/// on another thread. It holds a reference to the run's private key, which it
+/// does not print.
+pub struct DecryptionWork {
+    round: u32,
+    epoch: u64,
+    key: std::sync::Arc<PrivateKey>,
+    cts: Vec<paillier::Ciphertext>,
+}
+
+impl std::fmt::Debug for DecryptionWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecryptionWork")
+            .field("round", &self.round)
+            .field("epoch", &self.epoch)
+            .field("ciphertexts", &self.cts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DecryptionWork {
+    /// Decrypts the sum (CRT, ciphertexts and halves in parallel on rayon's
+    /// pool). The plaintexts are still masked.
+    pub fn run(self) -> DecryptionDone {
+        let plaintexts = paillier::vector::decrypt_raw(&self.key, &self.cts).map_err(Error::Crypto);
+        DecryptionDone {
+            round: self.round,
+            epoch: self.epoch,
+            plaintexts,
+        }
+    }
+}
+
+/// What [`DecryptionWork::run`] returns, for
+/// [`CoordinatorMachine::handle_work_done`].
+#[derive(Debug)]
+pub struct DecryptionDone {
+    round: u32,
+    epoch: u64,
+    plaintexts: Result<Vec<BigUint>>,
 }
 
 /// The coordinator's protocol state machine.
@@ -419,6 +466,70 @@ impl CoordinatorMachine {
                 // An error leaves it encrypted; the last reveal reports it.
                 let _ = sum.decrypt(codec, sk);
             }
+        }
+    }
+
+    /// The deferred decryption (see [`has_pending_work`](Self::has_pending_work))
+    /// as work the driver can run on another thread while it keeps relaying
+    /// and handling messages: a relay-mode coordinator forwards the members'
+    /// `PeerCommit`s meanwhile, which a decryption on the driver's own thread
+    /// would hold up. Hand the result to
+    /// [`handle_work_done`](Self::handle_work_done); until then the machine
+    /// waits for it (a last reveal that arrives first is kept, and the round
+    /// completes when the result comes). Call it after the transmits polled so
+    /// far were sent; `None` when there is nothing to do.
+    pub fn poll_work(&mut self) -> Option<DecryptionWork> {
+        if !self.has_pending_work() {
+            return None;
+        }
+        let RunKey::Private(sk) = &self.sk else {
+            return None;
+        };
+        let Phase::Round(rs) = &mut self.phase else {
+            return None;
+        };
+        let Step::Unmasking { sum, .. } = &mut rs.step else {
+            return None;
+        };
+        let MaskedSum::Encrypted(cts) = std::mem::replace(sum, MaskedSum::InFlight(Vec::new()))
+        else {
+            unreachable!("has_pending_work checked it")
+        };
+        let work = DecryptionWork {
+            round: rs.round,
+            epoch: rs.epoch,
+            key: std::sync::Arc::clone(sk),
+            cts: cts.clone(),
+        };
+        *sum = MaskedSum::InFlight(cts);
+        Some(work)
+    }
+
+    /// The result of a [`DecryptionWork`] from [`poll_work`](Self::poll_work).
+    /// A result for an attempt that ended meanwhile (aborted, timed out) is
+    /// dropped. With every reveal already in, the round completes here.
+    pub fn handle_work_done(&mut self, now: Instant, done: DecryptionDone) {
+        let Phase::Round(rs) = &mut self.phase else {
+            return;
+        };
+        if (rs.round, rs.epoch) != (done.round, done.epoch) {
+            return;
+        }
+        let Step::Unmasking { sum, reveals, .. } = &mut rs.step else {
+            return;
+        };
+        let MaskedSum::InFlight(cts) = std::mem::replace(sum, MaskedSum::InFlight(Vec::new()))
+        else {
+            return;
+        };
+        *sum = match done.plaintexts {
+            Ok(pt) => MaskedSum::Decrypted(pt),
+            // Left encrypted: completing the round decrypts again and reports.
+            Err(_) => MaskedSum::Encrypted(cts),
+        };
+        if reveals.len() == rs.ring.len() {
+            // `complete_unmasking` reports its own failures (fail_round).
+            let _ = self.complete_unmasking(now);
         }
     }
 

@@ -366,7 +366,31 @@ impl CoordinatorMachine {
         if reveals.len() < rs.ring.len() {
             return Ok(());
         }
-        // Every member revealed: remove the masks.
+        self.complete_unmasking(now)
+    }
+
+    /// Every member revealed: removes the masks and finalizes the aggregate
+    /// (a threshold run asks for partial decryptions instead). Waits while
+    /// the sum's decryption is with the driver ([`MaskedSum::InFlight`]):
+    /// `handle_work_done` calls this again.
+    pub(super) fn complete_unmasking(&mut self, now: Instant) -> Result<()> {
+        let Phase::Round(rs) = &mut self.phase else {
+            return Ok(());
+        };
+        let round = rs.round;
+        // The tail sent the sum: an aggregate that decodes to garbage is
+        // reported against its ring pass.
+        let from = rs.ring.last().cloned().unwrap_or_default();
+        let from = from.as_str();
+        if matches!(
+            rs.step,
+            Step::Unmasking {
+                sum: MaskedSum::InFlight(_),
+                ..
+            }
+        ) {
+            return Ok(());
+        }
         let Step::Unmasking { sum, reveals, .. } = std::mem::replace(
             &mut rs.step,
             Step::Collecting {
@@ -921,7 +945,7 @@ impl MaskedSum {
         sk: &PrivateKey,
     ) -> Result<Vec<BigUint>> {
         match self {
-            MaskedSum::Encrypted(cts) => codec.decrypt_raw(sk, &cts),
+            MaskedSum::Encrypted(cts) | MaskedSum::InFlight(cts) => codec.decrypt_raw(sk, &cts),
             MaskedSum::Decrypted(pt) => Ok(pt),
         }
     }

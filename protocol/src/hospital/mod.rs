@@ -1127,11 +1127,16 @@ impl HospitalMachine {
         // and shared by its clones) is built now on another thread, while the
         // ring confirms, not by the first encryption on the ring's critical
         // path. It holds only public values (powers of the key's public
-        // `h^n`); an encryption that comes first waits for it.
+        // `h^n`); an encryption that comes first does not wait for it (one
+        // regular exponentiation instead).
         // A plain thread, not a rayon worker: a worker blocked on the table
         // could be handed the table's own parallel work.
+        // Sized for the run's encryptions: its rounds left times the
+        // ciphertexts of one contribution.
+        let rounds_left = u64::from(p.rounds.saturating_sub(s.history.len() as u32)).max(1);
+        let encryptions = rounds_left * codec.ciphertext_count() as u64;
         let table_key = pk.clone();
-        std::thread::spawn(move || table_key.precompute());
+        std::thread::spawn(move || table_key.precompute_for(encryptions));
         // Likewise the threshold key's table of v, which the partial
         // decryption's proof uses (shared by the share's clones of the key).
         if let Some(share) = &self.config.key_share {

@@ -14,8 +14,8 @@ use learning::{Dataset, Mode, ReferenceRun};
 use paillier::PrivateKey;
 use protocol::wire::{Body, Envelope, Member, RunId, RunParams};
 use protocol::{
-    Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, Error, HospitalConfig,
-    HospitalEvent, HospitalMachine, HospitalState,
+    Checkpoint, CoordinatorConfig, CoordinatorEvent, CoordinatorMachine, DecryptionWork, Error,
+    HospitalConfig, HospitalEvent, HospitalMachine, HospitalState,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -117,6 +117,13 @@ pub struct Sim {
     pub persisted: BTreeMap<String, HospitalState>,
     /// Hook applied to every hospital's config before it is built.
     pub hospital_config: Option<ConfigHook>,
+    /// When set, the coordinator's decryption runs as the driver runs it:
+    /// taken with `poll_work` and handed back with `handle_work_done` this
+    /// long after (the messages meanwhile go on); else on the spot with
+    /// `handle_pending_work`.
+    pub work_latency: Option<Duration>,
+    /// The work taken and when its result is due.
+    pub work: Option<(Instant, DecryptionWork)>,
 }
 
 /// A change applied to every hospital's config before its machine is built.
@@ -169,6 +176,8 @@ impl Sim {
             roster,
             persisted: BTreeMap::new(),
             hospital_config: None,
+            work_latency: None,
+            work: None,
         }
     }
 
@@ -369,6 +378,13 @@ impl Sim {
                 // Deferred work, as the driver does it once the transmits are out.
                 let now = self.now;
                 let mut worked = false;
+                if let (Some(c), Some(latency)) = (self.coord.as_mut(), self.work_latency) {
+                    if self.work.is_none() {
+                        if let Some(w) = c.poll_work() {
+                            self.work = Some((now + latency, w));
+                        }
+                    }
+                }
                 if let Some(c) = self.coord.as_mut().filter(|c| c.has_pending_work()) {
                     c.handle_pending_work(now);
                     worked = true;
@@ -415,6 +431,19 @@ impl Sim {
             .min_by_key(|(_, p)| (p.at, p.seq))
             .map(|(i, p)| (i, p.at));
         let deadline = self.coord.as_ref().and_then(|c| c.next_deadline());
+        if let Some((due, _)) = &self.work {
+            let due = *due;
+            if next_packet.is_none_or(|(_, at)| due <= at) && deadline.is_none_or(|d| due <= d) {
+                let (_, w) = self.work.take().expect("checked");
+                self.now = self.now.max(due);
+                let now = self.now;
+                if let Some(c) = self.coord.as_mut() {
+                    c.handle_work_done(now, w.run());
+                }
+                self.collect();
+                return true;
+            }
+        }
         let packet_first = match (next_packet, deadline) {
             (Some((_, at)), Some(d)) => at <= d,
             (Some(_), None) => true,
