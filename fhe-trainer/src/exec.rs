@@ -1,5 +1,5 @@
 //! The TFHE evaluator (`Fhe::Execute`): the circuit's blocks are tfhe
-//! shortint ciphertexts under `PARAM_MESSAGE_2_CARRY_2_KS_PBS`, linear steps
+//! shortint ciphertexts under `PARAM_MESSAGE_2_CARRY_2_KS32_PBS_TUNIFORM_2M128`, linear steps
 //! are tfhe's `unchecked_*` operations (the plan checks the bounds they skip)
 //! and each [`Table`] is one programmable bootstrap. Independent bootstraps of
 //! a circuit level run in parallel on rayon's pool.
@@ -15,8 +15,8 @@ use tfhe::shortint::{Ciphertext, ServerKey};
 use crate::circuit::{Backend, Table};
 
 /// The shortint parameter set every ciphertext and key uses.
-pub const PARAMS: tfhe::shortint::ClassicPBSParameters =
-    tfhe::shortint::parameters::PARAM_MESSAGE_2_CARRY_2_KS_PBS;
+pub const PARAMS: tfhe::shortint::parameters::KeySwitch32PBSParameters =
+    tfhe::shortint::parameters::PARAM_MESSAGE_2_CARRY_2_KS32_PBS_TUNIFORM_2M128;
 
 /// Evaluates the circuit on ciphertexts with a server key.
 pub struct TfheBackend {

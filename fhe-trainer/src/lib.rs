@@ -55,7 +55,11 @@
 //! # Encodings
 //!
 //! Every value is a 4-bit *block*, the whole message-and-carry space of
-//! `PARAM_MESSAGE_2_CARRY_2_KS_PBS` (TUniform, p_fail 2^-128). A block is
+//! `PARAM_MESSAGE_2_CARRY_2_KS32_PBS_TUNIFORM_2M128` (p_fail 2^-129.6 at
+//! 2-norm 5, the same LWE and GLWE dimensions, bootstrapping key and noise
+//! bound as the classic `PARAM_MESSAGE_2_CARRY_2_KS_PBS`, with the
+//! keyswitch computed on 32-bit words: a quarter smaller server key and
+//! faster bootstraps on a CPU). A block is
 //! either combined linearly (sums, multiplication by 4) or sent through a
 //! table lookup (one programmable bootstrap, PBS). Public metadata follows
 //! every block: its largest possible value (kept <= 15) and the squared

@@ -1132,7 +1132,8 @@ fn bench(
     let all = secs.len() + secs_after.len();
     let mean_seconds_per_batch = secs.iter().chain(&secs_after).sum::<f64>() / all as f64;
     let res = BenchResults {
-        params: "PARAM_MESSAGE_2_CARRY_2_KS_PBS (TUniform, p_fail 2^-128), tfhe avx512 feature on",
+        params: "PARAM_MESSAGE_2_CARRY_2_KS32_PBS_TUNIFORM_2M128 (p_fail 2^-129.6), tfhe avx512 \
+                 feature on",
         features,
         batch_size,
         threads: rayon::current_num_threads(),
