@@ -518,10 +518,12 @@ impl CoordinatorMachine {
         let Step::Unmasking { sum, reveals, .. } = &mut rs.step else {
             return;
         };
-        let MaskedSum::InFlight(cts) = std::mem::replace(sum, MaskedSum::InFlight(Vec::new()))
-        else {
+        // Only the sum this work was taken from (a result handed in twice
+        // finds it decrypted already and leaves it as it is).
+        let MaskedSum::InFlight(cts) = sum else {
             return;
         };
+        let cts = std::mem::take(cts);
         *sum = match done.plaintexts {
             Ok(pt) => MaskedSum::Decrypted(pt),
             // Left encrypted: completing the round decrypts again and reports.
