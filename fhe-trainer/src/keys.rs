@@ -92,11 +92,41 @@ fn state_from_bytes(st: &StateBytes, config: &CircuitConfig) -> Result<WeightSta
     })
 }
 
-/// The data owner's key. Its `Debug` output hides the secret.
+/// The data owner's key. Its `Debug` output hides the secret. A key read
+/// from a file is under this build's parameter set ([`PARAMS`]) or refused
+/// there (a key made under another set would encrypt batches no server of
+/// this build accepts).
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "ClientFile")]
 pub struct Client {
     key_id: KeyId,
     cks: ClientKey,
+}
+
+/// A client key as stored, before its parameter set is checked.
+#[derive(Deserialize)]
+struct ClientFile {
+    key_id: KeyId,
+    cks: ClientKey,
+}
+
+impl TryFrom<ClientFile> for Client {
+    type Error = String;
+
+    fn try_from(f: ClientFile) -> std::result::Result<Client, String> {
+        let expected: tfhe::shortint::parameters::ShortintParameterSet = PARAMS.into();
+        if f.cks.parameters() != expected {
+            return Err(
+                "the client key was made under another tfhe parameter set than this build's \
+                 (an older fhe-trainer?): make a new key with `fhe-trainer keygen`"
+                    .into(),
+            );
+        }
+        Ok(Client {
+            key_id: f.key_id,
+            cks: f.cks,
+        })
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -516,6 +546,23 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client key file made under another parameter set (the classic
+    /// keyswitch of earlier builds) is refused when read, naming the cause;
+    /// this build's key reads back.
+    #[test]
+    fn a_client_key_under_another_parameter_set_is_refused_on_load() {
+        let old = Client {
+            key_id: [7; 16],
+            cks: ClientKey::new(tfhe::shortint::parameters::PARAM_MESSAGE_2_CARRY_2_KS_PBS),
+        };
+        let bytes = bincode::serialize(&old).unwrap();
+        let e = bincode::deserialize::<Client>(&bytes).unwrap_err();
+        assert!(e.to_string().contains("another tfhe parameter set"), "{e}");
+        let new = Client::generate();
+        let back: Client = bincode::deserialize(&bincode::serialize(&new).unwrap()).unwrap();
+        assert_eq!(back.key_id, new.key_id);
+    }
 
     #[test]
     fn overflow_into_the_padding_bit_is_an_error() {
