@@ -19,6 +19,17 @@ fn three_sites() -> Vec<learning::Dataset> {
     ]
 }
 
+/// The cleartext twin of a run at the harness's learning rate.
+fn reference(mode: Mode, rounds: usize, data: &[learning::Dataset]) -> learning::ReferenceResult {
+    ReferenceRun {
+        mode,
+        rounds,
+        eta: 0.01,
+    }
+    .run(data)
+    .unwrap()
+}
+
 fn run_and_compare_with_reference(mode: Mode, pack: bool, masks: bool) {
     let data = three_sites();
     let mut p = params(mode, 12);
@@ -27,13 +38,7 @@ fn run_and_compare_with_reference(mode: Mode, pack: bool, masks: bool) {
     let mut sim = Sim::new(coordinator_config(3, p), data.clone());
     sim.run_to_end();
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
-    let reference = ReferenceRun {
-        mode,
-        rounds: 12,
-        eta: 0.01,
-    }
-    .run(&data)
-    .unwrap();
+    let reference = reference(mode, 12, &data);
     let got = sim.final_weights();
     assert_eq!(got.len(), 3);
     for (i, name) in (0..3).map(hospital_name).enumerate() {
@@ -92,13 +97,7 @@ fn reordering_and_delay_do_not_change_the_result() {
     sim.latency = std::time::Duration::from_millis(1);
     sim.jitter = std::time::Duration::from_millis(400);
     sim.run_to_end();
-    let reference = ReferenceRun {
-        mode: Mode::Seed,
-        rounds: 6,
-        eta: 0.01,
-    }
-    .run(&data)
-    .unwrap();
+    let reference = reference(Mode::Seed, 6, &data);
     let got = sim.final_weights();
     for (i, name) in (0..3).map(hospital_name).enumerate() {
         let diff = max_abs_diff(&got[&name], reference.final_weights[i].as_slice().unwrap());
@@ -195,13 +194,7 @@ fn lost_connection_drops_at_once_and_rejoined_node_is_resynced() {
 #[test]
 fn a_decryption_off_the_loop_completes_the_round_whenever_it_returns() {
     let data = three_sites();
-    let reference = ReferenceRun {
-        mode: Mode::Seed,
-        rounds: 6,
-        eta: 0.01,
-    }
-    .run(&data)
-    .unwrap();
+    let reference = reference(Mode::Seed, 6, &data);
     // Messages take 2-5 ms: 1 ms returns before the commits, 60 ms after
     // every reveal.
     for latency_ms in [1, 60] {
@@ -559,13 +552,7 @@ fn tamper_once(
 #[test]
 fn tampered_ciphertexts_are_rejected_naming_the_peer_and_the_round_retried() {
     let data = three_sites();
-    let reference = ReferenceRun {
-        mode: Mode::Seed,
-        rounds: 5,
-        eta: 0.01,
-    }
-    .run(&data)
-    .unwrap();
+    let reference = reference(Mode::Seed, 5, &data);
     let cases: [TamperCase; 3] = [
         // c = 0 between hospitals.
         ("hospital-1", "hospital-2", |e| corrupt(e, 0)),
@@ -864,13 +851,7 @@ fn ring_member_reconnecting_mid_round_is_set_up_again() {
     assert!(sim.failure().is_none(), "{:?}", sim.failure());
     assert!(sim.dropped().is_empty());
     assert_eq!(sim.aborts(), 1);
-    let reference = ReferenceRun {
-        mode: Mode::Seed,
-        rounds: 5,
-        eta: 0.01,
-    }
-    .run(&data)
-    .unwrap();
+    let reference = reference(Mode::Seed, 5, &data);
     let got = sim.final_weights();
     for (i, name) in (0..3).map(hospital_name).enumerate() {
         let diff = max_abs_diff(&got[&name], reference.final_weights[i].as_slice().unwrap());
