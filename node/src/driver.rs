@@ -54,10 +54,13 @@ pub trait Machine {
     fn next_deadline(&self) -> Option<Instant>;
     /// Whether the machine has nothing more to do.
     fn is_done(&self) -> bool;
-    /// Whether the machine holds deferred computation to do now.
-    fn has_pending_work(&self) -> bool;
-    /// Does the deferred computation (after the transmits were sent).
-    fn handle_pending_work(&mut self, now: Instant);
+    /// Whether the machine holds deferred computation to do now, on the
+    /// loop's thread. None by default.
+    fn has_pending_work(&self) -> bool {
+        false
+    }
+    /// Does that computation (after the transmits were sent).
+    fn handle_pending_work(&mut self, _now: Instant) {}
     /// Deferred computation the loop runs on a blocking thread while it
     /// goes on relaying and handling messages.
     type Work: Send + 'static;
@@ -72,20 +75,10 @@ pub trait Machine {
 }
 
 macro_rules! impl_machine {
-    ($machine:ty, $event:ty, $work:ty, $done:ty, $poll:expr, $run:expr, $finish:expr) => {
+    ($machine:ty, $event:ty, { $($deferred:tt)* }) => {
         impl Machine for $machine {
             type Event = $event;
-            type Work = $work;
-            type Done = $done;
-            fn poll_work(&mut self) -> Option<$work> {
-                $poll(self)
-            }
-            fn run_work(work: $work) -> $done {
-                $run(work)
-            }
-            fn handle_work_done(&mut self, now: Instant, done: $done) {
-                $finish(self, now, done)
-            }
+            $($deferred)*
             fn handle_message(
                 &mut self,
                 now: Instant,
@@ -115,36 +108,45 @@ macro_rules! impl_machine {
             fn is_done(&self) -> bool {
                 <$machine>::is_done(self)
             }
-            fn has_pending_work(&self) -> bool {
-                <$machine>::has_pending_work(self)
-            }
-            fn handle_pending_work(&mut self, now: Instant) {
-                <$machine>::handle_pending_work(self, now)
-            }
         }
     };
 }
 
-impl_machine!(
-    CoordinatorMachine,
-    CoordinatorEvent,
-    DecryptionWork,
-    DecryptionDone,
-    CoordinatorMachine::poll_work,
-    DecryptionWork::run,
-    CoordinatorMachine::handle_work_done
-);
-// A hospital's deferred encryption stays on the loop's thread
-// (`handle_pending_work`): nothing waits on the hospital's loop meanwhile.
-impl_machine!(
-    HospitalMachine,
-    HospitalEvent,
-    std::convert::Infallible,
-    std::convert::Infallible,
-    |_: &mut HospitalMachine| None,
-    |w: std::convert::Infallible| match w {},
-    |_: &mut HospitalMachine, _: Instant, d: std::convert::Infallible| match d {}
-);
+// The coordinator's decryption runs off the loop, which keeps relaying.
+impl_machine!(CoordinatorMachine, CoordinatorEvent, {
+    type Work = DecryptionWork;
+    type Done = DecryptionDone;
+    fn poll_work(&mut self) -> Option<DecryptionWork> {
+        CoordinatorMachine::poll_work(self)
+    }
+    fn run_work(work: DecryptionWork) -> DecryptionDone {
+        work.run()
+    }
+    fn handle_work_done(&mut self, now: Instant, done: DecryptionDone) {
+        CoordinatorMachine::handle_work_done(self, now, done)
+    }
+});
+// A hospital's deferred encryption stays on the loop's thread: nothing waits
+// on the hospital's loop meanwhile.
+impl_machine!(HospitalMachine, HospitalEvent, {
+    type Work = std::convert::Infallible;
+    type Done = std::convert::Infallible;
+    fn poll_work(&mut self) -> Option<Self::Work> {
+        None
+    }
+    fn run_work(work: Self::Work) -> Self::Done {
+        match work {}
+    }
+    fn handle_work_done(&mut self, _now: Instant, done: Self::Done) {
+        match done {}
+    }
+    fn has_pending_work(&self) -> bool {
+        HospitalMachine::has_pending_work(self)
+    }
+    fn handle_pending_work(&mut self, now: Instant) {
+        HospitalMachine::handle_pending_work(self, now)
+    }
+});
 
 /// Whether the loop goes on after a hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -257,10 +257,7 @@ impl PublicKey {
     /// meanwhile do not wait for it: each takes one regular exponentiation
     /// instead (a few milliseconds at 2048 bits) until the table is there.
     pub fn precompute(&self) {
-        self.inner
-            .djn_building
-            .store(true, std::sync::atomic::Ordering::Release);
-        let _ = self.djn();
+        self.build_table(FixedBaseTable::DEFAULT_WINDOW);
     }
 
     /// As [`precompute`](Self::precompute), with the table's window sized for
@@ -273,9 +270,6 @@ impl PublicKey {
     /// a third of the default's building work, where the default would
     /// spend more on the table than it saves. No effect once a table exists.
     pub fn precompute_for(&self, encryptions: u64) {
-        self.inner
-            .djn_building
-            .store(true, std::sync::atomic::Ordering::Release);
         let bits = self.djn_base().exponent_bits;
         let limbs = self.monty_n2().limbs() as f64;
         let cost = |w: usize| {
@@ -289,6 +283,15 @@ impl PublicKey {
         let window = (2..=FixedBaseTable::DEFAULT_WINDOW)
             .min_by(|a, b| cost(*a).total_cmp(&cost(*b)))
             .unwrap_or(FixedBaseTable::DEFAULT_WINDOW);
+        self.build_table(window);
+    }
+
+    /// Builds the table with `window` (if none exists), telling encryptions
+    /// on other threads meanwhile not to wait for it.
+    fn build_table(&self, window: usize) {
+        self.inner
+            .djn_building
+            .store(true, std::sync::atomic::Ordering::Release);
         let _ = self.djn_with(window);
     }
 

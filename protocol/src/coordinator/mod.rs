@@ -196,8 +196,7 @@ enum Step {
         received: BTreeSet<String>,
     },
     Unmasking {
-        /// The still masked sum: its ciphertexts until
-        /// [`CoordinatorMachine::handle_pending_work`], the driver's
+        /// The still masked sum: its ciphertexts until the driver's
         /// [`DecryptionWork`] or the last reveal decrypts them.
         sum: MaskedSum,
         /// Reveals received, by member.
@@ -238,9 +237,8 @@ enum MaskedSum {
     /// Validated ciphertexts (parsed against the run's key), not decrypted yet.
     Encrypted(Vec<paillier::Ciphertext>),
     /// Handed to the driver as [`DecryptionWork`]; its result comes back
-    /// through [`CoordinatorMachine::handle_work_done`]. The ciphertexts stay
-    /// here only for a caller that never returns the work.
-    InFlight(Vec<paillier::Ciphertext>),
+    /// through [`CoordinatorMachine::handle_work_done`].
+    InFlight,
     /// Decrypted plaintexts, still masked.
     Decrypted(Vec<BigUint>),
 }
@@ -433,55 +431,17 @@ impl CoordinatorMachine {
         self.events.pop_front()
     }
 
-    /// Whether the machine holds deferred computation that
-    /// [`handle_pending_work`](Self::handle_pending_work) would do now: the
-    /// decryption of a sum whose `Unmask` requests already went out, so that
-    /// it overlaps with the members' commitments instead of delaying them.
-    /// Calling it is optional: the machine does the work itself when it
-    /// needs the result.
-    pub fn has_pending_work(&self) -> bool {
-        self.sk.threshold().is_none()
-            && matches!(
-                &self.phase,
-                Phase::Round(RoundState {
-                    step: Step::Unmasking {
-                        sum: MaskedSum::Encrypted(_),
-                        ..
-                    },
-                    ..
-                })
-            )
-    }
-
-    /// Does the deferred computation (see
-    /// [`has_pending_work`](Self::has_pending_work)); call it after the
-    /// transmits polled so far were sent. Sends and emits nothing.
-    pub fn handle_pending_work(&mut self, _now: Instant) {
-        let codec = self.codec.as_ref();
-        let RunKey::Private(sk) = &self.sk else {
-            return;
-        };
-        if let (Phase::Round(rs), Some(codec)) = (&mut self.phase, codec) {
-            if let Step::Unmasking { sum, .. } = &mut rs.step {
-                // An error leaves it encrypted; the last reveal reports it.
-                let _ = sum.decrypt(codec, sk);
-            }
-        }
-    }
-
-    /// The deferred decryption (see [`has_pending_work`](Self::has_pending_work))
-    /// as work the driver can run on another thread while it keeps relaying
-    /// and handling messages: a relay-mode coordinator forwards the members'
-    /// `PeerCommit`s meanwhile, which a decryption on the driver's own thread
-    /// would hold up. Hand the result to
-    /// [`handle_work_done`](Self::handle_work_done); until then the machine
-    /// waits for it (a last reveal that arrives first is kept, and the round
-    /// completes when the result comes). Call it after the transmits polled so
-    /// far were sent; `None` when there is nothing to do.
+    /// The decryption of a sum whose `Unmask` requests already went out, as
+    /// work the driver runs on another thread while it keeps relaying and
+    /// handling messages, so that it overlaps with the members' commitments
+    /// (a relay-mode coordinator forwards their `PeerCommit`s meanwhile,
+    /// which a decryption on the driver's own thread would hold up). Hand the
+    /// result to [`handle_work_done`](Self::handle_work_done); until then the
+    /// machine waits for it (a last reveal that arrives first is kept, and the
+    /// round completes when the result comes). Call it after the transmits
+    /// polled so far were sent; `None` when there is nothing to do. Calling it
+    /// is optional: without it the last reveal decrypts the sum on the spot.
     pub fn poll_work(&mut self) -> Option<DecryptionWork> {
-        if !self.has_pending_work() {
-            return None;
-        }
         let RunKey::Private(sk) = &self.sk else {
             return None;
         };
@@ -491,18 +451,18 @@ impl CoordinatorMachine {
         let Step::Unmasking { sum, .. } = &mut rs.step else {
             return None;
         };
-        let MaskedSum::Encrypted(cts) = std::mem::replace(sum, MaskedSum::InFlight(Vec::new()))
-        else {
-            unreachable!("has_pending_work checked it")
+        if !matches!(sum, MaskedSum::Encrypted(_)) {
+            return None;
+        }
+        let MaskedSum::Encrypted(cts) = std::mem::replace(sum, MaskedSum::InFlight) else {
+            unreachable!("matched above")
         };
-        let work = DecryptionWork {
+        Some(DecryptionWork {
             round: rs.round,
             epoch: rs.epoch,
             key: std::sync::Arc::clone(sk),
-            cts: cts.clone(),
-        };
-        *sum = MaskedSum::InFlight(cts);
-        Some(work)
+            cts,
+        })
     }
 
     /// The result of a [`DecryptionWork`] from [`poll_work`](Self::poll_work).
@@ -520,15 +480,19 @@ impl CoordinatorMachine {
         };
         // Only the sum this work was taken from (a result handed in twice
         // finds it decrypted already and leaves it as it is).
-        let MaskedSum::InFlight(cts) = sum else {
+        if !matches!(sum, MaskedSum::InFlight) {
             return;
-        };
-        let cts = std::mem::take(cts);
-        *sum = match done.plaintexts {
-            Ok(pt) => MaskedSum::Decrypted(pt),
-            // Left encrypted: completing the round decrypts again and reports.
-            Err(_) => MaskedSum::Encrypted(cts),
-        };
+        }
+        match done.plaintexts {
+            Ok(pt) => *sum = MaskedSum::Decrypted(pt),
+            Err(err) => {
+                // Not for ciphertexts parsed under the run's key; the set is
+                // fixed, so no retry with other members.
+                let round = rs.round;
+                self.fail_round(round, format!("the sum does not decrypt: {err}"));
+                return;
+            }
+        }
         if reveals.len() == rs.ring.len() {
             // `complete_unmasking` reports its own failures (fail_round).
             let _ = self.complete_unmasking(now);

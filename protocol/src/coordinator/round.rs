@@ -243,7 +243,7 @@ impl CoordinatorMachine {
         // Ask exactly this attempt's members to unmask; from now on the round
         // completes with this set or not at all. The parsed ciphertexts are
         // under the run's key, so decrypting them cannot fail: it is left for
-        // `handle_pending_work` (after the requests went out) or the last
+        // the driver's `poll_work` (after the requests went out) or the last
         // reveal, whichever comes first. What is sent, and when it is allowed
         // to be sent, is unchanged.
         let digest = self.sk.threshold().map(|_| crate::wire::sum_digest(&cts));
@@ -377,20 +377,20 @@ impl CoordinatorMachine {
         let Phase::Round(rs) = &mut self.phase else {
             return Ok(());
         };
-        let round = rs.round;
-        // The tail sent the sum: an aggregate that decodes to garbage is
-        // reported against its ring pass.
-        let from = rs.ring.last().cloned().unwrap_or_default();
-        let from = from.as_str();
         if matches!(
             rs.step,
             Step::Unmasking {
-                sum: MaskedSum::InFlight(_),
+                sum: MaskedSum::InFlight,
                 ..
             }
         ) {
             return Ok(());
         }
+        let round = rs.round;
+        // The tail sent the sum: an aggregate that decodes to garbage is
+        // reported against its ring pass.
+        let from = rs.ring.last().cloned().unwrap_or_default();
+        let from = from.as_str();
         let Step::Unmasking { sum, reveals, .. } = std::mem::replace(
             &mut rs.step,
             Step::Collecting {
@@ -929,15 +929,6 @@ impl CoordinatorMachine {
 }
 
 impl MaskedSum {
-    /// Decrypts the sum if it is not decrypted yet. On an error it stays
-    /// encrypted (and [`into_plaintexts`](Self::into_plaintexts) reports it).
-    pub(super) fn decrypt(&mut self, codec: &GradientCodec, sk: &PrivateKey) -> Result<()> {
-        if let MaskedSum::Encrypted(cts) = self {
-            *self = MaskedSum::Decrypted(codec.decrypt_raw(sk, cts)?);
-        }
-        Ok(())
-    }
-
     /// The still masked plaintexts, decrypted now if they were not.
     pub(super) fn into_plaintexts(
         self,
@@ -945,7 +936,8 @@ impl MaskedSum {
         sk: &PrivateKey,
     ) -> Result<Vec<BigUint>> {
         match self {
-            MaskedSum::Encrypted(cts) | MaskedSum::InFlight(cts) => codec.decrypt_raw(sk, &cts),
+            MaskedSum::Encrypted(cts) => codec.decrypt_raw(sk, &cts),
+            MaskedSum::InFlight => unreachable!("complete_unmasking waits for the work"),
             MaskedSum::Decrypted(pt) => Ok(pt),
         }
     }

@@ -117,10 +117,9 @@ pub struct Sim {
     pub persisted: BTreeMap<String, HospitalState>,
     /// Hook applied to every hospital's config before it is built.
     pub hospital_config: Option<ConfigHook>,
-    /// When set, the coordinator's decryption runs as the driver runs it:
-    /// taken with `poll_work` and handed back with `handle_work_done` this
-    /// long after (the messages meanwhile go on); else on the spot with
-    /// `handle_pending_work`.
+    /// The coordinator's decryption is taken with `poll_work` and handed
+    /// back with `handle_work_done`, as the driver does: this long after
+    /// (the messages meanwhile go on), or at once when `None`.
     pub work_latency: Option<Duration>,
     /// The work taken and when its result is due.
     pub work: Option<(Instant, DecryptionWork)>,
@@ -378,16 +377,16 @@ impl Sim {
                 // Deferred work, as the driver does it once the transmits are out.
                 let now = self.now;
                 let mut worked = false;
-                if let (Some(c), Some(latency)) = (self.coord.as_mut(), self.work_latency) {
-                    if self.work.is_none() {
-                        if let Some(w) = c.poll_work() {
-                            self.work = Some((now + latency, w));
+                if let Some(c) = self.coord.as_mut().filter(|_| self.work.is_none()) {
+                    if let Some(w) = c.poll_work() {
+                        match self.work_latency {
+                            Some(latency) => self.work = Some((now + latency, w)),
+                            None => {
+                                c.handle_work_done(now, w.run());
+                                worked = true;
+                            }
                         }
                     }
-                }
-                if let Some(c) = self.coord.as_mut().filter(|c| c.has_pending_work()) {
-                    c.handle_pending_work(now);
-                    worked = true;
                 }
                 for h in self.hospitals.values_mut() {
                     if h.has_pending_work() {
